@@ -1,0 +1,123 @@
+"""The `eddy` command (also `python -m app`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from app.factory import create_app
+from app.settings import Settings
+from storage import DataDirLocked, SQLiteEngine
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Eddy streaming broker")
+
+
+def _settings(**flags: Any) -> Settings:
+    """Flags given on the command line win; the rest come from EDDY_* variables or defaults."""
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            typer.echo(
+                f"eddy: invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}", err=True
+            )
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address [env EDDY_HOST; 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env EDDY_PORT; 8080]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env EDDY_DATA_DIR; ./eddy-data]")
+    ] = None,
+    default_partitions: Annotated[
+        int | None, typer.Option(help="Partitions of new topics [env EDDY_DEFAULT_PARTITIONS; 1]")
+    ] = None,
+    auto_create_topics: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-create-topics/--no-auto-create-topics",
+            help="Create topics on first produce/subscribe [env EDDY_AUTO_CREATE_TOPICS; on]",
+            show_default=False,
+        ),
+    ] = None,
+    sync: Annotated[
+        str | None, typer.Option(help="full (fsync per commit) or normal [env EDDY_SYNC; full]")
+    ] = None,
+    ws_buffer_bytes: Annotated[
+        int | None,
+        typer.Option(help="Live subscriber buffer before close 4408 [env EDDY_WS_BUFFER_BYTES]"),
+    ] = None,
+    max_request_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest request body / WebSocket frame [env EDDY_MAX_REQUEST_BYTES]"),
+    ] = None,
+    ws_ping_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between WebSocket pings [env EDDY_WS_PING_INTERVAL]"),
+    ] = None,
+    ws_ping_timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for a pong [env EDDY_WS_PING_TIMEOUT]")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
+    ] = None,
+) -> None:
+    """Run the broker."""
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        default_partitions=default_partitions,
+        auto_create_topics=auto_create_topics,
+        sync=sync,
+        ws_buffer_bytes=ws_buffer_bytes,
+        max_request_bytes=max_request_bytes,
+        ws_ping_interval=ws_ping_interval,
+        ws_ping_timeout=ws_ping_timeout,
+        log_level=log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:  # fail fast with a clear message instead of a start-up traceback
+        SQLiteEngine.ensure_data_dir_free(settings.data_dir)
+    except DataDirLocked as exc:
+        typer.echo(f"eddy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",  # Eddy logs its own start-up line
+        access_log=False,
+        ws_max_size=settings.max_request_bytes,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command("export-openapi")
+def export_openapi(
+    out: Annotated[Path, typer.Option(help="Where to write the spec")] = Path(
+        "openapi/openapi.json"
+    ),
+) -> None:
+    """Write the OpenAPI document the server serves (CI checks the checked-in copy equals it)."""
+    spec = create_app(Settings()).openapi()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    cli(sys.argv[1:])

@@ -1,0 +1,66 @@
+"""The one place where exceptions become the contract's JSON error responses."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import EddyError, InvalidRequest, MethodNotAllowed, RouteNotFound
+
+log = logging.getLogger("eddy.errors")
+
+
+def _json(body: object, status: int) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def error_response(error: EddyError) -> Response:
+    return _json(error.to_body(), error.http_status)
+
+
+async def _eddy_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EddyError)
+    return error_response(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", ""))} for err in exc.errors()
+    ]
+    where = ".".join(str(p) for p in problems[0]["loc"]) if problems else "request"
+    message = f"{where}: {problems[0]['msg']}" if problems else "invalid request"
+    return error_response(InvalidRequest(message, {"errors": problems}))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        error: EddyError = RouteNotFound(f"no route {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:  # any other 4xx Starlette raises (e.g. a malformed form): same shape, its status
+        return _json(
+            {"error": {"code": "invalid_request", "message": str(exc.detail), "details": {}}},
+            exc.status_code,
+        )
+    return error_response(error)
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return _json(
+        {"error": {"code": "internal_error", "message": "internal error", "details": {}}}, 500
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(EddyError, _eddy_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

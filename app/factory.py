@@ -1,0 +1,113 @@
+"""The app factory: `create_app(settings)` wires storage, broker, routers and error handling.
+
+Run it with `eddy serve` (see app/cli.py) or `uvicorn --factory app.factory:create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import install_error_handlers
+from app.openapi import build_openapi, operation_id
+from app.settings import Settings
+from broker import Broker, BrokerConfig
+from routers import ops, records, topics, ws
+from storage import SQLiteEngine
+
+log = logging.getLogger("eddy")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+DESCRIPTION = """Eddy is a Kafka-style streaming broker: topics with partitions, keyed records with
+offsets, consumers that resume by offset. Publish with `curl`, subscribe with a WebSocket
+(`/v1/topics/{topic}/ws`, described in `openapi/asyncapi.yaml`)."""
+
+
+def broker_config(settings: Settings) -> BrokerConfig:
+    return BrokerConfig(
+        default_partitions=settings.default_partitions,
+        auto_create_topics=settings.auto_create_topics,
+        ws_buffer_bytes=settings.ws_buffer_bytes,
+        max_request_bytes=settings.max_request_bytes,
+    )
+
+
+class RequestMetrics:
+    """Records each HTTP request's latency by method, route template and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            broker: Broker | None = scope.get("state", {}).get("broker")
+            if broker is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                broker.metrics.request_latency.labels(scope["method"], route, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        broker = Broker(SQLiteEngine(settings.data_dir, settings.sync), broker_config(settings))
+        await broker.start()
+        url = f"http://{settings.host}:{settings.port}"
+        log.info(
+            "Eddy listening on %s (data dir %s, docs %s/docs)",
+            url,
+            settings.data_dir.resolve(),
+            url,
+        )
+        try:
+            yield {"broker": broker}
+        finally:
+            await broker.stop()
+
+    app = FastAPI(
+        title="Eddy",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    install_error_handlers(app)
+    app.include_router(topics.router)
+    app.include_router(records.router)
+    app.include_router(ws.router)
+    app.include_router(ops.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(RequestMetrics)
+    return app

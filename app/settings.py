@@ -1,0 +1,37 @@
+"""Server settings: every field is a CLI flag of `eddy serve` and an EDDY_* environment variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDDY_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0: any free port)")
+    data_dir: Path = Field(Path("./eddy-data"), description="Where topic databases live")
+    default_partitions: int = Field(1, ge=1, le=1024, description="Partitions of new topics")
+    auto_create_topics: bool = Field(
+        True, description="Create unknown topics on produce or subscribe"
+    )
+    sync: Literal["full", "normal"] = Field(
+        "full",
+        description="full: an ack waits for fsync (survives power loss); "
+        "normal: an ack waits for the commit only (survives a process crash)",
+    )
+    ws_buffer_bytes: int = Field(
+        1_048_576, ge=1024, description="Unsent data a live subscriber may have before 4408"
+    )
+    max_request_bytes: int = Field(
+        16 * 1_048_576, ge=1024, description="Largest HTTP request body or WebSocket frame"
+    )
+    ws_ping_interval: float = Field(
+        5.0, gt=0, description="Seconds between WebSocket pings (detects vanished clients)"
+    )
+    ws_ping_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a pong")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")

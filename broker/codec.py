@@ -1,0 +1,99 @@
+"""Turning JSON from clients into stored bytes and stored records back into JSON.
+
+Values are stored as the compact JSON text of what the client sent and are spliced back into
+responses and frames as-is (``orjson.Fragment``), so they are never parsed again on the way out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from models.errors import InvalidRequest
+from storage import StoredRecord, ValueFormat
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse client JSON exactly (integers of any size), rejecting NaN/Infinity and overflow."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidRequest("JSON is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact JSON bytes of a parsed value; integers beyond 64 bits fall back to the stdlib."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise InvalidRequest("value is nested too deeply (limit 254 levels)") from None
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, RecursionError):
+            raise InvalidRequest("value cannot be stored as JSON") from None
+
+
+def decode_base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("value_base64 is not valid base64") from None
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
+    """A pydantic error as the contract's invalid_request, listing each problem."""
+    problems = [
+        {"loc": [prefix, *err["loc"]] if prefix else list(err["loc"]), "msg": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return InvalidRequest(f"{where}: {first['msg']}", {"errors": problems})
+
+
+def record_dict(topic: str, record: StoredRecord) -> dict[str, Any]:
+    """The JSON object of a record, as in fetch responses and WebSocket frames."""
+    out: dict[str, Any] = {
+        "topic": topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp,
+        "key": record.key,
+    }
+    if record.value_format is ValueFormat.BINARY and record.value is not None:
+        out["value_base64"] = base64.b64encode(record.value).decode()
+    else:
+        out["value"] = None if record.value is None else orjson.Fragment(record.value)
+    out["headers"] = record.headers
+    return out
+
+
+def record_frame(topic: str, record: StoredRecord) -> str:
+    """The WebSocket text frame of a record; built once and sent to every subscriber."""
+    return orjson.dumps({"type": "record", **record_dict(topic, record)}).decode()
+
+
+def control_frame(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode()

@@ -1,0 +1,96 @@
+"""Subscription parameters and start offsets: pure logic, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from models.errors import InvalidRequest, OffsetOutOfRange, PartitionNotFound
+from storage import PartitionState
+
+StartFrom = Literal["earliest", "latest"]
+
+
+@dataclass(frozen=True)
+class SubscribeParams:
+    start_from: StartFrom = "latest"
+    offsets: Mapping[int, int] | None = None  # partition -> next offset to deliver
+    partitions: frozenset[int] | None = None  # None: all
+    keys: frozenset[str] | None = None  # None: every key
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    offset: int
+    reset: bool = False  # the asked offset was removed by retention: starting at log start
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidRequest(f"{what} must be an integer, got '{text[:40]}'") from None
+    if value < 0:
+        raise InvalidRequest(f"{what} must not be negative, got {value}")
+    return value
+
+
+def parse_subscribe_params(query: Mapping[str, str]) -> SubscribeParams:
+    """Parse ?from=&offsets=0:15,1:20&partitions=0,2&keys=A,B&group= into SubscribeParams."""
+    known = {"from", "offsets", "partitions", "keys", "group", "token"}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", {"known": sorted(known)})
+    start_from = query.get("from", "latest")
+    if start_from not in ("earliest", "latest"):
+        raise InvalidRequest("from must be 'earliest' or 'latest'")
+    offsets: dict[int, int] | None = None
+    if query.get("offsets"):
+        offsets = {}
+        for item in query["offsets"].split(","):
+            partition, sep, offset = item.partition(":")
+            if not sep:
+                raise InvalidRequest("offsets must look like 0:15,1:20")
+            offsets[_int(partition, "partition")] = _int(offset, "offset")
+    partitions = None
+    if query.get("partitions"):
+        partitions = frozenset(_int(p, "partition") for p in query["partitions"].split(","))
+    keys = frozenset(query["keys"].split(",")) if "keys" in query else None
+    group = query.get("group") or None
+    return SubscribeParams(start_from, offsets, partitions, keys, group)  # type: ignore[arg-type]
+
+
+def start_positions(
+    topic: str, states: Sequence[PartitionState], params: SubscribeParams
+) -> dict[int, StartPosition]:
+    """Where delivery starts on each subscribed partition.
+
+    An explicit offset wins; one below the log start (removed by retention) starts at the log
+    start with reset=True; one above the high watermark is an error. Other partitions start at
+    the log start (`earliest`) or the high watermark (`latest`).
+    """
+    count = len(states)
+    wanted = params.partitions if params.partitions is not None else frozenset(range(count))
+    for partition in sorted(wanted | frozenset(params.offsets or ())):
+        if partition >= count:
+            raise PartitionNotFound(topic, partition, count)
+    positions: dict[int, StartPosition] = {}
+    for partition in sorted(wanted):
+        state = states[partition]
+        asked = (params.offsets or {}).get(partition)
+        if asked is None:
+            offset = (
+                state.log_start_offset if params.start_from == "earliest" else state.high_watermark
+            )
+            positions[partition] = StartPosition(offset)
+        elif asked > state.high_watermark:
+            raise OffsetOutOfRange(
+                topic, partition, asked, state.log_start_offset, state.high_watermark
+            )
+        elif asked < state.log_start_offset:
+            positions[partition] = StartPosition(state.log_start_offset, reset=True)
+        else:
+            positions[partition] = StartPosition(asked)
+    return positions

@@ -1,0 +1,110 @@
+"""WebSocket publishing: records in, acks out, in the order the records came.
+
+The reader queues each record with the producer as soon as it arrives (so records from one
+connection commit in order and many in flight share a group commit); the answerer awaits them in
+arrival order and sends each ack or error. A bounded queue between the two gives backpressure:
+when it is full the reader stops reading the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from broker.codec import control_frame, parse_json, validation_error
+from broker.drafts import RecordDraft, draft_from_record
+from broker.subscriber import FrameSink
+from models.errors import EddyError, InvalidRequest
+from models.frames import PublishFrame
+from storage import AppendedRecord
+
+Submit = Callable[[Sequence[RecordDraft]], asyncio.Future[list[AppendedRecord]]]
+
+
+class PublishSession:
+    def __init__(self, topic: str, submit: Submit, sink: FrameSink, max_in_flight: int) -> None:
+        self.topic = topic
+        self._submit = submit
+        self._sink = sink
+        self._answers: asyncio.Queue[tuple[Any, asyncio.Future[list[AppendedRecord]] | EddyError]]
+        self._answers = asyncio.Queue(maxsize=max_in_flight)
+        self._done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    def finish(self, close_code: int | None) -> None:
+        """End the session; `run` returns `close_code` (None: the client is gone)."""
+        if not self._done.done():
+            self._done.set_result(close_code)
+
+    async def run(self, incoming: AsyncIterator[str | bytes]) -> int | None:
+        tasks = [
+            asyncio.create_task(self._read_loop(incoming)),
+            asyncio.create_task(self._answer_loop()),
+        ]
+        try:
+            return await asyncio.shield(self._done)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_loop(self, incoming: AsyncIterator[str | bytes]) -> None:
+        async for frame in incoming:
+            await self._answers.put(self._accept(frame))
+        await self._answers.join()  # the client closed: finish answering what it sent
+        self.finish(None)
+
+    def _accept(
+        self, frame: str | bytes
+    ) -> tuple[Any, asyncio.Future[list[AppendedRecord]] | EddyError]:
+        record_id: Any = None
+        try:
+            if isinstance(frame, bytes):
+                raise InvalidRequest("send each record as a JSON text frame")
+            data = parse_json(frame)
+            if not isinstance(data, dict):
+                raise InvalidRequest("each frame must be a JSON object (one record)")
+            record_id = data.get("id")
+            if not isinstance(record_id, str | int) or isinstance(record_id, bool):
+                record_id = None
+            try:
+                record = PublishFrame.model_validate(data)
+            except ValidationError as exc:
+                raise validation_error(exc) from None
+            return record_id, self._submit([draft_from_record(record)])
+        except EddyError as exc:
+            return record_id, exc
+
+    async def _answer_loop(self) -> None:
+        try:
+            await self._answer_all()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the connection broke while sending
+            self.finish(None)
+
+    async def _answer_all(self) -> None:
+        while True:
+            record_id, outcome = await self._answers.get()
+            try:
+                if isinstance(outcome, EddyError):
+                    raise outcome
+                appended = (await outcome)[0]
+                answer = {
+                    "type": "ack",
+                    "id": record_id,
+                    "partition": appended.partition,
+                    "offset": appended.offset,
+                    "timestamp": appended.timestamp,
+                }
+            except EddyError as exc:
+                answer = {
+                    "type": "error",
+                    "id": record_id,
+                    "code": exc.code,
+                    "message": exc.message,
+                }
+            await self._sink.send_text(control_frame(answer))
+            self._answers.task_done()

@@ -1,0 +1,1 @@
+"""Pydantic schemas and the error tree shared by every layer (routers, broker, storage)."""

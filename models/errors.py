@@ -1,0 +1,147 @@
+"""Eddy's error tree and the one JSON shape every error takes.
+
+    EddyError                       code              HTTP  WebSocket close
+    ├── InvalidRequest              invalid_request   422   4400
+    ├── NotFound
+    │   ├── TopicNotFound           topic_not_found   404   4404
+    │   ├── PartitionNotFound       partition_not_found 404 4400
+    │   └── RouteNotFound           not_found         404   4400
+    ├── MethodNotAllowed            method_not_allowed 405  4400
+    ├── TopicExists                 topic_exists      409   4400
+    ├── OffsetOutOfRange            offset_out_of_range 416 4400
+    ├── RecordTooLarge              record_too_large  413   4400
+    ├── PayloadTooLarge             payload_too_large 413   1009
+    ├── UnsupportedMediaType        unsupported_media_type 415 4400
+    └── Unavailable                 unavailable       503   1011
+
+Every layer raises these; ``app/errors.py`` turns them into responses in exactly one place and
+the WebSocket sessions turn them into error frames and close codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+
+class EddyError(Exception):
+    """Base class: carries the contract's error code, HTTP status and WebSocket close code."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    ws_close_code: ClassVar[int] = 1011
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_body(self) -> dict[str, Any]:
+        """The contract's JSON error shape."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidRequest(EddyError):
+    code = "invalid_request"
+    http_status = 422
+    ws_close_code = 4400
+
+
+class TopicNotFound(EddyError):
+    code = "topic_not_found"
+    http_status = 404
+    ws_close_code = 4404
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic '{topic}' does not exist", {"topic": topic})
+
+
+class PartitionNotFound(EddyError):
+    code = "partition_not_found"
+    http_status = 404
+    ws_close_code = 4400
+
+    def __init__(self, topic: str, partition: int, partitions: int) -> None:
+        super().__init__(
+            f"topic '{topic}' has no partition {partition} (it has {partitions})",
+            {"topic": topic, "partition": partition, "partitions": partitions},
+        )
+
+
+class RouteNotFound(EddyError):
+    code = "not_found"
+    http_status = 404
+    ws_close_code = 4400
+
+
+class MethodNotAllowed(EddyError):
+    code = "method_not_allowed"
+    http_status = 405
+    ws_close_code = 4400
+
+
+class TopicExists(EddyError):
+    code = "topic_exists"
+    http_status = 409
+    ws_close_code = 4400
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic '{topic}' already exists", {"topic": topic})
+
+
+class OffsetOutOfRange(EddyError):
+    code = "offset_out_of_range"
+    http_status = 416
+    ws_close_code = 4400
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, log_start_offset: int, high_watermark: int
+    ) -> None:
+        super().__init__(
+            f"offset {offset} is out of range for {topic}/{partition} "
+            f"(valid: {log_start_offset}..{high_watermark})",
+            {
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "log_start_offset": log_start_offset,
+                "high_watermark": high_watermark,
+            },
+        )
+
+
+class RecordTooLarge(EddyError):
+    code = "record_too_large"
+    http_status = 413
+    ws_close_code = 4400
+
+
+class PayloadTooLarge(EddyError):
+    code = "payload_too_large"
+    http_status = 413
+    ws_close_code = 1009
+
+
+class UnsupportedMediaType(EddyError):
+    code = "unsupported_media_type"
+    http_status = 415
+    ws_close_code = 4400
+
+
+class Unavailable(EddyError):
+    code = "unavailable"
+    http_status = 503
+    ws_close_code = 1011
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable error code", examples=["topic_not_found"])
+    message: str = Field(description="What went wrong, for humans")
+    details: dict[str, Any] = Field(default_factory=dict, description="Code-specific fields")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error response."""
+
+    error: ErrorBody

@@ -1,0 +1,68 @@
+"""Schemas of produce and fetch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RecordIn(BaseModel):
+    """A record to produce. Give `value` (any JSON) or `value_base64` (bytes), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str | None = Field(default=None, description="Partitioning key", examples=["AAPL"])
+    value: Any = Field(default=None, description="Any JSON value", examples=[{"price": 187.3}])
+    value_base64: str | None = Field(
+        default=None, description="Binary value, base64-encoded (instead of `value`)"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, examples=[{"source": "feed-1"}])
+    partition: int | None = Field(
+        default=None, ge=0, description="Explicit partition (default: hash of key)"
+    )
+    timestamp: int | None = Field(
+        default=None, ge=0, description="ms since epoch (default: broker time)"
+    )
+
+
+class ProduceBatch(BaseModel):
+    """Several records, appended atomically (all or none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[RecordIn] = Field(min_length=1)
+
+
+class RecordMetadata(BaseModel):
+    partition: int
+    offset: int
+    timestamp: int
+
+
+class ProduceResponse(BaseModel):
+    offsets: list[RecordMetadata] = Field(description="One entry per record, in request order")
+
+
+class RecordOut(BaseModel):
+    """A stored record. It carries `value`, or `value_base64` if it was produced as bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: str | None
+    value: Any = Field(default=None, description="The JSON value, exactly as produced")
+    value_base64: str | None = Field(default=None, description="Present for binary values only")
+    headers: dict[str, str]
+
+
+class FetchResponse(BaseModel):
+    records: list[RecordOut]
+    next_offset: int = Field(description="Offset to fetch next")
+    log_start_offset: int
+    high_watermark: int
+
+
+class OffsetLookup(BaseModel):
+    offset: int | None = Field(description="First offset with timestamp >= the one asked, or null")

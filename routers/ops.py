@@ -1,0 +1,35 @@
+"""Health, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from models.errors import ErrorResponse
+from routers.deps import BrokerDep
+
+router = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": ErrorResponse}})
+async def readyz(broker: BrokerDep) -> Health:
+    """Storage is open and writable."""
+    await broker.check_ready()
+    return Health(status="ready")
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(broker: BrokerDep) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(broker.metrics.registry), media_type=CONTENT_TYPE_LATEST)

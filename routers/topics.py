@@ -1,0 +1,55 @@
+"""Topic administration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from models.errors import ErrorResponse
+from models.topics import TopicCreate, TopicDetail, TopicList, TopicPatch, TopicSummary
+from routers.deps import BrokerDep
+
+router = APIRouter(prefix="/v1/topics", tags=["topics"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {422: {"model": ErrorResponse}}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TopicSummary,
+    responses={409: {"model": ErrorResponse}, **ERRORS},
+)
+async def create_topic(body: TopicCreate, broker: BrokerDep) -> TopicSummary:
+    """Create a topic (409 topic_exists if it is there already)."""
+    return await broker.create_topic(body.name, body.partitions, body.config)
+
+
+@router.get("", response_model=TopicList)
+async def list_topics(broker: BrokerDep) -> TopicList:
+    """List all topics."""
+    return TopicList(topics=broker.list_topics())
+
+
+@router.get("/{topic}", response_model=TopicDetail, responses={404: {"model": ErrorResponse}})
+async def describe_topic(topic: str, broker: BrokerDep) -> TopicDetail:
+    """A topic's config and, per partition, its offsets and size."""
+    return broker.describe_topic(topic)
+
+
+@router.patch(
+    "/{topic}",
+    response_model=TopicDetail,
+    responses={404: {"model": ErrorResponse}, **ERRORS},
+)
+async def update_topic(topic: str, body: TopicPatch, broker: BrokerDep) -> TopicDetail:
+    """Increase the partition count and/or change config keys (partial update)."""
+    return await broker.update_topic(topic, body.partitions, body.config)
+
+
+@router.delete("/{topic}", status_code=204, responses={404: {"model": ErrorResponse}})
+async def delete_topic(topic: str, broker: BrokerDep) -> Response:
+    """Delete a topic and its data; its open WebSockets are closed with 4404."""
+    await broker.delete_topic(topic)
+    return Response(status_code=204)

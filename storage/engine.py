@@ -1,0 +1,134 @@
+"""The storage interface. The broker sees only this module; nothing above it knows about SQLite.
+
+An engine owns durable partition logs: it assigns offsets, commits appends atomically, serves
+reads in offset order and keeps each partition's offsets/size in memory so that the broker can ask
+for them without I/O. A Kafka-backed engine can implement the same class later.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class ValueFormat(enum.IntEnum):
+    """How a record's value bytes are to be read back."""
+
+    JSON = 0  # UTF-8 JSON text of any JSON value
+    BINARY = 1  # opaque bytes (sent and returned as value_base64)
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record the broker asks the engine to append (partition already chosen)."""
+
+    partition: int
+    timestamp: int
+    key: str | None
+    value: bytes | None  # None is a null value (a tombstone on compacted topics)
+    value_format: ValueFormat
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedRecord:
+    """Where an appended record landed."""
+
+    partition: int
+    offset: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    partition: int
+    offset: int
+    timestamp: int
+    key: str | None
+    value: bytes | None
+    value_format: ValueFormat
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    partition: int
+    log_start_offset: int  # first offset still stored
+    high_watermark: int  # offset the next record will get
+    size_bytes: int  # bytes of record data (key + value + headers) held
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMeta:
+    name: str
+    partitions: int
+    config: dict[str, Any]
+    created_at: int  # ms since epoch
+
+
+class Engine(abc.ABC):
+    """Durable partition logs. All methods raise `models.errors` exceptions on failure."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Take ownership of the storage (refusing if another process has it) and load topics."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release everything; safe to call twice."""
+
+    @abc.abstractmethod
+    async def check_writable(self) -> None:
+        """Raise `Unavailable` unless the storage can take writes right now."""
+
+    # --- topics -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_topics(self) -> list[TopicMeta]:
+        """All topics, sorted by name."""
+
+    @abc.abstractmethod
+    def get_topic(self, name: str) -> TopicMeta:
+        """Raise `TopicNotFound` if it does not exist."""
+
+    @abc.abstractmethod
+    async def create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> TopicMeta:
+        """Raise `TopicExists` if it exists."""
+
+    @abc.abstractmethod
+    async def update_topic(
+        self, name: str, partitions: int | None, config: dict[str, Any] | None
+    ) -> TopicMeta:
+        """Grow the partition count and/or replace the stored config."""
+
+    @abc.abstractmethod
+    async def delete_topic(self, name: str) -> None:
+        """Remove the topic and all its data."""
+
+    # --- partitions ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def partition_state(self, topic: str, partition: int) -> PartitionState:
+        """Offsets and size of one partition, from memory (no I/O)."""
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        return self.partition_state(topic, partition).high_watermark
+
+    @abc.abstractmethod
+    async def append(self, topic: str, records: Sequence[NewRecord]) -> list[AppendedRecord]:
+        """Append all records in one atomic, durable commit; results in input order.
+
+        When this returns, the records are committed and `partition_state` already reflects
+        them (no await happens between the two), which the fan-out hub relies on.
+        """
+
+    @abc.abstractmethod
+    async def read(
+        self, topic: str, partition: int, offset: int, limit: int, max_bytes: int
+    ) -> list[StoredRecord]:
+        """Records at offset >= `offset`, in offset order; at least one if any exists."""
+
+    @abc.abstractmethod
+    async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
+        """The first offset whose timestamp >= `timestamp`, or None."""

@@ -1,0 +1,418 @@
+"""The embedded engine: one SQLite database file per topic, one table per partition.
+
+Layout under the data dir::
+
+    eddy.lock                 held (flock) by the one server that owns this data dir
+    topics/<topic>/log.db     the topic's database (plus SQLite's -wal/-shm files)
+    tmp/                      topics being created or deleted (emptied at start-up)
+
+A topic database holds the table ``topic`` (its one row: name, partition count, config,
+creation time), ``partitions`` (per partition: log start offset, high watermark, size) and one
+table ``p<N>`` per partition whose ``offset`` column is the INTEGER PRIMARY KEY. Offsets come
+from ``partitions.high_watermark``, never from ``max(offset)+1``, so they are not reused even after
+every record of a partition has been deleted.
+
+Each topic has two aiosqlite connections (so two threads): a writer, used only under the topic's
+write lock, and a reader, so fetches run while a commit is being fsynced (WAL mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import orjson
+
+from models.errors import (
+    PartitionNotFound,
+    TopicExists,
+    TopicNotFound,
+    Unavailable,
+)
+from storage.engine import (
+    AppendedRecord,
+    Engine,
+    NewRecord,
+    PartitionState,
+    StoredRecord,
+    TopicMeta,
+    ValueFormat,
+)
+
+log = logging.getLogger("eddy.storage")
+
+SCHEMA_VERSION = 1
+SyncPolicy = Literal["full", "normal"]
+
+
+class DataDirLocked(Exception):
+    """Another process owns the data dir."""
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def partition_table(partition: int) -> str:
+    return quote_identifier(f"p{int(partition)}")
+
+
+def record_size(key: str | None, value: bytes | None, headers_blob: bytes | None) -> int:
+    """Bytes of record data, as counted by size_bytes and max.message.bytes."""
+    return (len(key.encode()) if key else 0) + len(value or b"") + len(headers_blob or b"")
+
+
+@dataclass
+class _Topic:
+    meta: TopicMeta
+    path: Path
+    writer: aiosqlite.Connection
+    reader: aiosqlite.Connection
+    partitions: list[PartitionState]
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+
+    async def close(self) -> None:
+        self.closed = True
+        for conn in (self.reader, self.writer):
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+class SQLiteEngine(Engine):
+    def __init__(self, data_dir: Path, sync: SyncPolicy = "full") -> None:
+        self.data_dir = Path(data_dir)
+        self.sync = sync
+        self._topics: dict[str, _Topic] = {}
+        self._catalog_lock = asyncio.Lock()  # serialises create/delete/alter of topics
+        self._lock_fd: int | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._acquire_dir_lock()
+        topics_dir = self.data_dir / "topics"
+        tmp_dir = self.data_dir / "tmp"
+        topics_dir.mkdir(exist_ok=True)
+        await asyncio.to_thread(shutil.rmtree, tmp_dir, True)
+        tmp_dir.mkdir(exist_ok=True)
+        for db_path in sorted(topics_dir.glob("*/log.db")):
+            try:
+                topic = await self._open_topic(db_path)
+            except Exception as exc:  # one bad file must not keep the other topics down
+                log.error("cannot open topic database %s: %s", db_path, exc)
+                continue
+            self._topics[topic.meta.name] = topic
+
+    @staticmethod
+    def _lock_dir(data_dir: Path) -> int:
+        """flock the data dir's lock file; returns its descriptor (closing it unlocks)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / "eddy.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirLocked(
+                f"data dir {data_dir.resolve()} is in use by another Eddy server "
+                f"(pid {holder}); refusing to start"
+            ) from None
+        return fd
+
+    @classmethod
+    def ensure_data_dir_free(cls, data_dir: Path) -> None:
+        """Raise `DataDirLocked` if another server owns `data_dir` (a check before start-up)."""
+        os.close(cls._lock_dir(data_dir))
+
+    def _acquire_dir_lock(self) -> None:
+        fd = self._lock_dir(self.data_dir)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    async def close(self) -> None:
+        topics, self._topics = list(self._topics.values()), {}
+        for topic in topics:
+            async with topic.write_lock:  # let an in-flight commit finish first
+                await topic.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    async def check_writable(self) -> None:
+        if self._lock_fd is None:
+            raise Unavailable("storage is not open")
+        probe = self.data_dir / "tmp" / f"probe-{uuid.uuid4().hex}"
+        try:
+            await asyncio.to_thread(probe.write_bytes, b"ok")
+            await asyncio.to_thread(probe.unlink)
+        except OSError as exc:
+            raise Unavailable(f"data dir is not writable: {exc.strerror}") from exc
+
+    # --- connections --------------------------------------------------------------------------
+    async def _connect(self, path: Path) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={self.sync.upper()}")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def _open_topic(self, db_path: Path) -> _Topic:
+        writer = await self._connect(db_path)
+        try:
+            async with writer.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            version = row[0] if row else 0
+            if version != SCHEMA_VERSION:
+                raise RuntimeError(f"unsupported schema version {version}")
+            async with writer.execute(
+                "SELECT name, partitions, config, created_at FROM topic"
+            ) as cur:
+                name, partitions, config, created_at = await cur.fetchone()  # type: ignore[misc]
+            async with writer.execute(
+                "SELECT partition, log_start_offset, high_watermark, size_bytes FROM partitions "
+                "ORDER BY partition"
+            ) as cur:
+                states = [PartitionState(*row) async for row in cur]
+            reader = await self._connect(db_path)
+        except BaseException:
+            await writer.close()
+            raise
+        meta = TopicMeta(name, partitions, orjson.loads(config), created_at)
+        return _Topic(meta, db_path.parent, writer, reader, states)
+
+    def _topic(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None or topic.closed:
+            raise TopicNotFound(name)
+        return topic
+
+    # --- topics -------------------------------------------------------------------------------
+    def list_topics(self) -> list[TopicMeta]:
+        return [self._topics[name].meta for name in sorted(self._topics)]
+
+    def get_topic(self, name: str) -> TopicMeta:
+        return self._topic(name).meta
+
+    async def create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> TopicMeta:
+        async with self._catalog_lock:
+            if name in self._topics:
+                raise TopicExists(name)
+            meta = TopicMeta(name, partitions, dict(config), int(time.time() * 1000))
+            # Build the database in tmp/ and rename it into place, so a crash mid-way never
+            # leaves a half-made topic behind.
+            staging = self.data_dir / "tmp" / f"create-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                await self._initialise_db(staging / "log.db", meta)
+                final = self.data_dir / "topics" / name
+                await asyncio.to_thread(staging.rename, final)
+                self._topics[name] = await self._open_topic(final / "log.db")
+            except sqlite3.Error as exc:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+                raise Unavailable(f"cannot create topic '{name}': {exc}") from exc
+            return meta
+
+    async def _initialise_db(self, path: Path, meta: TopicMeta) -> None:
+        async with aiosqlite.connect(path, isolation_level=None) as conn:
+            # auto_vacuum must be chosen before the first table exists; incremental lets
+            # retention give space back to the filesystem in small steps.
+            await conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.execute(
+                "CREATE TABLE topic (name TEXT NOT NULL, partitions INTEGER NOT NULL, "
+                "config TEXT NOT NULL, created_at INTEGER NOT NULL)"
+            )
+            await conn.execute(
+                "INSERT INTO topic VALUES (?, ?, ?, ?)",
+                (meta.name, meta.partitions, orjson.dumps(meta.config).decode(), meta.created_at),
+            )
+            await conn.execute(
+                "CREATE TABLE partitions (partition INTEGER PRIMARY KEY, "
+                "log_start_offset INTEGER NOT NULL, high_watermark INTEGER NOT NULL, "
+                "size_bytes INTEGER NOT NULL)"
+            )
+            await self._add_partitions(conn, range(meta.partitions))
+            await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            await conn.execute("COMMIT")
+
+    @staticmethod
+    async def _add_partitions(conn: aiosqlite.Connection, numbers: Iterable[int]) -> None:
+        for number in numbers:
+            await conn.execute(
+                f'CREATE TABLE {partition_table(number)} ("offset" INTEGER PRIMARY KEY, '
+                "timestamp INTEGER NOT NULL, key TEXT, value BLOB, "
+                "value_format INTEGER NOT NULL, headers BLOB, size INTEGER NOT NULL)"
+            )
+            await conn.execute("INSERT INTO partitions VALUES (?, 0, 0, 0)", (number,))
+
+    async def update_topic(
+        self, name: str, partitions: int | None, config: dict[str, Any] | None
+    ) -> TopicMeta:
+        async with self._catalog_lock:
+            topic = self._topic(name)
+            async with topic.write_lock:
+                meta = topic.meta
+                new_partitions = range(meta.partitions, partitions or meta.partitions)
+                new_config = meta.config if config is None else dict(config)
+                conn = topic.writer
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                    await self._add_partitions(conn, new_partitions)
+                    await conn.execute(
+                        "UPDATE topic SET partitions = ?, config = ?",
+                        (meta.partitions + len(new_partitions), orjson.dumps(new_config).decode()),
+                    )
+                    await conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    await self._rollback(conn)
+                    raise Unavailable(f"cannot update topic '{name}': {exc}") from exc
+                topic.partitions.extend(PartitionState(p, 0, 0, 0) for p in new_partitions)
+                topic.meta = replace(
+                    meta, partitions=meta.partitions + len(new_partitions), config=new_config
+                )
+                return topic.meta
+
+    async def delete_topic(self, name: str) -> None:
+        async with self._catalog_lock:
+            topic = self._topic(name)
+            del self._topics[name]
+            async with topic.write_lock:
+                await topic.close()
+            doomed = self.data_dir / "tmp" / f"delete-{uuid.uuid4().hex}"
+            await asyncio.to_thread(topic.path.rename, doomed)
+            await asyncio.to_thread(shutil.rmtree, doomed, True)
+
+    # --- partitions ---------------------------------------------------------------------------
+    def partition_state(self, topic: str, partition: int) -> PartitionState:
+        handle = self._topic(topic)
+        if not 0 <= partition < len(handle.partitions):
+            raise PartitionNotFound(topic, partition, len(handle.partitions))
+        return handle.partitions[partition]
+
+    async def append(self, topic: str, records: Sequence[NewRecord]) -> list[AppendedRecord]:
+        handle = self._topic(topic)
+        async with handle.write_lock:
+            if handle.closed:
+                raise TopicNotFound(topic)
+            states = handle.partitions
+            next_offset = [s.high_watermark for s in states]
+            added_bytes = [0] * len(states)
+            rows: dict[int, list[tuple[Any, ...]]] = {}
+            results: list[AppendedRecord] = []
+            for record in records:
+                p = record.partition
+                if not 0 <= p < len(states):
+                    raise PartitionNotFound(topic, p, len(states))
+                headers_blob = orjson.dumps(record.headers) if record.headers else None
+                size = record_size(record.key, record.value, headers_blob)
+                offset = next_offset[p]
+                next_offset[p] += 1
+                added_bytes[p] += size
+                rows.setdefault(p, []).append(
+                    (
+                        offset,
+                        record.timestamp,
+                        record.key,
+                        record.value,
+                        int(record.value_format),
+                        headers_blob,
+                        size,
+                    )
+                )
+                results.append(AppendedRecord(p, offset, record.timestamp))
+            conn = handle.writer
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                for p, partition_rows in rows.items():
+                    await conn.executemany(
+                        f"INSERT INTO {partition_table(p)} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        partition_rows,
+                    )
+                await conn.executemany(
+                    "UPDATE partitions SET high_watermark = ?, size_bytes = size_bytes + ? "
+                    "WHERE partition = ?",
+                    [(next_offset[p], added_bytes[p], p) for p in rows],
+                )
+                await conn.execute("COMMIT")
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: connection closed
+                await self._rollback(conn)
+                if handle.closed:
+                    raise TopicNotFound(topic) from exc
+                raise Unavailable(f"cannot commit to topic '{topic}': {exc}") from exc
+            # Committed: publish the new offsets in memory before anything else can run.
+            for p in rows:
+                s = states[p]
+                states[p] = PartitionState(
+                    p, s.log_start_offset, next_offset[p], s.size_bytes + added_bytes[p]
+                )
+            return results
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+
+    async def read(
+        self, topic: str, partition: int, offset: int, limit: int, max_bytes: int
+    ) -> list[StoredRecord]:
+        handle = self._topic(topic)
+        self.partition_state(topic, partition)  # validates the partition number
+        try:
+            async with handle.reader.execute(
+                f'SELECT "offset", timestamp, key, value, value_format, headers, size '
+                f'FROM {partition_table(partition)} WHERE "offset" >= ? ORDER BY "offset" LIMIT ?',
+                (offset, limit),
+            ) as cur:
+                rows = await cur.fetchall()
+        except (sqlite3.Error, ValueError) as exc:
+            if handle.closed:
+                raise TopicNotFound(topic) from exc
+            raise Unavailable(f"cannot read topic '{topic}': {exc}") from exc
+        records: list[StoredRecord] = []
+        total = 0
+        for off, ts, key, value, fmt, headers, size in rows:
+            total += size
+            if records and total > max_bytes:
+                break
+            records.append(
+                StoredRecord(
+                    partition,
+                    off,
+                    ts,
+                    key,
+                    value,
+                    ValueFormat(fmt),
+                    orjson.loads(headers) if headers else {},
+                )
+            )
+        return records
+
+    async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
+        handle = self._topic(topic)
+        self.partition_state(topic, partition)
+        try:
+            async with handle.reader.execute(
+                f'SELECT "offset" FROM {partition_table(partition)} WHERE timestamp >= ? '
+                f'ORDER BY "offset" LIMIT 1',
+                (timestamp,),
+            ) as cur:
+                row = await cur.fetchone()
+        except (sqlite3.Error, ValueError) as exc:
+            if handle.closed:
+                raise TopicNotFound(topic) from exc
+            raise Unavailable(f"cannot read topic '{topic}': {exc}") from exc
+        return None if row is None else int(row[0])
