@@ -11,7 +11,6 @@ from models.errors import InvalidRequest, UnsupportedMediaType
 from models.records import ProduceBatch, RecordIn
 from storage import ValueFormat
 
-
 JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 

@@ -1,0 +1,130 @@
+"""The SQLite engine on a real database file in a temp dir."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from models.errors import PartitionNotFound, TopicExists, TopicNotFound
+from storage import DataDirLocked, NewRecord, SQLiteEngine, ValueFormat
+
+
+def rec(partition: int, value: bytes | None, key: str | None = "k", ts: int = 1000) -> NewRecord:
+    return NewRecord(partition, ts, key, value, ValueFormat.JSON, {"h": "v"} if value else {})
+
+
+async def open_engine(path: Path) -> SQLiteEngine:
+    engine = SQLiteEngine(path)
+    await engine.open()
+    return engine
+
+
+async def test_append_assigns_dense_offsets_per_partition(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 2, {})
+    appended = await engine.append("t", [rec(0, b"1"), rec(1, b"2"), rec(0, b"3")])
+    assert [(a.partition, a.offset) for a in appended] == [(0, 0), (1, 0), (0, 1)]
+    state = engine.partition_state("t", 0)
+    assert (state.log_start_offset, state.high_watermark) == (0, 2)
+    assert state.size_bytes == 2 * (len("k") + 1 + len(b'{"h":"v"}'))
+    records = await engine.read("t", 0, 0, 10, 1 << 20)
+    assert [(r.offset, r.value, r.headers) for r in records] == [
+        (0, b"1", {"h": "v"}),
+        (1, b"3", {"h": "v"}),
+    ]
+    await engine.close()
+    await engine.close()  # closing twice is harmless
+
+
+async def test_one_file_per_topic_one_table_per_partition(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("prices.v1", 3, {"retention.ms": 1000})
+    await engine.close()
+    db = tmp_path / "topics" / "prices.v1" / "log.db"
+    with sqlite3.connect(db) as conn:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        assert {"p0", "p1", "p2", "topic", "partitions"} <= tables
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        pk = [r for r in conn.execute('PRAGMA table_info("p0")') if r[5] == 1]
+        assert pk[0][1] == "offset" and pk[0][2] == "INTEGER"
+
+
+async def test_state_survives_reopen(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 1, {"cleanup.policy": "compact"})
+    await engine.append("t", [rec(0, b"1"), rec(0, b"2")])
+    await engine.close()
+    engine = await open_engine(tmp_path)
+    assert engine.get_topic("t").config == {"cleanup.policy": "compact"}
+    assert engine.high_watermark("t", 0) == 2
+    assert (await engine.append("t", [rec(0, b"3")]))[0].offset == 2
+    await engine.close()
+
+
+async def test_offsets_are_never_reused_after_all_records_are_deleted(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 1, {})
+    await engine.append("t", [rec(0, b"1"), rec(0, b"2")])
+    await engine.close()
+    # Remove every record behind the engine's back (as retention will).
+    with sqlite3.connect(tmp_path / "topics" / "t" / "log.db") as conn:
+        conn.execute('DELETE FROM "p0"')
+    engine = await open_engine(tmp_path)
+    assert (await engine.append("t", [rec(0, b"3")]))[0].offset == 2
+    await engine.close()
+
+
+async def test_topic_errors(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 1, {})
+    with pytest.raises(TopicExists):
+        await engine.create_topic("t", 1, {})
+    with pytest.raises(TopicNotFound):
+        await engine.append("nope", [rec(0, b"1")])
+    with pytest.raises(PartitionNotFound):
+        await engine.append("t", [rec(0, b"1"), rec(5, b"1")])
+    assert engine.high_watermark("t", 0) == 0  # the failed batch left nothing behind
+    await engine.delete_topic("t")
+    assert not (tmp_path / "topics" / "t").exists()
+    with pytest.raises(TopicNotFound):
+        engine.get_topic("t")
+    await engine.close()
+
+
+async def test_partition_increase_and_config_update(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 1, {})
+    meta = await engine.update_topic("t", 3, {"retention.ms": 5})
+    assert meta.partitions == 3 and meta.config == {"retention.ms": 5}
+    assert (await engine.append("t", [rec(2, b"1")]))[0].offset == 0
+    await engine.close()
+    engine = await open_engine(tmp_path)
+    assert engine.get_topic("t").partitions == 3
+    await engine.close()
+
+
+async def test_read_limits_and_max_bytes(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 1, {})
+    await engine.append("t", [rec(0, b"x" * 100, ts=i) for i in range(10)])
+    assert len(await engine.read("t", 0, 0, 3, 1 << 20)) == 3
+    assert [r.offset for r in await engine.read("t", 0, 7, 100, 1 << 20)] == [7, 8, 9]
+    # max_bytes smaller than one record still returns that one record
+    assert len(await engine.read("t", 0, 0, 100, 1)) == 1
+    assert len(await engine.read("t", 0, 0, 100, 250)) == 2
+    assert await engine.offset_for_timestamp("t", 0, 4) == 4
+    assert await engine.offset_for_timestamp("t", 0, 99) is None
+    await engine.close()
+
+
+async def test_second_engine_on_same_dir_is_refused(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    with pytest.raises(DataDirLocked, match="in use by another Eddy server"):
+        await open_engine(tmp_path)
+    await engine.close()
+    other = await open_engine(tmp_path)  # free again once the first one closed
+    await other.close()
