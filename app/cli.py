@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -93,6 +95,9 @@ def serve(
     except DataDirLocked as exc:
         typer.echo(f"eddy: {exc}", err=True)
         raise typer.Exit(1) from None
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; exiting 0 tells a
+    # supervisor (systemd, Docker, Kubernetes) that this was a clean, requested stop.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -104,6 +109,10 @@ def serve(
         ws_ping_timeout=settings.ws_ping_timeout,
         timeout_graceful_shutdown=10,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @cli.command("export-openapi")

@@ -90,11 +90,14 @@ class ServerProcess:
     base_url: str
     ws_url: str
     data_dir: Path
+    output: str = ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal the server, wait for it, and keep what it printed in `self.output`."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
+        self.output, _ = self.process.communicate(timeout=timeout)
+        return self.process.returncode
 
 
 def start_server_process(
@@ -125,9 +128,7 @@ def start_server_process(
         deadline = time.monotonic() + 20
         while True:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {process.stdout.read() if process.stdout else ''}"
-                )
+                raise RuntimeError(f"server exited: {process.communicate()[0]}")
             try:
                 if httpx.get(running.base_url + "/healthz", timeout=1).status_code == 200:
                     break
