@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.codec import dump_json
 from models.errors import EddyError, InvalidRequest, MethodNotAllowed, RouteNotFound
 
 log = logging.getLogger("eddy.errors")
 
 
 def _json(body: object, status: int) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(dump_json(body), status_code=status, media_type="application/json")
 
 
 def error_response(error: EddyError) -> Response:

@@ -51,8 +51,19 @@ def dump_json(value: Any) -> bytes:
             raise InvalidRequest("value is nested too deeply (limit 254 levels)") from None
         try:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-        except (ValueError, RecursionError):
-            raise InvalidRequest("value cannot be stored as JSON") from None
+        except (ValueError, RecursionError, UnicodeEncodeError):
+            raise InvalidRequest(
+                "value cannot be stored as JSON (lone UTF-16 surrogates are not text)"
+            ) from None
+
+
+def check_text(text: str, what: str) -> str:
+    """Refuse strings that are not valid Unicode text (JSON lets "\\ud800" through)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} is not valid Unicode text") from None
+    return text
 
 
 def decode_base64(text: str) -> bytes:
@@ -96,4 +107,4 @@ def record_frame(topic: str, record: StoredRecord) -> str:
 
 
 def control_frame(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
+    return dump_json(frame).decode()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from broker.codec import decode_base64, dump_json, parse_json, validation_error
+from broker.codec import check_text, decode_base64, dump_json, parse_json, validation_error
 from models.errors import InvalidRequest, UnsupportedMediaType
 from models.records import ProduceBatch, RecordIn
 from storage import ValueFormat
@@ -35,6 +35,11 @@ def draft_from_record(record: RecordIn) -> RecordDraft:
     else:
         value = None if record.value is None else dump_json(record.value)
         value_format = ValueFormat.JSON
+    if record.key is not None:
+        check_text(record.key, "key")
+    for name, text in record.headers.items():
+        check_text(name, "header name")
+        check_text(text, f"header {name!r}")
     return RecordDraft(
         record.key, value, value_format, record.headers, record.partition, record.timestamp
     )

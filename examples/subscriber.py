@@ -21,8 +21,9 @@ async def follow(topic: str, keys: str | None) -> None:
             query = "offsets=" + ",".join(f"{p}:{o}" for p, o in positions.items())
         if keys:
             query += f"&keys={keys}"
+        url = f"ws://127.0.0.1:8080/v1/topics/{topic}/ws?{query}"
         try:
-            async with websockets.connect(f"ws://127.0.0.1:8080/v1/topics/{topic}/ws?{query}") as ws:
+            async with websockets.connect(url) as ws:
                 async for frame in ws:
                     msg = json.loads(frame)
                     if msg["type"] == "subscribed":

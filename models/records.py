@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_INT32 = 2**31 - 1  # Kafka's partition numbers are int32
+MAX_INT64 = 2**63 - 1  # offsets and timestamps are SQLite (and Kafka) int64
+
 
 class RecordIn(BaseModel):
     """A record to produce. Give `value` (any JSON) or `value_base64` (bytes), not both."""
@@ -19,10 +22,10 @@ class RecordIn(BaseModel):
     )
     headers: dict[str, str] = Field(default_factory=dict, examples=[{"source": "feed-1"}])
     partition: int | None = Field(
-        default=None, ge=0, description="Explicit partition (default: hash of key)"
+        default=None, ge=0, le=MAX_INT32, description="Explicit partition (default: hash of key)"
     )
     timestamp: int | None = Field(
-        default=None, ge=0, description="ms since epoch (default: broker time)"
+        default=None, ge=0, le=MAX_INT64, description="ms since epoch (default: broker time)"
     )
 
 

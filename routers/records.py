@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from broker import drafts_from_body
 from models.errors import ErrorResponse, PayloadTooLarge
-from models.records import FetchResponse, OffsetLookup, ProduceResponse, RecordMetadata
+from models.records import (
+    MAX_INT32,
+    MAX_INT64,
+    FetchResponse,
+    OffsetLookup,
+    ProduceResponse,
+    RecordMetadata,
+)
 from routers.deps import BrokerDep
 
 router = APIRouter(prefix="/v1/topics/{topic}", tags=["records"])
+
+PartitionPath = Annotated[int, Path(ge=0, le=MAX_INT32, description="Partition number")]
 
 _RECORD_EXAMPLE = {"key": "AAPL", "value": {"price": 187.3}, "headers": {"source": "feed-1"}}
 _BATCH_EXAMPLE = {
@@ -80,7 +89,8 @@ async def produce(
     content_type: Annotated[str, Header()] = "application/json",
     key: Annotated[str | None, Query(description="Key of a raw (text/octet-stream) body")] = None,
     partition: Annotated[
-        int | None, Query(ge=0, description="Partition of a raw (text/octet-stream) body")
+        int | None,
+        Query(ge=0, le=MAX_INT32, description="Partition of a raw (text/octet-stream) body"),
     ] = None,
 ) -> ProduceResponse:
     """Append one record or an atomic batch; answers after the records are committed to disk."""
@@ -102,10 +112,15 @@ async def produce(
 )
 async def fetch(
     topic: str,
-    partition: int,
+    partition: PartitionPath,
     broker: BrokerDep,
     offset: Annotated[
-        str, Query(description="earliest, latest or an offset", examples=["earliest"])
+        str,
+        Query(
+            pattern=r"^(earliest|latest|-?\d{1,19})$",
+            description="earliest, latest or an offset",
+            examples=["earliest"],
+        ),
     ] = "earliest",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     max_bytes: Annotated[int, Query(ge=1, le=64 * 1_048_576)] = 1_048_576,
@@ -126,9 +141,9 @@ async def fetch(
 )
 async def offset_for_timestamp(
     topic: str,
-    partition: int,
+    partition: PartitionPath,
     broker: BrokerDep,
-    timestamp: Annotated[int, Query(description="ms since epoch")],
+    timestamp: Annotated[int, Query(ge=-MAX_INT64, le=MAX_INT64, description="ms since epoch")],
 ) -> OffsetLookup:
     """The first offset whose timestamp is >= `timestamp` (null if there is none)."""
     return OffsetLookup(offset=await broker.offset_for_timestamp(topic, partition, timestamp))

@@ -19,8 +19,12 @@ def test_checked_in_openapi_equals_served_spec(client: httpx.Client) -> None:
 
 def test_export_command_writes_the_same_spec(tmp_path: object, client: httpx.Client) -> None:
     out = f"{tmp_path}/spec.json"
-    subprocess.run([sys.executable, "-m", "app", "export-openapi", "--out", out], cwd=REPO,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "app", "export-openapi", "--out", out],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     with open(out) as f:
         assert json.load(f) == client.get("/openapi.json").json()
 
@@ -33,13 +37,23 @@ def test_every_operation_documents_its_errors_with_the_error_shape(client: httpx
             assert operation.get("summary") or operation.get("description"), (method, path)
     produce = spec["paths"]["/v1/topics/{topic}/records"]["post"]
     assert set(produce["requestBody"]["content"]) == {
-        "application/json", "text/plain", "application/octet-stream"}
+        "application/json",
+        "text/plain",
+        "application/octet-stream",
+    }
     assert "RecordIn" in spec["components"]["schemas"]
     assert "ProduceBatch" in spec["components"]["schemas"]
 
 
 def test_asyncapi_describes_both_websocket_endpoints() -> None:
     text = (REPO / "openapi" / "asyncapi.yaml").read_text()
-    for needle in ("/v1/topics/{topic}/ws", "/v1/topics/{topic}/publish", "subscribed",
-                   "4408", "4404", "4400", "ack"):
+    for needle in (
+        "/v1/topics/{topic}/ws",
+        "/v1/topics/{topic}/publish",
+        "subscribed",
+        "4408",
+        "4404",
+        "4400",
+        "ack",
+    ):
         assert needle in text

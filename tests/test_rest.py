@@ -288,6 +288,11 @@ def test_offset_lookup_by_timestamp(client: httpx.Client) -> None:
         (b"\xff\xfe\x00", "application/json"),
         (b"[" * 100_000 + b"]" * 100_000, "application/json"),
         (b'{"value":' + b"[" * 300 + b"]" * 300 + b"}", "application/json"),
+        (b'{"key": "\\ud800", "value": 1}', "application/json"),
+        (b'{"value": "\\udfff"}', "application/json"),
+        (b'{"headers": {"h": "\\ud800"}}', "application/json"),
+        (b'{"value": 1, "timestamp": 99999999999999999999999}', "application/json"),
+        (b'{"value": 1, "partition": 99999999999999999999999}', "application/json"),
     ],
 )
 def test_malformed_produce_bodies_get_422(
@@ -297,6 +302,31 @@ def test_malformed_produce_bodies_get_422(
         "/v1/topics/bad/records", content=body, headers={"content-type": content_type}
     )
     assert_error(response, 422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/topics/t/partitions/99999999999999999999999/records",
+        "/v1/topics/t/partitions/0/records?offset=99999999999999999999999",
+        "/v1/topics/t/partitions/0/records?limit=0",
+        "/v1/topics/t/partitions/0/records?timeout_ms=-1",
+        "/v1/topics/t/partitions/0/offsets?timestamp=99999999999999999999999",
+        "/v1/topics/t/partitions/-1/offsets?timestamp=0",
+    ],
+)
+def test_absurd_numbers_in_urls_get_422(client: httpx.Client, path: str) -> None:
+    produce(client, "t", {"value": 1})
+    assert_error(client.get(path), 422, "invalid_request")
+
+
+def test_absurd_numbers_in_websocket_queries_are_clear_errors(server: RunningServer) -> None:
+    from websockets.sync.client import connect
+
+    for query in ("offsets=0:99999999999999999999999", "partitions=99999999999999999999999"):
+        with connect(f"{server.ws_url}/v1/topics/w/ws?{query}") as ws:
+            frame = ws.recv(timeout=10)
+            assert '"type":"error"' in str(frame)
 
 
 def test_curl_default_form_content_type_is_read_as_json(client: httpx.Client) -> None:

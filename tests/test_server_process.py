@@ -20,8 +20,10 @@ def test_startup_line_and_restart_persistence(tmp_path: Path) -> None:
     try:
         with httpx.Client(base_url=server.base_url) as c:
             c.post("/v1/topics", json={"name": "prices", "partitions": 3})
-            c.post("/v1/topics/prices/records",
-                   json={"records": [{"key": f"k{i}", "value": {"i": i}} for i in range(30)]})
+            c.post(
+                "/v1/topics/prices/records",
+                json={"records": [{"key": f"k{i}", "value": {"i": i}} for i in range(30)]},
+            )
             with connect(f"{server.ws_url}/v1/topics/prices/publish") as ws:
                 ws.send(json.dumps({"id": "x", "key": "ws", "value": "via websocket"}))
                 ack = json.loads(ws.recv(timeout=10))
@@ -39,14 +41,16 @@ def test_startup_line_and_restart_persistence(tmp_path: Path) -> None:
             assert c.get("/v1/topics/prices").json() == before
             values = []
             for p in range(3):
-                body = c.get(f"/v1/topics/prices/partitions/{p}/records",
-                             params={"offset": 0}).json()
+                body = c.get(
+                    f"/v1/topics/prices/partitions/{p}/records", params={"offset": 0}
+                ).json()
                 values += [r["value"] for r in body["records"]]
             assert sorted(v["i"] for v in values if isinstance(v, dict)) == list(range(30))
             assert "via websocket" in values
             # offsets continue where they stopped
-            after = c.post("/v1/topics/prices/records",
-                           json={"key": "ws", "value": 1}).json()["offsets"][0]
+            after = c.post("/v1/topics/prices/records", json={"key": "ws", "value": 1}).json()[
+                "offsets"
+            ][0]
             assert after["partition"] == ack["partition"] and after["offset"] == ack["offset"] + 1
     finally:
         server.stop()
@@ -76,9 +80,20 @@ def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -> None
     server = start_server_process(data)
     try:
         second = subprocess.run(
-            [sys.executable, "-m", "app", "serve", "--port", str(free_port()),
-             "--data-dir", str(data)],
-            cwd=REPO, capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "serve",
+                "--port",
+                str(free_port()),
+                "--data-dir",
+                str(data),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert second.returncode == 1
         assert "in use by another Eddy server" in second.stderr
@@ -90,8 +105,9 @@ def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -> None
 
 
 def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
-    server = start_server_process(tmp_path / "data", env={"EDDY_DEFAULT_PARTITIONS": "4",
-                                                          "EDDY_AUTO_CREATE_TOPICS": "false"})
+    server = start_server_process(
+        tmp_path / "data", env={"EDDY_DEFAULT_PARTITIONS": "4", "EDDY_AUTO_CREATE_TOPICS": "false"}
+    )
     try:
         with httpx.Client(base_url=server.base_url) as c:
             assert c.post("/v1/topics/x/records", json={"value": 1}).status_code == 404
@@ -103,7 +119,10 @@ def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
 def test_invalid_setting_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--data-dir", str(tmp_path), "--sync", "sometimes"],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "invalid setting sync" in result.stderr
