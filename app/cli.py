@@ -69,6 +69,10 @@ def serve(
     ws_ping_timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for a pong [env EDDY_WS_PING_TIMEOUT]")
     ] = None,
+    auto_commit_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between auto-commits [env EDDY_AUTO_COMMIT_INTERVAL; 1]"),
+    ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
     ] = None,
@@ -85,6 +89,7 @@ def serve(
         max_request_bytes=max_request_bytes,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
+        auto_commit_interval=auto_commit_interval,
         log_level=log_level,
     )
     logging.basicConfig(

@@ -21,7 +21,7 @@ from app.errors import install_error_handlers
 from app.openapi import build_openapi, operation_id
 from app.settings import Settings
 from broker import Broker, BrokerConfig
-from routers import ops, records, topics, ws
+from routers import groups, ops, records, topics, ws
 from storage import SQLiteEngine
 
 log = logging.getLogger("eddy")
@@ -38,6 +38,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         auto_create_topics=settings.auto_create_topics,
         ws_buffer_bytes=settings.ws_buffer_bytes,
         max_request_bytes=settings.max_request_bytes,
+        auto_commit_interval=settings.auto_commit_interval,
     )
 
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(topics.router)
     app.include_router(records.router)
     app.include_router(ws.router)
+    app.include_router(groups.router)
     app.include_router(ops.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -34,4 +34,7 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds between WebSocket pings (detects vanished clients)"
     )
     ws_ping_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a pong")
+    auto_commit_interval: float = Field(
+        1.0, gt=0, description="Seconds between commits for auto_commit=true group members"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")

@@ -13,9 +13,10 @@ from typing import Any
 
 from broker.drafts import RecordDraft
 from broker.fetcher import Fetcher
+from broker.groups import GroupCoordinator, ResetTo
 from broker.hub import FanoutHub
 from broker.metrics import Metrics
-from broker.positions import parse_subscribe_params, start_positions
+from broker.positions import SubscribeParams, parse_subscribe_params, start_positions
 from broker.producer import Producer
 from broker.publisher import PublishSession
 from broker.subscriber import FrameSink, Subscriber
@@ -26,6 +27,7 @@ from broker.topic_rules import (
     validate_topic_name,
 )
 from models.errors import EddyError, InvalidRequest, TopicNotFound
+from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
 from storage import AppendedRecord, Engine, TopicMeta
 
@@ -48,6 +50,7 @@ class BrokerConfig:
         }
     )
     ws_buffer_bytes: int = 1_048_576
+    auto_commit_interval: float = 1.0  # seconds between commits of auto_commit members
     max_request_bytes: int = 16 * 1_048_576  # HTTP bodies and WebSocket frames
     publish_max_in_flight: int = 1024
 
@@ -60,6 +63,7 @@ class Broker:
         self.hub = FanoutHub()
         self.producer = Producer(engine, self.hub, self.metrics)
         self.fetcher = Fetcher(engine, self.hub, self.metrics)
+        self.groups = GroupCoordinator(engine, self.metrics, config.auto_commit_interval)
         self._creating: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
@@ -177,6 +181,26 @@ class Broker:
         self._topic(topic)
         return await self.engine.offset_for_timestamp(topic, partition, timestamp)
 
+    # --- consumer groups (REST) ---------------------------------------------------------------
+    def list_groups(self) -> list[GroupSummary]:
+        return self.groups.list_groups()
+
+    def describe_group(self, group: str) -> GroupDetail:
+        return self.groups.describe_group(group)
+
+    async def commit_group_offsets(
+        self, group: str, topic: str, offsets: Mapping[str, int]
+    ) -> None:
+        self._topic(topic)
+        await self.groups.commit_from_rest(group, topic, offsets)
+
+    async def reset_group(self, group: str, topic: str, to: ResetTo) -> dict[int, int]:
+        self._topic(topic)
+        return await self.groups.reset(group, topic, to)
+
+    async def delete_group(self, group: str) -> None:
+        await self.groups.delete(group)
+
     # --- WebSockets ---------------------------------------------------------------------------
     async def subscribe(
         self,
@@ -184,27 +208,28 @@ class Broker:
         query: Mapping[str, str],
         sink: FrameSink,
         incoming: AsyncIterator[str | bytes],
+        client: str,
     ) -> int | None:
         """Run one subscription until it ends; returns the close code to use (None: client left).
 
         Raises `EddyError` before anything is sent if the request is bad.
         """
         params = parse_subscribe_params(query)
-        if params.group is not None:
-            raise InvalidRequest("consumer-group mode (group=) is not available yet")
         meta = await self._topic_for_use(topic)
-        states = [self.engine.partition_state(topic, p) for p in range(meta.partitions)]
-        positions = start_positions(topic, states, params)
-        # From here to hub.register nothing awaits: the positions cannot go stale.
         subscriber = Subscriber(
             topic=topic,
-            positions=positions,
             keys=params.keys,
             sink=sink,
             engine=self.engine,
             metrics=self.metrics,
             max_buffer_bytes=self.config.ws_buffer_bytes,
         )
+        if params.group is not None:
+            return await self._run_group_member(subscriber, params, incoming, client)
+        states = [self.engine.partition_state(topic, p) for p in range(meta.partitions)]
+        positions = start_positions(topic, states, params)
+        # From here to hub.register nothing awaits: the positions cannot go stale.
+        subscriber.assign(positions)
         subscriber.send_control(
             {
                 "type": "subscribed",
@@ -219,6 +244,31 @@ class Broker:
             return await subscriber.run(incoming)
         finally:
             self.hub.unregister(subscriber)
+
+    async def _run_group_member(
+        self,
+        subscriber: Subscriber,
+        params: SubscribeParams,
+        incoming: AsyncIterator[str | bytes],
+        client: str,
+    ) -> int | None:
+        assert params.group is not None
+        self.hub.register(subscriber)  # before join: its assignment must see every commit
+        member = self.groups.join(
+            params.group,
+            subscriber.topic,
+            subscriber,
+            params.start_from,
+            params.auto_commit,
+            client,
+        )
+        try:
+            return await subscriber.run(
+                incoming, lambda frame: self.groups.handle_frame(member, frame)
+            )
+        finally:
+            self.hub.unregister(subscriber)
+            await self.groups.leave(member)
 
     async def publish(
         self, topic: str, sink: FrameSink, incoming: AsyncIterator[str | bytes]

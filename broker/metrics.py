@@ -38,6 +38,12 @@ class Metrics:
         self.slow_consumer_closes = Counter(
             "eddy_slow_consumer_closes", "Subscribers closed with 4408", registry=self.registry
         )
+        self.group_rebalances = Counter(
+            "eddy_group_rebalances",
+            "Consumer-group rebalances",
+            ["group", "topic"],
+            registry=self.registry,
+        )
         self.request_latency = Histogram(
             "eddy_http_request_duration_seconds",
             "HTTP request latency",

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from broker.topic_rules import validate_group_name
 from models.errors import InvalidRequest, OffsetOutOfRange, PartitionNotFound
 from storage import PartitionState
 
@@ -19,6 +20,7 @@ class SubscribeParams:
     partitions: frozenset[int] | None = None  # None: all
     keys: frozenset[str] | None = None  # None: every key
     group: str | None = None
+    auto_commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ def _int(text: str, what: str) -> int:
 
 def parse_subscribe_params(query: Mapping[str, str]) -> SubscribeParams:
     """Parse ?from=&offsets=0:15,1:20&partitions=0,2&keys=A,B&group= into SubscribeParams."""
-    known = {"from", "offsets", "partitions", "keys", "group", "token"}
+    known = {"from", "offsets", "partitions", "keys", "group", "auto_commit", "token"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", {"known": sorted(known)})
@@ -59,7 +61,26 @@ def parse_subscribe_params(query: Mapping[str, str]) -> SubscribeParams:
         partitions = frozenset(_int(p, "partition") for p in query["partitions"].split(","))
     keys = frozenset(query["keys"].split(",")) if "keys" in query else None
     group = query.get("group") or None
-    return SubscribeParams(start_from, offsets, partitions, keys, group)  # type: ignore[arg-type]
+    auto_commit = query.get("auto_commit", "false").lower()
+    if auto_commit not in ("true", "false", "1", "0"):
+        raise InvalidRequest("auto_commit must be true or false")
+    if group is not None:
+        validate_group_name(group)
+        if offsets is not None or partitions is not None:
+            raise InvalidRequest(
+                "offsets= and partitions= cannot be used with group= (the group assigns "
+                "partitions and keeps their offsets)"
+            )
+    elif auto_commit in ("true", "1"):
+        raise InvalidRequest("auto_commit needs group=")
+    return SubscribeParams(
+        start_from,  # type: ignore[arg-type]
+        offsets,
+        partitions,
+        keys,
+        group,
+        auto_commit in ("true", "1"),
+    )
 
 
 def start_positions(

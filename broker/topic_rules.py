@@ -25,6 +25,16 @@ def validate_topic_name(name: str) -> str:
     return name
 
 
+def validate_group_name(name: str) -> str:
+    """Consumer-group names follow the topic-name rule (they appear in URLs and metrics)."""
+    if not _TOPIC_NAME.match(name) or name in (".", ".."):
+        raise InvalidRequest(
+            "invalid group name: use 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'",
+            {"group": name[:300]},
+        )
+    return name
+
+
 def validate_partition_count(partitions: int) -> int:
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise InvalidRequest(

@@ -7,7 +7,10 @@
     │   ├── PartitionNotFound       partition_not_found 404 4400
     │   └── RouteNotFound           not_found         404   4400
     ├── MethodNotAllowed            method_not_allowed 405  4400
+    │   └── GroupNotFound           group_not_found   404   4400
     ├── TopicExists                 topic_exists      409   4400
+    ├── GroupActive                 group_active      409   4400
+    ├── NotAssigned                 not_assigned      409   (error frame only)
     ├── OffsetOutOfRange            offset_out_of_range 416 4400
     ├── RecordTooLarge              record_too_large  413   4400
     ├── PayloadTooLarge             payload_too_large 413   1009
@@ -88,6 +91,29 @@ class TopicExists(EddyError):
 
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic '{topic}' already exists", {"topic": topic})
+
+
+class GroupNotFound(EddyError):
+    code = "group_not_found"
+    http_status = 404
+    ws_close_code = 4400
+
+    def __init__(self, group: str) -> None:
+        super().__init__(f"consumer group '{group}' does not exist", {"group": group})
+
+
+class GroupActive(EddyError):
+    code = "group_active"
+    http_status = 409
+    ws_close_code = 4400
+
+
+class NotAssigned(EddyError):
+    """A commit for a partition the member does not own (any more)."""
+
+    code = "not_assigned"
+    http_status = 409
+    ws_close_code = 4400
 
 
 class OffsetOutOfRange(EddyError):

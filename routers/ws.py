@@ -62,6 +62,11 @@ async def run_session(
         gauge.dec()
 
 
+def client_address(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
 @router.websocket("/v1/topics/{topic}/ws")
 async def subscribe(websocket: WebSocket, topic: str, broker: BrokerDep) -> None:
     """Stream a topic's records: `subscribed` frame, stored records, then live ones."""
@@ -70,7 +75,9 @@ async def subscribe(websocket: WebSocket, topic: str, broker: BrokerDep) -> None
         websocket,
         broker,
         "subscribe",
-        lambda: broker.subscribe(topic, query, websocket, incoming_frames(websocket)),
+        lambda: broker.subscribe(
+            topic, query, websocket, incoming_frames(websocket), client_address(websocket)
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 from storage.engine import (
     AppendedRecord,
+    CommittedOffset,
     Engine,
     NewRecord,
     PartitionState,
@@ -13,6 +14,7 @@ from storage.sqlite_engine import DataDirLocked, SQLiteEngine
 
 __all__ = [
     "AppendedRecord",
+    "CommittedOffset",
     "DataDirLocked",
     "Engine",
     "NewRecord",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,17 @@ class PartitionState:
     log_start_offset: int  # first offset still stored
     high_watermark: int  # offset the next record will get
     size_bytes: int  # bytes of record data (key + value + headers) held
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    """A consumer group's committed position: the next offset it will read."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    committed_at: int  # ms since epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +143,19 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
         """The first offset whose timestamp >= `timestamp`, or None."""
+
+    # --- consumer group offsets ---------------------------------------------------------------
+    @abc.abstractmethod
+    def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
+        """Committed offsets (of one group, or all), from memory (no I/O)."""
+
+    @abc.abstractmethod
+    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        """Durably store a group's positions on a topic's partitions (one atomic commit).
+
+        The in-memory view (`committed_offsets`) changes before the first await, so callers
+        see commits in the order they were made."""
+
+    @abc.abstractmethod
+    async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
+        """Forget a group's offsets (on one topic, or all)."""

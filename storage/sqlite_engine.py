@@ -3,6 +3,7 @@
 Layout under the data dir::
 
     eddy.lock                 held (flock) by the one server that owns this data dir
+    groups.db                 consumer groups' committed offsets
     topics/<topic>/log.db     the topic's database (plus SQLite's -wal/-shm files)
     tmp/                      topics being created or deleted (emptied at start-up)
 
@@ -27,7 +28,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,7 @@ from models.errors import (
 )
 from storage.engine import (
     AppendedRecord,
+    CommittedOffset,
     Engine,
     NewRecord,
     PartitionState,
@@ -98,6 +100,9 @@ class SQLiteEngine(Engine):
         self._topics: dict[str, _Topic] = {}
         self._catalog_lock = asyncio.Lock()  # serialises create/delete/alter of topics
         self._lock_fd: int | None = None
+        self._groups_db: aiosqlite.Connection | None = None
+        # (group, topic, partition) -> CommittedOffset; loaded at open, written through
+        self._committed: dict[tuple[str, str, int], CommittedOffset] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -107,6 +112,7 @@ class SQLiteEngine(Engine):
         topics_dir.mkdir(exist_ok=True)
         await asyncio.to_thread(shutil.rmtree, tmp_dir, True)
         tmp_dir.mkdir(exist_ok=True)
+        await self._open_groups_db()
         for db_path in sorted(topics_dir.glob("*/log.db")):
             try:
                 topic = await self._open_topic(db_path)
@@ -142,7 +148,25 @@ class SQLiteEngine(Engine):
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    async def _open_groups_db(self) -> None:
+        conn = await self._connect(self.data_dir / "groups.db")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS group_offsets (group_name TEXT NOT NULL, "
+            "topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, "
+            "committed_at INTEGER NOT NULL, PRIMARY KEY (group_name, topic, partition))"
+        )
+        async with conn.execute(
+            "SELECT group_name, topic, partition, next_offset, committed_at FROM group_offsets"
+        ) as cur:
+            async for row in cur:
+                committed = CommittedOffset(*row)
+                self._committed[(committed.group, committed.topic, committed.partition)] = committed
+        self._groups_db = conn
+
     async def close(self) -> None:
+        if self._groups_db is not None:
+            await self._groups_db.close()
+            self._groups_db = None
         topics, self._topics = list(self._topics.values()), {}
         for topic in topics:
             async with topic.write_lock:  # let an in-flight commit finish first
@@ -292,6 +316,8 @@ class SQLiteEngine(Engine):
             del self._topics[name]
             async with topic.write_lock:
                 await topic.close()
+            for group in {k[0] for k in self._committed if k[1] == name}:
+                await self.delete_committed_offsets(group, name)
             doomed = self.data_dir / "tmp" / f"delete-{uuid.uuid4().hex}"
             await asyncio.to_thread(topic.path.rename, doomed)
             await asyncio.to_thread(shutil.rmtree, doomed, True)
@@ -360,6 +386,48 @@ class SQLiteEngine(Engine):
                     p, s.log_start_offset, next_offset[p], s.size_bytes + added_bytes[p]
                 )
             return results
+
+    # --- consumer group offsets ---------------------------------------------------------------
+    def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
+        return [c for c in self._committed.values() if group is None or c.group == group]
+
+    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        now = int(time.time() * 1000)
+        rows = [(group, topic, p, o, now) for p, o in offsets.items()]
+        for row in rows:
+            self._committed[(group, topic, row[2])] = CommittedOffset(*row)
+        conn = self._groups()
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(
+                "INSERT INTO group_offsets VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                "(group_name, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, "
+                "committed_at = excluded.committed_at",
+                rows,
+            )
+            await conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            await self._rollback(conn)
+            raise Unavailable(f"cannot commit offsets of group '{group}': {exc}") from exc
+
+    async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
+        for key in [k for k in self._committed if k[0] == group and topic in (None, k[1])]:
+            del self._committed[key]
+        conn = self._groups()
+        try:
+            if topic is None:
+                await conn.execute("DELETE FROM group_offsets WHERE group_name = ?", (group,))
+            else:
+                await conn.execute(
+                    "DELETE FROM group_offsets WHERE group_name = ? AND topic = ?", (group, topic)
+                )
+        except (sqlite3.Error, ValueError) as exc:
+            raise Unavailable(f"cannot delete offsets of group '{group}': {exc}") from exc
+
+    def _groups(self) -> aiosqlite.Connection:
+        if self._groups_db is None:
+            raise Unavailable("storage is not open")
+        return self._groups_db
 
     @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
