@@ -51,6 +51,24 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    default_retention_ms: Annotated[
+        int | None,
+        typer.Option(help="retention.ms default [env EDDY_DEFAULT_RETENTION_MS; 7 days]"),
+    ] = None,
+    default_retention_bytes: Annotated[
+        int | None,
+        typer.Option(help="retention.bytes default [env EDDY_DEFAULT_RETENTION_BYTES; -1]"),
+    ] = None,
+    default_max_message_bytes: Annotated[
+        int | None,
+        typer.Option(help="max.message.bytes default [env EDDY_DEFAULT_MAX_MESSAGE_BYTES; 1 MiB]"),
+    ] = None,
+    retention_check_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between cleaner passes [env EDDY_RETENTION_CHECK_INTERVAL; 300]"
+        ),
+    ] = None,
     sync: Annotated[
         str | None, typer.Option(help="full (fsync per commit) or normal [env EDDY_SYNC; full]")
     ] = None,
@@ -84,6 +102,10 @@ def serve(
         data_dir=data_dir,
         default_partitions=default_partitions,
         auto_create_topics=auto_create_topics,
+        default_retention_ms=default_retention_ms,
+        default_retention_bytes=default_retention_bytes,
+        default_max_message_bytes=default_max_message_bytes,
+        retention_check_interval=retention_check_interval,
         sync=sync,
         ws_buffer_bytes=ws_buffer_bytes,
         max_request_bytes=max_request_bytes,

@@ -35,6 +35,14 @@ offsets, consumers that resume by offset. Publish with `curl`, subscribe with a 
 def broker_config(settings: Settings) -> BrokerConfig:
     return BrokerConfig(
         default_partitions=settings.default_partitions,
+        topic_defaults={
+            "retention.ms": settings.default_retention_ms,
+            "retention.bytes": settings.default_retention_bytes,
+            "cleanup.policy": "delete",
+            "max.message.bytes": settings.default_max_message_bytes,
+            "delete.retention.ms": 86_400_000,
+        },
+        retention_check_interval=settings.retention_check_interval,
         auto_create_topics=settings.auto_create_topics,
         ws_buffer_bytes=settings.ws_buffer_bytes,
         max_request_bytes=settings.max_request_bytes,

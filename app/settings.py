@@ -19,6 +19,18 @@ class Settings(BaseSettings):
     auto_create_topics: bool = Field(
         True, description="Create unknown topics on produce or subscribe"
     )
+    default_retention_ms: int = Field(
+        604_800_000, ge=-1, description="retention.ms of topics that do not set it (-1: forever)"
+    )
+    default_retention_bytes: int = Field(
+        -1, ge=-1, description="retention.bytes per partition of topics that do not set it"
+    )
+    default_max_message_bytes: int = Field(
+        1_048_576, ge=1, description="max.message.bytes of topics that do not set it"
+    )
+    retention_check_interval: float = Field(
+        300.0, gt=0, description="Seconds between retention/compaction passes"
+    )
     sync: Literal["full", "normal"] = Field(
         "full",
         description="full: an ack waits for fsync (survives power loss); "

@@ -19,6 +19,7 @@ from broker.metrics import Metrics
 from broker.positions import SubscribeParams, parse_subscribe_params, start_positions
 from broker.producer import Producer
 from broker.publisher import PublishSession
+from broker.retention import Cleaner
 from broker.subscriber import FrameSink, Subscriber
 from broker.topic_rules import (
     effective_config,
@@ -49,6 +50,7 @@ class BrokerConfig:
             "delete.retention.ms": 86_400_000,
         }
     )
+    retention_check_interval: float = 300.0  # seconds between cleaner passes
     ws_buffer_bytes: int = 1_048_576
     auto_commit_interval: float = 1.0  # seconds between commits of auto_commit members
     max_request_bytes: int = 16 * 1_048_576  # HTTP bodies and WebSocket frames
@@ -64,13 +66,18 @@ class Broker:
         self.producer = Producer(engine, self.hub, self.metrics)
         self.fetcher = Fetcher(engine, self.hub, self.metrics)
         self.groups = GroupCoordinator(engine, self.metrics, config.auto_commit_interval)
+        self.cleaner = Cleaner(
+            engine, self._config_of, self.metrics, config.retention_check_interval
+        )
         self._creating: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         await self.engine.open()
+        self.cleaner.start()
 
     async def stop(self) -> None:
         """Close WebSockets (1001), commit queued appends, close storage."""
+        await self.cleaner.stop()
         self.hub.close_all(CLOSE_GOING_AWAY)
         await self.producer.close()
         await self.engine.close()
@@ -83,11 +90,17 @@ class Broker:
     def _config_of(self, meta: TopicMeta) -> dict[str, Any]:
         return effective_config(self.config.topic_defaults, meta.config)
 
+    @staticmethod
+    def _config_sources(meta: TopicMeta, config: Mapping[str, Any]) -> dict[str, str]:
+        return {key: "topic" if key in meta.config else "default" for key in config}
+
     def _summary(self, meta: TopicMeta) -> TopicSummary:
+        config = self._config_of(meta)
         return TopicSummary(
             name=meta.name,
             partitions=meta.partitions,
-            config=self._config_of(meta),
+            config=config,
+            config_sources=self._config_sources(meta, config),
             created_at=meta.created_at,
         )
 
@@ -106,9 +119,11 @@ class Broker:
     def describe_topic(self, name: str) -> TopicDetail:
         meta = self._topic(name)
         states = [self.engine.partition_state(name, p) for p in range(meta.partitions)]
+        config = self._config_of(meta)
         return TopicDetail(
             name=meta.name,
-            config=self._config_of(meta),
+            config=config,
+            config_sources=self._config_sources(meta, config),
             created_at=meta.created_at,
             partitions=[
                 PartitionInfo(
@@ -133,7 +148,13 @@ class Broker:
                     {"partitions": meta.partitions},
                 )
         new_config = None if config is None else {**meta.config, **validate_config(config)}
-        await self.engine.update_topic(name, partitions, new_config)
+        updated = await self.engine.update_topic(name, partitions, new_config)
+        if updated.partitions > meta.partitions:
+            # Live subscribers of "all partitions" start the new ones at offset 0 and groups
+            # rebalance, in the same step that made the partitions writable.
+            self.hub.partitions_added(name, updated.partitions)
+            self.groups.partitions_added(name)
+            log.info("topic %s now has %d partitions", name, updated.partitions)
         return self.describe_topic(name)
 
     async def delete_topic(self, name: str) -> None:
@@ -169,7 +190,7 @@ class Broker:
     # --- records ------------------------------------------------------------------------------
     async def produce(self, topic: str, drafts: Sequence[RecordDraft]) -> list[AppendedRecord]:
         meta = await self._topic_for_use(topic)
-        return await self.producer.produce(meta, drafts, self._config_of(meta)["max.message.bytes"])
+        return await self.producer.produce(meta, drafts, self._config_of(meta))
 
     async def fetch(
         self, topic: str, partition: int, offset: str, limit: int, max_bytes: int, timeout_ms: int
@@ -223,6 +244,7 @@ class Broker:
             engine=self.engine,
             metrics=self.metrics,
             max_buffer_bytes=self.config.ws_buffer_bytes,
+            follow_new_partitions=params.group is None and params.partitions is None,
         )
         if params.group is not None:
             return await self._run_group_member(subscriber, params, incoming, client)
@@ -278,7 +300,7 @@ class Broker:
 
         def submit(drafts: Sequence[RecordDraft]) -> asyncio.Future[list[AppendedRecord]]:
             meta = self.engine.get_topic(topic)
-            return self.producer.submit(meta, drafts, self._config_of(meta)["max.message.bytes"])
+            return self.producer.submit(meta, drafts, self._config_of(meta))
 
         session = PublishSession(topic, submit, sink, self.config.publish_max_in_flight)
         self.hub.register_publisher(session)

@@ -132,6 +132,12 @@ class GroupCoordinator:
         with contextlib.suppress(TopicNotFound):  # the topic was deleted: nothing to hand over
             self._rebalance(member.group, member.topic, state)
 
+    def partitions_added(self, topic: str) -> None:
+        """The topic grew: every group on it rebalances over the new partition count."""
+        for (group, group_topic), state in list(self._groups.items()):
+            if group_topic == topic and state.members:
+                self._rebalance(group, topic, state)
+
     def _rebalance(self, group: str, topic: str, state: _TopicGroup) -> None:
         partitions = self._engine.get_topic(topic).partitions
         new = assign_partitions(partitions, list(state.members), state.assignment)

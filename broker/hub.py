@@ -50,6 +50,10 @@ class FanoutHub:
             if not sessions:
                 del self._publishers[session.topic]
 
+    def partitions_added(self, topic: str, partitions: int) -> None:
+        for subscriber in list(self._subscribers.get(topic, ())):
+            subscriber.partitions_added(partitions)
+
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 

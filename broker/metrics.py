@@ -23,6 +23,12 @@ class Metrics:
         self.bytes_out = Counter(
             "eddy_bytes_out", "Record bytes delivered", ["topic", "via"], registry=self.registry
         )
+        self.records_removed = Counter(
+            "eddy_records_removed",
+            "Records removed by retention or compaction",
+            ["topic", "reason"],
+            registry=self.registry,
+        )
         self.commit_batch_records = Histogram(
             "eddy_commit_batch_records",
             "Records per storage commit (group commit merges concurrent requests)",
@@ -57,6 +63,9 @@ class Metrics:
         for metric in (self.records_in, self.bytes_in):
             with contextlib.suppress(KeyError):
                 metric.remove(topic)
+        for reason in ("retention", "compaction"):
+            with contextlib.suppress(KeyError):
+                self.records_removed.remove(topic, reason)
         for metric in (self.records_out, self.bytes_out):
             for via in ("fetch", "websocket"):
                 with contextlib.suppress(KeyError):

@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from broker.drafts import RecordDraft
 from broker.hub import FanoutHub
 from broker.metrics import Metrics
 from broker.partitioner import RoundRobin, partition_for_key
-from models.errors import EddyError, PartitionNotFound, RecordTooLarge, Unavailable
+from broker.topic_rules import is_compacted
+from models.errors import (
+    EddyError,
+    InvalidRequest,
+    PartitionNotFound,
+    RecordTooLarge,
+    Unavailable,
+)
 from storage import AppendedRecord, Engine, NewRecord, StoredRecord, TopicMeta
 from storage.sqlite_engine import record_size
 
@@ -131,20 +139,22 @@ class Producer:
         self._round_robin: dict[str, RoundRobin] = {}
 
     async def produce(
-        self, meta: TopicMeta, drafts: Sequence[RecordDraft], max_message_bytes: int
+        self, meta: TopicMeta, drafts: Sequence[RecordDraft], config: Mapping[str, Any]
     ) -> list[AppendedRecord]:
         """Append `drafts` atomically to the topic; returns when they are committed."""
-        return await asyncio.shield(self.submit(meta, drafts, max_message_bytes))
+        return await asyncio.shield(self.submit(meta, drafts, config))
 
     def submit(
-        self, meta: TopicMeta, drafts: Sequence[RecordDraft], max_message_bytes: int
+        self, meta: TopicMeta, drafts: Sequence[RecordDraft], config: Mapping[str, Any]
     ) -> asyncio.Future[list[AppendedRecord]]:
         """Validate and queue `drafts` now (synchronously, so calls commit in call order);
         the future resolves when they are committed. A client that goes away does not cancel
         the commit."""
         now = int(time.time() * 1000)
+        max_bytes = int(config["max.message.bytes"])
+        needs_key = is_compacted(config)
         records = [
-            self._place(meta, index, draft, now, max_message_bytes)
+            self._place(meta, index, draft, now, max_bytes, needs_key)
             for index, draft in enumerate(drafts)
         ]
         writer = self._writers.get(meta.name)
@@ -155,7 +165,13 @@ class Producer:
         return writer.submit(records)
 
     def _place(
-        self, meta: TopicMeta, index: int, draft: RecordDraft, now: int, max_bytes: int
+        self,
+        meta: TopicMeta,
+        index: int,
+        draft: RecordDraft,
+        now: int,
+        max_bytes: int,
+        needs_key: bool,
     ) -> NewRecord:
         size = record_size(draft.key, draft.value, None) + sum(
             len(k) + len(v) for k, v in draft.headers.items()
@@ -164,6 +180,12 @@ class Producer:
             raise RecordTooLarge(
                 f"record {index} is {size} bytes; this topic's max.message.bytes is {max_bytes}",
                 {"index": index, "size": size, "max_message_bytes": max_bytes},
+            )
+        if needs_key and draft.key is None:
+            raise InvalidRequest(
+                f"record {index} has no key; a compacted topic keeps the newest record per key, "
+                "so every record needs one",
+                {"index": index},
             )
         if draft.partition is not None:
             partition = draft.partition

@@ -55,8 +55,10 @@ class Subscriber:
         engine: Engine,
         metrics: Metrics,
         max_buffer_bytes: int,
+        follow_new_partitions: bool = False,
     ) -> None:
         self.topic = topic
+        self._follow_new_partitions = follow_new_partitions
         self._keys = keys
         self._sink = sink
         self._engine = engine
@@ -91,6 +93,13 @@ class Subscriber:
         for partition, position in positions.items():
             if partition not in self._next_offset:
                 self._start(partition, position.offset)
+
+    def partitions_added(self, partitions: int) -> None:
+        """The topic grew: a subscriber of all partitions starts the new ones at their start."""
+        if self._follow_new_partitions:
+            for partition in range(partitions):
+                if partition not in self._next_offset:
+                    self._start(partition, 0)
 
     def _start(self, partition: int, offset: int) -> None:
         self._next_offset[partition] = offset

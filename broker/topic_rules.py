@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from models.errors import InvalidRequest
@@ -91,3 +92,36 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def effective_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The config a topic runs with: broker defaults, overridden per topic."""
     return {**defaults, **overrides}
+
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    """What the background cleaner does to a topic's partitions right now."""
+
+    delete_before_timestamp: int | None  # retention.ms: drop the log's head older than this
+    max_bytes: int | None  # retention.bytes: keep at most this much per partition
+    compact: bool
+    tombstones_before: int  # compaction drops tombstones older than this
+
+    @property
+    def deletes(self) -> bool:
+        return self.delete_before_timestamp is not None or self.max_bytes is not None
+
+
+def cleanup_plan(config: Mapping[str, Any], now_ms: int) -> CleanupPlan:
+    """Kafka's semantics: `delete` applies retention.ms/.bytes (-1: unlimited), `compact` keeps
+    the newest record per key, and "compact,delete" does both."""
+    policies = set(str(config["cleanup.policy"]).split(","))
+    deleting = "delete" in policies
+    retention_ms = int(config["retention.ms"])
+    retention_bytes = int(config["retention.bytes"])
+    return CleanupPlan(
+        delete_before_timestamp=now_ms - retention_ms if deleting and retention_ms >= 0 else None,
+        max_bytes=retention_bytes if deleting and retention_bytes >= 0 else None,
+        compact="compact" in policies,
+        tombstones_before=now_ms - int(config["delete.retention.ms"]),
+    )
+
+
+def is_compacted(config: Mapping[str, Any]) -> bool:
+    return "compact" in str(config["cleanup.policy"]).split(",")

@@ -1,6 +1,6 @@
 """Publish random stock prices over one WebSocket, with per-record acks.
 
-    python examples/stock_feed.py            # 10 updates per second until Ctrl-C
+python examples/stock_feed.py            # 10 updates per second until Ctrl-C
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ async def main() -> None:
         for n in range(1_000_000):
             symbol = random.choice(list(SYMBOLS))
             SYMBOLS[symbol] = round(SYMBOLS[symbol] * random.uniform(0.995, 1.005), 2)
-            record = {"id": n, "key": symbol, "value": {"price": SYMBOLS[symbol],
-                                                         "at": time.time()}}
+            record = {
+                "id": n,
+                "key": symbol,
+                "value": {"price": SYMBOLS[symbol], "at": time.time()},
+            }
             await ws.send(json.dumps(record))
             ack = json.loads(await ws.recv())  # {"type": "ack", "id": n, "partition", "offset"}
             if ack["type"] != "ack":

@@ -1,7 +1,7 @@
 """Follow a topic over WebSocket and resume after a dropped connection without loss or repeats.
 
-    python examples/subscriber.py prices            # every key
-    python examples/subscriber.py prices AAPL,MSFT  # only these keys
+python examples/subscriber.py prices            # every key
+python examples/subscriber.py prices AAPL,MSFT  # only these keys
 """
 
 from __future__ import annotations

@@ -54,10 +54,17 @@ class PartitionInfo(BaseModel):
     size_bytes: int = Field(description="Bytes of record data the partition holds")
 
 
+SOURCES_FIELD = Field(
+    description="Where each config value comes from: 'topic' (set on it) or 'default' (broker)",
+    examples=[{"retention.ms": "topic", "max.message.bytes": "default"}],
+)
+
+
 class TopicSummary(BaseModel):
     name: str
     partitions: int
     config: dict[str, Any] = Field(examples=[CONFIG_EXAMPLE])
+    config_sources: dict[str, str] = SOURCES_FIELD
     created_at: int = Field(description="ms since epoch")
 
 
@@ -68,5 +75,6 @@ class TopicList(BaseModel):
 class TopicDetail(BaseModel):
     name: str
     config: dict[str, Any] = Field(examples=[CONFIG_EXAMPLE])
+    config_sources: dict[str, str] = SOURCES_FIELD
     created_at: int = Field(description="ms since epoch")
     partitions: list[PartitionInfo]

@@ -144,6 +144,44 @@ class Engine(abc.ABC):
     async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
         """The first offset whose timestamp >= `timestamp`, or None."""
 
+    # --- retention and compaction (each call is one short, bounded transaction) ---------------
+    @abc.abstractmethod
+    async def retention_point(
+        self, topic: str, partition: int, before_timestamp: int | None, max_bytes: int | None
+    ) -> int:
+        """The offset the log should start at so that no record older than `before_timestamp`
+        heads the log and at most `max_bytes` of records remain (None: no such limit).
+
+        Only a prefix of the log is ever removed: time retention stops at the first record that
+        is still young, even if later records are older (client timestamps need not grow)."""
+
+    @abc.abstractmethod
+    async def delete_before(self, topic: str, partition: int, offset: int, limit: int) -> int:
+        """Delete at most `limit` records below `offset` and move the log start up to `offset`
+        once none is left; returns how many were deleted."""
+
+    @abc.abstractmethod
+    async def compact(
+        self,
+        topic: str,
+        partition: int,
+        from_offset: int,
+        to_offset: int,
+        tombstones_before: int,
+    ) -> int:
+        """In [from_offset, to_offset): delete every keyed record that a newer record with the
+        same key supersedes, and tombstones (null value) older than `tombstones_before` that are
+        their key's newest record. Returns how many were deleted. Offsets of survivors stay."""
+
+    @abc.abstractmethod
+    async def reclaim_space(self, topic: str) -> int:
+        """Give freed space back to the filesystem, a bounded step at a time; returns the bytes
+        still reclaimable (0 when done)."""
+
+    @abc.abstractmethod
+    def disk_usage(self, topic: str) -> int:
+        """Bytes the topic's files take on disk."""
+
     # --- consumer group offsets ---------------------------------------------------------------
     @abc.abstractmethod
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:

@@ -56,6 +56,7 @@ from storage.engine import (
 log = logging.getLogger("eddy.storage")
 
 SCHEMA_VERSION = 1
+VACUUM_PAGES_PER_STEP = 256  # 1 MiB with 4 KiB pages: one short step under the write lock
 SyncPolicy = Literal["full", "normal"]
 
 
@@ -387,6 +388,136 @@ class SQLiteEngine(Engine):
                 )
             return results
 
+    # --- retention and compaction -------------------------------------------------------------
+    async def retention_point(
+        self, topic: str, partition: int, before_timestamp: int | None, max_bytes: int | None
+    ) -> int:
+        handle = self._topic(topic)
+        state = self.partition_state(topic, partition)
+        table = partition_table(partition)
+        start = state.log_start_offset
+        try:
+            if before_timestamp is not None:
+                async with handle.reader.execute(
+                    f'SELECT "offset" FROM {table} WHERE "offset" >= ? AND timestamp >= ? '
+                    f'ORDER BY "offset" LIMIT 1',
+                    (start, before_timestamp),
+                ) as cur:
+                    row = await cur.fetchone()
+                start = max(start, state.high_watermark if row is None else row[0])
+            if max_bytes is not None and state.size_bytes > max_bytes:
+                excess = state.size_bytes - max_bytes
+                async with handle.reader.execute(
+                    f'SELECT "offset" FROM (SELECT "offset", sum(size) OVER (ORDER BY "offset") '
+                    f"AS running FROM {table}) WHERE running >= ? LIMIT 1",
+                    (excess,),
+                ) as cur:
+                    row = await cur.fetchone()
+                start = max(start, state.high_watermark if row is None else row[0] + 1)
+        except (sqlite3.Error, ValueError) as exc:
+            raise self._storage_error(handle, topic, exc) from exc
+        return start
+
+    async def delete_before(self, topic: str, partition: int, offset: int, limit: int) -> int:
+        handle = self._topic(topic)
+        table = partition_table(partition)
+        async with handle.write_lock:
+            state = self.partition_state(topic, partition)
+            offset = min(offset, state.high_watermark)
+            if offset <= state.log_start_offset:
+                return 0
+            conn = handle.writer
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                async with conn.execute(
+                    f'DELETE FROM {table} WHERE "offset" IN (SELECT "offset" FROM {table} '
+                    f'WHERE "offset" < ? ORDER BY "offset" LIMIT ?) RETURNING "offset", size',
+                    (offset, limit),
+                ) as cur:
+                    deleted = list(await cur.fetchall())
+                # all gone below `offset`: the log starts there; else just past what went
+                new_start = offset if len(deleted) < limit else max(o for o, _ in deleted) + 1
+                freed = sum(size for _, size in deleted)
+                await conn.execute(
+                    "UPDATE partitions SET log_start_offset = ?, size_bytes = size_bytes - ? "
+                    "WHERE partition = ?",
+                    (new_start, freed, partition),
+                )
+                await conn.execute("COMMIT")
+            except (sqlite3.Error, ValueError) as exc:
+                await self._rollback(conn)
+                raise self._storage_error(handle, topic, exc) from exc
+            s = handle.partitions[partition]
+            handle.partitions[partition] = PartitionState(
+                partition, new_start, s.high_watermark, s.size_bytes - freed
+            )
+            return len(deleted)
+
+    async def compact(
+        self,
+        topic: str,
+        partition: int,
+        from_offset: int,
+        to_offset: int,
+        tombstones_before: int,
+    ) -> int:
+        handle = self._topic(topic)
+        table = partition_table(partition)
+        index = quote_identifier(f"p{int(partition)}_key")
+        async with handle.write_lock:
+            conn = handle.writer
+            try:
+                # Compaction looks records up by key; the index exists only on compacted topics
+                # (it would slow every append elsewhere). Built once, on first compaction.
+                await conn.execute(f'CREATE INDEX IF NOT EXISTS {index} ON {table} (key, "offset")')
+                await conn.execute("BEGIN IMMEDIATE")
+                async with conn.execute(
+                    f'DELETE FROM {table} WHERE "offset" IN ('
+                    f'SELECT a."offset" FROM {table} AS a '
+                    f'WHERE a."offset" >= ? AND a."offset" < ? AND a.key IS NOT NULL AND ('
+                    f"EXISTS (SELECT 1 FROM {table} AS b "
+                    f'WHERE b.key = a.key AND b."offset" > a."offset") '
+                    f"OR (a.value IS NULL AND a.timestamp < ?))) RETURNING size",
+                    (from_offset, to_offset, tombstones_before),
+                ) as cur:
+                    deleted = list(await cur.fetchall())
+                freed = sum(size for (size,) in deleted)
+                await conn.execute(
+                    "UPDATE partitions SET size_bytes = size_bytes - ? WHERE partition = ?",
+                    (freed, partition),
+                )
+                await conn.execute("COMMIT")
+            except (sqlite3.Error, ValueError) as exc:
+                await self._rollback(conn)
+                raise self._storage_error(handle, topic, exc) from exc
+            s = handle.partitions[partition]
+            handle.partitions[partition] = PartitionState(
+                partition, s.log_start_offset, s.high_watermark, s.size_bytes - freed
+            )
+            return len(deleted)
+
+    async def reclaim_space(self, topic: str) -> int:
+        handle = self._topic(topic)
+        async with handle.write_lock:
+            conn = handle.writer
+            try:
+                await conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES_PER_STEP})")
+                async with conn.execute("PRAGMA freelist_count") as cur:
+                    row = await cur.fetchone()
+                free_pages = int(row[0]) if row else 0
+                if free_pages == 0:
+                    # Copy the WAL back and truncate both files, so the space is really free.
+                    await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                async with conn.execute("PRAGMA page_size") as cur:
+                    row = await cur.fetchone()
+            except (sqlite3.Error, ValueError) as exc:
+                raise self._storage_error(handle, topic, exc) from exc
+            return free_pages * (int(row[0]) if row else 4096)
+
+    def disk_usage(self, topic: str) -> int:
+        handle = self._topic(topic)
+        return sum(f.stat().st_size for f in handle.path.iterdir() if f.is_file())
+
     # --- consumer group offsets ---------------------------------------------------------------
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
         return [c for c in self._committed.values() if group is None or c.group == group]
@@ -430,6 +561,13 @@ class SQLiteEngine(Engine):
         return self._groups_db
 
     @staticmethod
+    def _storage_error(handle: _Topic, topic: str, exc: Exception) -> Exception:
+        """A failed statement: the topic was deleted meanwhile, or storage is unavailable."""
+        if handle.closed:
+            return TopicNotFound(topic)
+        return Unavailable(f"storage error on topic '{topic}': {exc}")
+
+    @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
         with contextlib.suppress(Exception):
             await conn.execute("ROLLBACK")
@@ -447,9 +585,7 @@ class SQLiteEngine(Engine):
             ) as cur:
                 rows = await cur.fetchall()
         except (sqlite3.Error, ValueError) as exc:
-            if handle.closed:
-                raise TopicNotFound(topic) from exc
-            raise Unavailable(f"cannot read topic '{topic}': {exc}") from exc
+            raise self._storage_error(handle, topic, exc) from exc
         records: list[StoredRecord] = []
         total = 0
         for off, ts, key, value, fmt, headers, size in rows:
@@ -480,7 +616,5 @@ class SQLiteEngine(Engine):
             ) as cur:
                 row = await cur.fetchone()
         except (sqlite3.Error, ValueError) as exc:
-            if handle.closed:
-                raise TopicNotFound(topic) from exc
-            raise Unavailable(f"cannot read topic '{topic}': {exc}") from exc
+            raise self._storage_error(handle, topic, exc) from exc
         return None if row is None else int(row[0])

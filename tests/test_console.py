@@ -172,9 +172,7 @@ def test_produce_through_ui(console: Page, rest: httpx.Client) -> None:
     assert rest.get("/v1/topics/events").json()["partitions"][1]["high_watermark"] == 1
 
 
-def test_live_tail_shows_record_produced_after_it_opened(
-    console: Page, rest: httpx.Client
-) -> None:
+def test_live_tail_shows_record_produced_after_it_opened(console: Page, rest: httpx.Client) -> None:
     assert rest.post("/v1/topics", json={"name": "ticks"}).status_code == 201
     assert rest.post("/v1/topics/ticks/records", json={"key": "old", "value": 0}).status_code == 200
     start_tail(console, "ticks", "latest")

@@ -15,13 +15,18 @@ from tests.conftest import REPO, serve_in_thread, wait_until
 
 
 def test_two_workers_one_killed_mid_stream_no_order_lost(tmp_path: Path) -> None:
-    with serve_in_thread(tmp_path / "data", ws_ping_interval=0.5, ws_ping_timeout=1.0) as server, \
-            httpx.Client(base_url=server.base_url) as client:
+    with (
+        serve_in_thread(tmp_path / "data", ws_ping_interval=0.5, ws_ping_timeout=1.0) as server,
+        httpx.Client(base_url=server.base_url) as client,
+    ):
         client.post("/v1/topics", json={"name": "orders", "partitions": 4})
         workers = [
-            subprocess.Popen([sys.executable, str(REPO / "examples" / "order_worker.py"),
-                              server.ws_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+            subprocess.Popen(
+                [sys.executable, str(REPO / "examples" / "order_worker.py"), server.ws_url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             for _ in range(2)
         ]
 
@@ -32,8 +37,10 @@ def test_two_workers_one_killed_mid_stream_no_order_lost(tmp_path: Path) -> None
         wait_until(lambda: members() == 2, timeout=20)
         total = 300
         for order in range(total):
-            response = client.post("/v1/topics/orders/records",
-                                   json={"key": f"customer-{order % 17}", "value": {"id": order}})
+            response = client.post(
+                "/v1/topics/orders/records",
+                json={"key": f"customer-{order % 17}", "value": {"id": order}},
+            )
             assert response.status_code == 200
             if order == total // 2:
                 workers[0].send_signal(signal.SIGKILL)  # crash: no close frame, no goodbye

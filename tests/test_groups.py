@@ -76,8 +76,9 @@ class Member:
             pass
 
     def commit(self, offsets: dict[int, int]) -> dict[str, Any]:
-        self.ws.send(json.dumps({"type": "commit",
-                                 "offsets": {str(p): o for p, o in offsets.items()}}))
+        self.ws.send(
+            json.dumps({"type": "commit", "offsets": {str(p): o for p, o in offsets.items()}})
+        )
         while True:
             frame = self._read(10)
             if frame["type"] in ("committed", "error"):
@@ -89,13 +90,19 @@ class Member:
 
 
 def make_topic(client: httpx.Client, name: str, partitions: int = 4) -> None:
-    assert client.post("/v1/topics", json={"name": name, "partitions": partitions}).status_code == 201
+    assert (
+        client.post("/v1/topics", json={"name": name, "partitions": partitions}).status_code == 201
+    )
 
 
-def produce_spread(client: httpx.Client, topic: str, per_partition: int, partitions: int = 4,
-                   start: int = 0) -> None:
-    records = [{"value": start + i * partitions + p, "partition": p}
-               for i in range(per_partition) for p in range(partitions)]
+def produce_spread(
+    client: httpx.Client, topic: str, per_partition: int, partitions: int = 4, start: int = 0
+) -> None:
+    records = [
+        {"value": start + i * partitions + p, "partition": p}
+        for i in range(per_partition)
+        for p in range(partitions)
+    ]
     assert client.post(f"/v1/topics/{topic}/records", json={"records": records}).status_code == 200
 
 
@@ -106,8 +113,9 @@ def check_balanced(members: list[Member], partitions: int) -> None:
     assert max(counts) - min(counts) <= 1
 
 
-def test_two_then_three_members_share_four_partitions(client: httpx.Client,
-                                                      gserver: RunningServer) -> None:
+def test_two_then_three_members_share_four_partitions(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
     make_topic(client, "orders")
     a = Member(gserver, "orders", "billing")
     assert a.until("assignment")["partitions"] == {str(p): {"offset": 0} for p in range(4)}
@@ -140,8 +148,9 @@ def test_two_then_three_members_share_four_partitions(client: httpx.Client,
     b.close()
 
 
-def test_member_that_vanishes_without_close_is_removed(client: httpx.Client,
-                                                       gserver: RunningServer) -> None:
+def test_member_that_vanishes_without_close_is_removed(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
     make_topic(client, "drop")
     ghost = stalled_websocket(gserver, "/v1/topics/drop/ws?group=g")  # never answers pings
     wait_until(lambda: client.get("/v1/groups/g").status_code == 200)
@@ -157,8 +166,9 @@ def test_member_that_vanishes_without_close_is_removed(client: httpx.Client,
     live.close()
 
 
-def test_uncommitted_records_are_redelivered_to_the_next_owner(client: httpx.Client,
-                                                               gserver: RunningServer) -> None:
+def test_uncommitted_records_are_redelivered_to_the_next_owner(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
     make_topic(client, "emails", 2)
     produce_spread(client, "emails", 5, partitions=2)
     first = Member(gserver, "emails", "mailer", "&from=earliest")
@@ -175,8 +185,9 @@ def test_uncommitted_records_are_redelivered_to_the_next_owner(client: httpx.Cli
     second.close()
 
 
-def test_new_member_without_committed_offsets_starts_at_from(client: httpx.Client,
-                                                             gserver: RunningServer) -> None:
+def test_new_member_without_committed_offsets_starts_at_from(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
     make_topic(client, "fresh", 1)
     produce_spread(client, "fresh", 3, partitions=1)
     latest = Member(gserver, "fresh", "late")
@@ -201,15 +212,17 @@ def test_commits_survive_reconnect_and_server_restart(tmp_path: Path) -> None:
         again.close()
     with serve_in_thread(data, **FAST_PING) as server, server.client() as client:
         described = client.get("/v1/groups/workers").json()
-        assert {(o["partition"], o["committed_offset"], o["lag"])
-                for o in described["offsets"]} == {(0, 2, 2), (1, 4, 0)}
+        assert {
+            (o["partition"], o["committed_offset"], o["lag"]) for o in described["offsets"]
+        } == {(0, 2, 2), (1, 4, 0)}
         m = Member(server, "jobs", "workers")
         assert m.until("assignment")["partitions"] == {"0": {"offset": 2}, "1": {"offset": 4}}
         m.close()
 
 
-def test_stale_commit_is_rejected_and_changes_nothing(client: httpx.Client,
-                                                      gserver: RunningServer) -> None:
+def test_stale_commit_is_rejected_and_changes_nothing(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
     make_topic(client, "stale", 2)
     produce_spread(client, "stale", 3, partitions=2)
     a = Member(gserver, "stale", "grp", "&from=earliest")
@@ -221,17 +234,25 @@ def test_stale_commit_is_rejected_and_changes_nothing(client: httpx.Client,
     assert b.commit({lost: 3})["type"] == "committed"
     error = a.commit({lost: 1})
     assert error["code"] == "not_assigned" and error["details"]["partitions"] == [lost]
-    offsets = {o["partition"]: o["committed_offset"]
-               for o in client.get("/v1/groups/grp").json()["offsets"]}
+    offsets = {
+        o["partition"]: o["committed_offset"]
+        for o in client.get("/v1/groups/grp").json()["offsets"]
+    }
     assert offsets[lost] == 3
     # a commit mixing an owned and a foreign partition is rejected whole
     [kept] = a.assignment
     assert a.commit({kept: 2, lost: 0})["code"] == "not_assigned"
-    assert {o["partition"]: o["committed_offset"]
-            for o in client.get("/v1/groups/grp").json()["offsets"]}[kept] is None
+    assert {
+        o["partition"]: o["committed_offset"]
+        for o in client.get("/v1/groups/grp").json()["offsets"]
+    }[kept] is None
     # malformed commits get error frames and the connection stays usable
-    for bad in ({"type": "commit"}, {"type": "commit", "offsets": {"x": 1}},
-                {"type": "commit", "offsets": {str(kept): 99}}, {"type": "nope"}):
+    for bad in (
+        {"type": "commit"},
+        {"type": "commit", "offsets": {"x": 1}},
+        {"type": "commit", "offsets": {str(kept): 99}},
+        {"type": "nope"},
+    ):
         a.ws.send(json.dumps(bad))
         assert a.until("error")["type"] == "error"
     assert a.commit({kept: 1})["type"] == "committed"
@@ -264,14 +285,27 @@ def test_rest_endpoints(client: httpx.Client, gserver: RunningServer) -> None:
     ok = client.post("/v1/groups/rest/offsets", json={"topic": "orders", "offsets": {"0": 2}})
     assert ok.status_code == 200, ok.text
     assert client.get("/v1/groups").json() == {
-        "groups": [{"group": "rest", "topics": ["orders"], "members": 0}]}
+        "groups": [{"group": "rest", "topics": ["orders"], "members": 0}]
+    }
     described = client.get("/v1/groups/rest").json()
     assert described["members"] == []
     assert described["offsets"] == [
-        {"topic": "orders", "partition": 0, "committed_offset": 2, "high_watermark": 5,
-         "lag": 3, "member_id": None},
-        {"topic": "orders", "partition": 1, "committed_offset": None, "high_watermark": 5,
-         "lag": None, "member_id": None},
+        {
+            "topic": "orders",
+            "partition": 0,
+            "committed_offset": 2,
+            "high_watermark": 5,
+            "lag": 3,
+            "member_id": None,
+        },
+        {
+            "topic": "orders",
+            "partition": 1,
+            "committed_offset": None,
+            "high_watermark": 5,
+            "lag": None,
+            "member_id": None,
+        },
     ]
     for body, status, code in [
         ({"topic": "orders", "offsets": {"0": 99}}, 416, "offset_out_of_range"),
@@ -287,11 +321,15 @@ def test_rest_endpoints(client: httpx.Client, gserver: RunningServer) -> None:
     reset = client.post("/v1/groups/rest/reset", json={"topic": "orders", "to": "earliest"})
     assert reset.json()["offsets"] == {"0": 0, "1": 0}
     records = client.get("/v1/topics/orders/partitions/1/records?offset=3").json()["records"]
-    by_time = client.post("/v1/groups/rest/reset",
-                          json={"topic": "orders", "to": {"timestamp": records[0]["timestamp"]}})
+    by_time = client.post(
+        "/v1/groups/rest/reset",
+        json={"topic": "orders", "to": {"timestamp": records[0]["timestamp"]}},
+    )
     assert by_time.status_code == 200 and by_time.json()["offsets"]["1"] <= 3
-    assert client.post("/v1/groups/rest/reset", json={"topic": "orders", "to": "never"}
-                       ).status_code == 422
+    assert (
+        client.post("/v1/groups/rest/reset", json={"topic": "orders", "to": "never"}).status_code
+        == 422
+    )
     # with a member connected: reset, delete and REST commits on its topic get 409
     m = Member(gserver, "orders", "rest")
     m.until("assignment")
@@ -316,15 +354,19 @@ def test_rest_only_worker_pattern(client: httpx.Client, gserver: RunningServer) 
 
     def run_worker(index: int, workers: int, stop_after: int | None = None) -> list[int]:
         processed: list[int] = []
-        offsets = {o["partition"]: o["committed_offset"]
-                   for o in client.get("/v1/groups/rest-workers").json().get("offsets", [])}
+        offsets = {
+            o["partition"]: o["committed_offset"]
+            for o in client.get("/v1/groups/rest-workers").json().get("offsets", [])
+        }
         for p in range(4):
             if p % workers != index:
                 continue
             position = offsets.get(p) or 0
             while True:
-                body = client.get(f"/v1/topics/tasks/partitions/{p}/records",
-                                  params={"offset": position, "limit": 2}).json()
+                body = client.get(
+                    f"/v1/topics/tasks/partitions/{p}/records",
+                    params={"offset": position, "limit": 2},
+                ).json()
                 if not body["records"]:
                     break
                 for record in body["records"]:
@@ -332,8 +374,10 @@ def test_rest_only_worker_pattern(client: httpx.Client, gserver: RunningServer) 
                     if stop_after is not None and len(processed) >= stop_after:
                         return processed  # "crash" before committing this batch
                 position = body["next_offset"]
-                committed = client.post("/v1/groups/rest-workers/offsets",
-                                        json={"topic": "tasks", "offsets": {str(p): position}})
+                committed = client.post(
+                    "/v1/groups/rest-workers/offsets",
+                    json={"topic": "tasks", "offsets": {str(p): position}},
+                )
                 assert committed.status_code == 200
         return processed
 
@@ -358,8 +402,9 @@ def test_group_metrics(client: httpx.Client, gserver: RunningServer) -> None:
     m.close()
 
 
-def test_no_record_lost_while_members_come_and_go(client: httpx.Client,
-                                                  gserver: RunningServer) -> None:
+def test_no_record_lost_while_members_come_and_go(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
     """Members join and leave while records flow; each commits after processing. Every record
     is processed at least once."""
     make_topic(client, "flow", 4)
