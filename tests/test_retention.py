@@ -34,7 +34,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def create(client: httpx.Client, name: str, partitions: int = 1, **config: Any) -> None:
+def create(client: httpx.Client, name: str, partitions: int = 1, /, **config: Any) -> None:
     response = client.post(
         "/v1/topics", json={"name": name, "partitions": partitions, "config": config}
     )
