@@ -16,7 +16,12 @@ from broker.fetcher import Fetcher
 from broker.groups import GroupCoordinator, ResetTo
 from broker.hub import FanoutHub
 from broker.metrics import Metrics
-from broker.positions import SubscribeParams, parse_subscribe_params, start_positions
+from broker.positions import (
+    SubscribeParams,
+    parse_publish_params,
+    parse_subscribe_params,
+    start_positions,
+)
 from broker.producer import Producer
 from broker.publisher import PublishSession
 from broker.retention import Cleaner
@@ -293,9 +298,14 @@ class Broker:
             await self.groups.leave(member)
 
     async def publish(
-        self, topic: str, sink: FrameSink, incoming: AsyncIterator[str | bytes]
+        self,
+        topic: str,
+        query: Mapping[str, str],
+        sink: FrameSink,
+        incoming: AsyncIterator[str | bytes],
     ) -> int | None:
         """Run one publishing connection until it ends; returns the close code to use."""
+        parse_publish_params(query)
         await self._topic_for_use(topic)
 
         def submit(drafts: Sequence[RecordDraft]) -> asyncio.Future[list[AppendedRecord]]:

@@ -207,9 +207,7 @@ class GroupCoordinator:
                 {"type": "committed", "offsets": {str(p): o for p, o in offsets.items()}}
             )
         except EddyError as exc:
-            member.subscriber.send_control(
-                {"type": "error", "code": exc.code, "message": exc.message, "details": exc.details}
-            )
+            member.subscriber.send_control(exc.to_frame())
 
     async def commit_from_member(self, member: Member, raw: Any) -> dict[int, int]:
         offsets = self._parse_offsets(member.topic, raw)

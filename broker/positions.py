@@ -59,11 +59,21 @@ def parse_subscribe_params(query: Mapping[str, str]) -> SubscribeParams:
     partitions = None
     if query.get("partitions"):
         partitions = frozenset(_int(p, "partition") for p in query["partitions"].split(","))
-    keys = frozenset(query["keys"].split(",")) if "keys" in query else None
+    keys = None
+    if "keys" in query:
+        keys = frozenset(k for k in query["keys"].split(",") if k)
+        if not keys:
+            raise InvalidRequest("keys= needs at least one key (leave it out for every key)")
     group = query.get("group") or None
     auto_commit = query.get("auto_commit", "false").lower()
     if auto_commit not in ("true", "false", "1", "0"):
         raise InvalidRequest("auto_commit must be true or false")
+    if offsets is not None and partitions is not None and not set(offsets) <= partitions:
+        outside = sorted(set(offsets) - partitions)
+        raise InvalidRequest(
+            f"offsets= names partition(s) {outside} that partitions= leaves out",
+            {"partitions": outside},
+        )
     if group is not None:
         validate_group_name(group)
         if offsets is not None or partitions is not None:
@@ -81,6 +91,13 @@ def parse_subscribe_params(query: Mapping[str, str]) -> SubscribeParams:
         group,
         auto_commit in ("true", "1"),
     )
+
+
+def parse_publish_params(query: Mapping[str, str]) -> None:
+    """The publish endpoint takes no parameters yet (besides `token`); refuse the rest."""
+    unknown = sorted(set(query) - {"token"})
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", {"known": ["token"]})
 
 
 def start_positions(

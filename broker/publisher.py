@@ -100,11 +100,6 @@ class PublishSession:
                     "timestamp": appended.timestamp,
                 }
             except EddyError as exc:
-                answer = {
-                    "type": "error",
-                    "id": record_id,
-                    "code": exc.code,
-                    "message": exc.message,
-                }
+                answer = exc.to_frame(id=record_id)
             await self._sink.send_text(control_frame(answer))
             self._answers.task_done()

@@ -27,7 +27,7 @@ from typing import Protocol
 from broker.codec import control_frame, record_frame
 from broker.metrics import Metrics
 from broker.positions import StartPosition
-from models.errors import EddyError, TopicNotFound
+from models.errors import EddyError, InvalidRequest, TopicNotFound
 from storage import Engine
 
 log = logging.getLogger("eddy.subscriber")
@@ -202,13 +202,8 @@ class Subscriber:
             self.finish(None)
 
     async def _refuse_frame(self, _frame: str | bytes) -> None:
-        self.send_control(
-            {
-                "type": "error",
-                "code": "invalid_request",
-                "message": "this subscription does not accept frames from the client",
-            }
-        )
+        refusal = InvalidRequest("this subscription does not accept frames from the client")
+        self.send_control(refusal.to_frame())
 
     async def _receive(self, incoming: AsyncIterator[str | bytes], on_frame: FrameHandler) -> None:
         async for frame in incoming:
@@ -225,7 +220,7 @@ class Subscriber:
         except TopicNotFound as exc:
             self.finish(exc.ws_close_code)
         except EddyError as exc:
-            self.send_control({"type": "error", "code": exc.code, "message": exc.message})
+            self.send_control(exc.to_frame())
             self.finish(exc.ws_close_code)
 
     async def _replay(self, partition: int) -> None:

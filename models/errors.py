@@ -44,6 +44,16 @@ class EddyError(Exception):
         """The contract's JSON error shape."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
+    def to_frame(self, **extra: Any) -> dict[str, Any]:
+        """The WebSocket error frame (`extra`: e.g. the publish frame's `id`)."""
+        return {
+            "type": "error",
+            **extra,
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+        }
+
 
 class InvalidRequest(EddyError):
     code = "invalid_request"

@@ -42,16 +42,7 @@ async def run_session(
         try:
             close_code = await session()
         except EddyError as exc:  # refused before it started (bad parameters, no such topic)
-            await websocket.send_text(
-                control_frame(
-                    {
-                        "type": "error",
-                        "code": exc.code,
-                        "message": exc.message,
-                        "details": exc.details,
-                    }
-                )
-            )
+            await websocket.send_text(control_frame(exc.to_frame()))
             close_code = exc.ws_close_code
         if close_code is not None:
             with contextlib.suppress(Exception):  # the client may be gone already
@@ -88,5 +79,7 @@ async def publish(websocket: WebSocket, topic: str, broker: BrokerDep) -> None:
         websocket,
         broker,
         "publish",
-        lambda: broker.publish(topic, websocket, incoming_frames(websocket)),
+        lambda: broker.publish(
+            topic, dict(websocket.query_params), websocket, incoming_frames(websocket)
+        ),
     )

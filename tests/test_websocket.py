@@ -311,12 +311,20 @@ def test_publish_acks_in_order_with_errors_inline(
     assert answers[51]["type"] == "error" and answers[51]["code"] == "invalid_request"
     assert answers[52]["type"] == "error" and answers[52]["code"] == "invalid_request"
     assert answers[53]["code"] == "record_too_large" and answers[53]["id"] == 7
+    assert answers[53]["details"]["max_message_bytes"] == 1_048_576
     assert answers[54]["type"] == "ack" and answers[54]["id"] == "last"
     fetched = client.get(
         "/v1/topics/pub/partitions/{}/records".format(acks[0]["partition"]),
         params={"offset": 0, "limit": 1000},
     ).json()
     assert [r["value"] for r in fetched["records"]][:50] == list(range(50))
+
+
+def test_publish_refuses_unknown_parameters(server: RunningServer) -> None:
+    with connect(f"{server.ws_url}/v1/topics/pub/publish?bogus=1") as ws:
+        error = recv(ws)
+        assert error["type"] == "error" and error["code"] == "invalid_request"
+        assert close_code(ws) == 4400
 
 
 def test_publish_and_subscribe_together(client: httpx.Client, server: RunningServer) -> None:
