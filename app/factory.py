@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -99,7 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await broker.stop()
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from the package instead of a CDN, so /docs works
+    # on machines without internet access.
+    app = FastAPIOffline(
         title="Eddy",
         version="0.1.0",
         description=DESCRIPTION,

@@ -408,6 +408,11 @@ def test_operations_endpoints(client: httpx.Client) -> None:
     assert 'eddy_records_out_total{topic="m",via="fetch"} 1.0' in text
     assert "eddy_websockets_open" in text
     assert 'route="/v1/topics/{topic}/records"' in text
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # works offline
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static-offline-docs/{asset}" in docs.text
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
+    assert client.get("/redoc").status_code == 200
     assert client.get("/").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "Eddy"
