@@ -35,7 +35,7 @@ from broker.topic_rules import (
 from models.errors import EddyError, InvalidRequest, TopicNotFound
 from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
-from storage import AppendedRecord, Engine, TopicMeta
+from storage import AppendedRecord, Engine, ProducerSequence, TopicMeta
 
 log = logging.getLogger("eddy.broker")
 
@@ -193,9 +193,11 @@ class Broker:
                 self._creating.pop(name, None)
 
     # --- records ------------------------------------------------------------------------------
-    async def produce(self, topic: str, drafts: Sequence[RecordDraft]) -> list[AppendedRecord]:
+    async def produce(
+        self, topic: str, drafts: Sequence[RecordDraft], producer: ProducerSequence | None = None
+    ) -> list[AppendedRecord]:
         meta = await self._topic_for_use(topic)
-        return await self.producer.produce(meta, drafts, self._config_of(meta))
+        return await self.producer.produce(meta, drafts, self._config_of(meta), producer)
 
     async def fetch(
         self, topic: str, partition: int, offset: str, limit: int, max_bytes: int, timeout_ms: int
@@ -305,14 +307,18 @@ class Broker:
         incoming: AsyncIterator[str | bytes],
     ) -> int | None:
         """Run one publishing connection until it ends; returns the close code to use."""
-        parse_publish_params(query)
+        producer_id = parse_publish_params(query)
         await self._topic_for_use(topic)
 
-        def submit(drafts: Sequence[RecordDraft]) -> asyncio.Future[list[AppendedRecord]]:
+        def submit(
+            drafts: Sequence[RecordDraft], producer: ProducerSequence | None
+        ) -> asyncio.Future[list[AppendedRecord]]:
             meta = self.engine.get_topic(topic)
-            return self.producer.submit(meta, drafts, self._config_of(meta))
+            return self.producer.submit(meta, drafts, self._config_of(meta), producer)
 
-        session = PublishSession(topic, submit, sink, self.config.publish_max_in_flight)
+        session = PublishSession(
+            topic, submit, sink, self.config.publish_max_in_flight, producer_id
+        )
         self.hub.register_publisher(session)
         try:
             return await session.run(incoming)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from broker.codec import check_text, decode_base64, dump_json, parse_json, validation_error
 from models.errors import InvalidRequest, UnsupportedMediaType
 from models.records import ProduceBatch, RecordIn
-from storage import ValueFormat
+from storage import ProducerSequence, ValueFormat
 
 JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
@@ -47,7 +47,7 @@ def draft_from_record(record: RecordIn) -> RecordDraft:
 
 def drafts_from_body(
     body: bytes, content_type: str, key: str | None, partition: int | None
-) -> list[RecordDraft]:
+) -> tuple[list[RecordDraft], ProducerSequence | None]:
     """Parse a produce request body by its media type.
 
     application/json: one record object or {"records": [...]}; text/plain: the body is one
@@ -64,8 +64,12 @@ def drafts_from_body(
             raise InvalidRequest('body must be a record object or {"records": [...]}')
         try:
             if "records" in data:
-                return [draft_from_record(r) for r in ProduceBatch.model_validate(data).records]
-            return [draft_from_record(RecordIn.model_validate(data))]
+                batch = ProduceBatch.model_validate(data)
+                producer = batch.producer
+                return [draft_from_record(r) for r in batch.records], (
+                    None if producer is None else ProducerSequence(producer.id, producer.sequence)
+                )
+            return [draft_from_record(RecordIn.model_validate(data))], None
         except ValidationError as exc:
             raise validation_error(exc) from None
     if media_type == "text/plain":
@@ -75,9 +79,9 @@ def drafts_from_body(
             raise InvalidRequest(
                 "text/plain body is not valid UTF-8; send bytes as application/octet-stream"
             ) from None
-        return [RecordDraft(key, dump_json(text), ValueFormat.JSON, {}, partition)]
+        return [RecordDraft(key, dump_json(text), ValueFormat.JSON, {}, partition)], None
     if media_type == "application/octet-stream":
-        return [RecordDraft(key, body, ValueFormat.BINARY, {}, partition)]
+        return [RecordDraft(key, body, ValueFormat.BINARY, {}, partition)], None
     raise UnsupportedMediaType(
         f"unsupported Content-Type '{media_type}'",
         {"supported": ["application/json", "text/plain", "application/octet-stream"]},

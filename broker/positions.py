@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -93,11 +94,19 @@ def parse_subscribe_params(query: Mapping[str, str]) -> SubscribeParams:
     )
 
 
-def parse_publish_params(query: Mapping[str, str]) -> None:
-    """The publish endpoint takes no parameters yet (besides `token`); refuse the rest."""
-    unknown = sorted(set(query) - {"token"})
+PRODUCER_ID = re.compile(r"^[a-zA-Z0-9._:-]{1,249}$")
+
+
+def parse_publish_params(query: Mapping[str, str]) -> str | None:
+    """?producer_id= (idempotent producer) and ?token=; returns the producer id, if any."""
+    known = ["producer_id", "token"]
+    unknown = sorted(set(query) - set(known))
     if unknown:
-        raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", {"known": ["token"]})
+        raise InvalidRequest(f"unknown query parameter '{unknown[0]}'", {"known": known})
+    producer_id = query.get("producer_id")
+    if producer_id is not None and not PRODUCER_ID.match(producer_id):
+        raise InvalidRequest("producer_id must be 1-249 characters of [a-zA-Z0-9._:-]")
+    return producer_id
 
 
 def start_positions(

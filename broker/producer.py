@@ -16,17 +16,28 @@ from typing import Any
 
 from broker.drafts import RecordDraft
 from broker.hub import FanoutHub
+from broker.idempotence import OutOfOrder, Retry, check_sequence
 from broker.metrics import Metrics
 from broker.partitioner import RoundRobin, partition_for_key
 from broker.topic_rules import is_compacted
 from models.errors import (
     EddyError,
     InvalidRequest,
+    OutOfOrderSequence,
     PartitionNotFound,
     RecordTooLarge,
     Unavailable,
 )
-from storage import AppendedRecord, Engine, NewRecord, StoredRecord, TopicMeta
+from storage import (
+    PRODUCER_HISTORY,
+    AppendBatch,
+    AppendedRecord,
+    Engine,
+    NewRecord,
+    ProducerSequence,
+    StoredRecord,
+    TopicMeta,
+)
 from storage.sqlite_engine import record_size
 
 log = logging.getLogger("eddy.producer")
@@ -36,7 +47,7 @@ MAX_RECORDS_PER_COMMIT = 20_000  # bounds one transaction's size and the time it
 
 @dataclass(slots=True)
 class _Pending:
-    records: list[NewRecord]
+    batch: AppendBatch
     done: asyncio.Future[list[AppendedRecord]]
 
 
@@ -51,11 +62,11 @@ class _TopicWriter:
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"writer:{topic}")
 
-    def submit(self, records: list[NewRecord]) -> asyncio.Future[list[AppendedRecord]]:
+    def submit(self, batch: AppendBatch) -> asyncio.Future[list[AppendedRecord]]:
         if self._closing:
             raise Unavailable("the broker is shutting down")
         done: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(records, done))
+        self._queue.append(_Pending(batch, done))
         self._wakeup.set()
         return done
 
@@ -63,11 +74,11 @@ class _TopicWriter:
         batch: list[_Pending] = []
         count = 0
         while self._queue and (
-            not batch or count + len(self._queue[0].records) <= MAX_RECORDS_PER_COMMIT
+            not batch or count + len(self._queue[0].batch.records) <= MAX_RECORDS_PER_COMMIT
         ):
             pending = self._queue.pop(0)
             batch.append(pending)
-            count += len(pending.records)
+            count += len(pending.batch.records)
         return batch
 
     async def _run(self) -> None:
@@ -79,9 +90,8 @@ class _TopicWriter:
                 await self._wakeup.wait()
                 continue
             batch = self._take_batch()
-            records = [r for pending in batch for r in pending.records]
             try:
-                appended = await self._engine.append(self.topic, records)
+                results = await self._engine.append(self.topic, [p.batch for p in batch])
             except EddyError as exc:
                 for pending in batch:
                     if not pending.done.done():
@@ -93,13 +103,13 @@ class _TopicWriter:
                     if not pending.done.done():
                         pending.done.set_exception(Unavailable(f"commit failed: {exc}"))
                 continue
-            self._after_commit(records, appended)
-            start = 0
-            for pending in batch:
-                end = start + len(pending.records)
+            self._after_commit(
+                [r for pending in batch for r in pending.batch.records],
+                [a for appended in results for a in appended],
+            )
+            for pending, appended in zip(batch, results, strict=True):
                 if not pending.done.done():
-                    pending.done.set_result(appended[start:end])
-                start = end
+                    pending.done.set_result(appended)
 
     def _after_commit(self, records: list[NewRecord], appended: list[AppendedRecord]) -> None:
         stored = [
@@ -137,15 +147,25 @@ class Producer:
         self._metrics = metrics
         self._writers: dict[str, _TopicWriter] = {}
         self._round_robin: dict[str, RoundRobin] = {}
+        # (topic, producer id) -> sequence -> its pending commit
+        self._in_flight: dict[tuple[str, str], dict[int, asyncio.Future[list[AppendedRecord]]]] = {}
 
     async def produce(
-        self, meta: TopicMeta, drafts: Sequence[RecordDraft], config: Mapping[str, Any]
+        self,
+        meta: TopicMeta,
+        drafts: Sequence[RecordDraft],
+        config: Mapping[str, Any],
+        producer: ProducerSequence | None = None,
     ) -> list[AppendedRecord]:
         """Append `drafts` atomically to the topic; returns when they are committed."""
-        return await asyncio.shield(self.submit(meta, drafts, config))
+        return await asyncio.shield(self.submit(meta, drafts, config, producer))
 
     def submit(
-        self, meta: TopicMeta, drafts: Sequence[RecordDraft], config: Mapping[str, Any]
+        self,
+        meta: TopicMeta,
+        drafts: Sequence[RecordDraft],
+        config: Mapping[str, Any],
+        producer: ProducerSequence | None = None,
     ) -> asyncio.Future[list[AppendedRecord]]:
         """Validate and queue `drafts` now (synchronously, so calls commit in call order);
         the future resolves when they are committed. A client that goes away does not cancel
@@ -162,7 +182,43 @@ class Producer:
             writer = self._writers[meta.name] = _TopicWriter(
                 meta.name, self._engine, self._hub, self._metrics
             )
-        return writer.submit(records)
+        if producer is None:
+            return writer.submit(AppendBatch(records))
+        return self._submit_idempotent(meta.name, writer, AppendBatch(records, producer))
+
+    def _submit_idempotent(
+        self, topic: str, writer: _TopicWriter, batch: AppendBatch
+    ) -> asyncio.Future[list[AppendedRecord]]:
+        assert batch.producer is not None
+        producer_id, sequence = batch.producer.producer_id, batch.producer.sequence
+        in_flight = self._in_flight.setdefault((topic, producer_id), {})
+        decision = check_sequence(
+            self._engine.producer_history(topic, producer_id), in_flight.keys(), sequence
+        )
+        if isinstance(decision, OutOfOrder):
+            raise OutOfOrderSequence(
+                f"producer '{producer_id}' sent sequence {sequence}; expected "
+                f"{decision.expected} (or a retry of one of the last {PRODUCER_HISTORY})",
+                {"producer_id": producer_id, "sequence": sequence, "expected": decision.expected},
+            )
+        if isinstance(decision, Retry):
+            if decision.entry is None:
+                return in_flight[sequence]  # the original is still being committed
+            retried: asyncio.Future[list[AppendedRecord]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            retried.set_result(list(decision.entry.appended))
+            return retried
+        done = writer.submit(batch)
+        in_flight[sequence] = done
+
+        def settled(_: asyncio.Future[list[AppendedRecord]]) -> None:
+            in_flight.pop(sequence, None)  # committed (now in history) or failed (not used up)
+            if not in_flight:
+                self._in_flight.pop((topic, producer_id), None)
+
+        done.add_done_callback(settled)
+        return done
 
     def _place(
         self,

@@ -19,14 +19,24 @@ from broker.drafts import RecordDraft, draft_from_record
 from broker.subscriber import FrameSink
 from models.errors import EddyError, InvalidRequest
 from models.frames import PublishFrame
-from storage import AppendedRecord
+from storage import AppendedRecord, ProducerSequence
 
-Submit = Callable[[Sequence[RecordDraft]], asyncio.Future[list[AppendedRecord]]]
+Submit = Callable[
+    [Sequence[RecordDraft], ProducerSequence | None], asyncio.Future[list[AppendedRecord]]
+]
 
 
 class PublishSession:
-    def __init__(self, topic: str, submit: Submit, sink: FrameSink, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        topic: str,
+        submit: Submit,
+        sink: FrameSink,
+        max_in_flight: int,
+        producer_id: str | None,
+    ) -> None:
         self.topic = topic
+        self._producer_id = producer_id
         self._submit = submit
         self._sink = sink
         self._answers: asyncio.Queue[tuple[Any, asyncio.Future[list[AppendedRecord]] | EddyError]]
@@ -73,9 +83,18 @@ class PublishSession:
                 record = PublishFrame.model_validate(data)
             except ValidationError as exc:
                 raise validation_error(exc) from None
-            return record_id, self._submit([draft_from_record(record)])
+            return record_id, self._submit([draft_from_record(record)], self._producer(record))
         except EddyError as exc:
             return record_id, exc
+
+    def _producer(self, record: PublishFrame) -> ProducerSequence | None:
+        if self._producer_id is None:
+            if record.sequence is not None:
+                raise InvalidRequest("a sequence needs ?producer_id= on the publish URL")
+            return None
+        if record.sequence is None:
+            raise InvalidRequest("with ?producer_id=, every record needs a sequence")
+        return ProducerSequence(self._producer_id, record.sequence)
 
     async def _answer_loop(self) -> None:
         try:

@@ -11,6 +11,7 @@
     ├── TopicExists                 topic_exists      409   4400
     ├── GroupActive                 group_active      409   4400
     ├── NotAssigned                 not_assigned      409   (error frame only)
+    ├── OutOfOrderSequence          out_of_order_sequence 409 (error frame only)
     ├── OffsetOutOfRange            offset_out_of_range 416 4400
     ├── RecordTooLarge              record_too_large  413   4400
     ├── PayloadTooLarge             payload_too_large 413   1009
@@ -122,6 +123,14 @@ class NotAssigned(EddyError):
     """A commit for a partition the member does not own (any more)."""
 
     code = "not_assigned"
+    http_status = 409
+    ws_close_code = 4400
+
+
+class OutOfOrderSequence(EddyError):
+    """An idempotent producer skipped or reused a sequence number."""
+
+    code = "out_of_order_sequence"
     http_status = 409
     ws_close_code = 4400
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from models.records import RecordIn
+from models.records import MAX_INT64, RecordIn
 
 
 class PublishFrame(RecordIn):
@@ -14,3 +14,9 @@ class PublishFrame(RecordIn):
     model_config = ConfigDict(extra="forbid")
 
     id: str | int | None = Field(default=None, description="Client's id, echoed in the answer")
+    sequence: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_INT64,
+        description="Idempotent producer's sequence (with ?producer_id= on the URL)",
+    )

@@ -29,12 +29,31 @@ class RecordIn(BaseModel):
     )
 
 
+PRODUCER_ID_FIELD = Field(
+    min_length=1,
+    max_length=249,
+    pattern=r"^[a-zA-Z0-9._:-]+$",
+    description="Stable id of the producing client (e.g. a device or service instance)",
+    examples=["phone-42"],
+)
+
+
+class ProducerRef(BaseModel):
+    """Idempotent producer: a retried request with the same sequence is not appended twice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = PRODUCER_ID_FIELD
+    sequence: int = Field(ge=0, le=MAX_INT64, description="last + 1 for each new request")
+
+
 class ProduceBatch(BaseModel):
     """Several records, appended atomically (all or none)."""
 
     model_config = ConfigDict(extra="forbid")
 
     records: list[RecordIn] = Field(min_length=1)
+    producer: ProducerRef | None = None
 
 
 class RecordMetadata(BaseModel):

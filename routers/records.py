@@ -77,6 +77,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     openapi_extra=PRODUCE_BODY,
     responses={
         404: {"model": ErrorResponse},
+        409: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
@@ -95,8 +96,8 @@ async def produce(
 ) -> ProduceResponse:
     """Append one record or an atomic batch; answers after the records are committed to disk."""
     body = await read_body(request, broker.config.max_request_bytes)
-    drafts = drafts_from_body(body, content_type, key, partition)
-    appended = await broker.produce(topic, drafts)
+    drafts, producer = drafts_from_body(body, content_type, key, partition)
+    appended = await broker.produce(topic, drafts, producer)
     return ProduceResponse(
         offsets=[
             RecordMetadata(partition=a.partition, offset=a.offset, timestamp=a.timestamp)

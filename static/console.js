@@ -5,7 +5,7 @@
 
 (() => {
   const TAIL_MAX_ROWS = 500;
-  const TOPICS_REFRESH_MS = 5000;
+  const REFRESH_MS = 5000; // topics and consumer groups
   const RECONNECT_MIN_MS = 500;
   const RECONNECT_MAX_MS = 10000;
 
@@ -93,6 +93,7 @@
   }
 
   const topicPath = (name) => `/v1/topics/${encodeURIComponent(name)}`;
+  const groupPath = (name) => `/v1/groups/${encodeURIComponent(name)}`;
 
   // --- result boxes -------------------------------------------------------------------------
 
@@ -148,6 +149,26 @@
       `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
   }
 
+  function formatDuration(ms) {
+    const units = [["d", 86400000], ["h", 3600000], ["min", 60000], ["s", 1000]];
+    for (const [unit, size] of units) {
+      if (ms >= size && ms % size === 0) return `${ms / size} ${unit}`;
+    }
+    return `${ms} ms`;
+  }
+
+  /** A config value for people: -1 is unlimited; *.ms values also as a duration. */
+  function formatConfigValue(key, value) {
+    if (value === -1) return "-1 (unlimited)";
+    if (typeof value === "number" && key.endsWith(".ms") && value > 0) {
+      return `${value} (${formatDuration(value)})`;
+    }
+    if (typeof value === "number" && key.endsWith(".bytes") && value > 0) {
+      return `${value} (${formatBytes(value)})`;
+    }
+    return typeof value === "string" ? value : JSON.stringify(value);
+  }
+
   function formatValue(record) {
     if (typeof record.value_base64 === "string") return { text: record.value_base64, binary: true };
     return { text: JSON.stringify(record.value === undefined ? null : record.value), binary: false };
@@ -162,8 +183,8 @@
     updated: $("topics-updated"),
     names: $("topic-names"),
     auto: $("topics-auto"),
-    timer: null,
     loading: null,
+    openConfig: new Set(), // topics whose config is expanded (kept open across refreshes)
   };
 
   async function loadTopics() {
@@ -232,14 +253,228 @@
       el("td", { dataset: { testid: "topic-hwms" } }, watermarks),
       el("td", { className: "num", dataset: { testid: "topic-records" } }, records),
       el("td", { className: "num" }, size),
+      el("td", { className: "config" }, configDetails(name, summary)),
       el("td", { className: "actions" }, tailButton, produceButton));
   }
 
-  function scheduleTopicRefresh() {
-    clearInterval(topics.timer);
-    topics.timer = topics.auto.checked
-      ? setInterval(() => { if (!document.hidden) loadTopics(); }, TOPICS_REFRESH_MS)
+  /** The topic's effective config, each value tagged with where it comes from: set on the
+   * topic, or the broker's default (`config_sources`). */
+  function configDetails(name, summary) {
+    const config = summary.config && typeof summary.config === "object" ? summary.config : {};
+    const sources = summary.config_sources && typeof summary.config_sources === "object"
+      ? summary.config_sources : {};
+    const keys = Object.keys(config).sort();
+    const overrides = keys.filter((k) => sources[k] === "topic");
+    const label = overrides.length === 0
+      ? "defaults"
+      : `${overrides.length} set on topic`;
+    const entries = keys.map((key) => {
+      const source = sources[key] === "topic" || sources[key] === "default" ? sources[key] : "unknown";
+      return el("li", {
+        className: `config-entry source-${source}`,
+        dataset: { testid: "config-entry", key, source },
+      },
+      el("code", { className: "config-key" }, key),
+      el("span", { className: "config-value", dataset: { testid: "config-value" } },
+        formatConfigValue(key, config[key])),
+      el("span", {
+        className: "tag source",
+        title: source === "topic" ? "set on this topic" : source === "default" ? "broker default" : "",
+        dataset: { testid: "config-source" },
+      }, source));
+    });
+    const details = el("details", {
+      className: "config-details",
+      open: topics.openConfig.has(name),
+      dataset: { testid: "topic-config", overrides: String(overrides.length) },
+    },
+    el("summary", { title: "Effective config: values set on the topic, or broker defaults" }, label),
+    el("ul", { className: "config-list" }, ...entries));
+    details.addEventListener("toggle", () => {
+      if (details.open) topics.openConfig.add(name);
+      else topics.openConfig.delete(name);
+    });
+    return details;
+  }
+
+  // --- refresh (topics and consumer groups) -------------------------------------------------
+
+  const refresh = { timer: null };
+
+  function refreshAll() {
+    return Promise.all([loadTopics(), loadGroups()]);
+  }
+
+  function scheduleRefresh() {
+    clearInterval(refresh.timer);
+    refresh.timer = topics.auto.checked
+      ? setInterval(() => { if (!document.hidden) refreshAll(); }, REFRESH_MS)
       : null;
+  }
+
+  // --- consumer groups ----------------------------------------------------------------------
+
+  const groups = {
+    layout: $("groups-layout"),
+    body: $("groups-body"),
+    empty: $("groups-empty"),
+    error: $("groups-error"),
+    updated: $("groups-updated"),
+    title: $("group-title"),
+    summary: $("group-summary"),
+    detailError: $("group-error"),
+    members: $("group-members-body"),
+    membersEmpty: $("group-members-empty"),
+    offsets: $("group-offsets-body"),
+    selected: null, // name of the group whose details are shown
+    loading: null,
+    again: false, // a refresh was asked for while one was running
+  };
+
+  async function loadGroups() {
+    if (groups.loading) {
+      groups.again = true;
+      return groups.loading;
+    }
+    groups.loading = (async () => {
+      try {
+        const list = await api("GET", "/v1/groups");
+        const items = Array.isArray(list && list.groups) ? list.groups : [];
+        const names = items.map((g) => String(g.group));
+        if (groups.selected === null || !names.includes(groups.selected)) {
+          groups.selected = names.length ? names[0] : null;
+        }
+        const selected = groups.selected;
+        let detail = null;
+        let detailError = null;
+        if (selected !== null) {
+          try {
+            detail = await api("GET", groupPath(selected));
+          } catch (err) {
+            detailError = err;
+          }
+        }
+        renderGroupList(items);
+        if (groups.selected === selected) renderGroupDetail(selected, detail, detailError);
+        clearBox(groups.error);
+      } catch (err) {
+        showError(groups.error, err);
+      } finally {
+        groups.loading = null;
+        if (groups.again) {
+          groups.again = false;
+          loadGroups();
+        }
+      }
+    })();
+    return groups.loading;
+  }
+
+  function selectGroup(name) {
+    if (groups.selected === name) return;
+    groups.selected = name;
+    markSelectedGroup();
+    loadGroups();
+  }
+
+  function markSelectedGroup() {
+    for (const row of groups.body.children) {
+      const selected = row.dataset.group === groups.selected;
+      row.classList.toggle("selected", selected);
+      row.setAttribute("aria-current", String(selected));
+    }
+  }
+
+  function renderGroupList(items) {
+    const rows = items.map((item) => {
+      const name = String(item.group);
+      const topicsText = Array.isArray(item.topics) ? item.topics.join(", ") : "-";
+      const button = el("button", {
+        type: "button",
+        className: "link",
+        title: `Show members and offsets of ${name}`,
+        dataset: { testid: "group-select" },
+      }, name);
+      const row = el("tr", { dataset: { testid: "group-row", group: name } },
+        el("td", { className: "name", dataset: { testid: "group-name" } }, button),
+        el("td", { className: "topics", dataset: { testid: "group-topics" } }, topicsText),
+        el("td", { className: "num", dataset: { testid: "group-member-count" } }, item.members));
+      row.addEventListener("click", () => selectGroup(name));
+      return row;
+    });
+    groups.body.replaceChildren(...rows);
+    groups.empty.hidden = rows.length > 0;
+    groups.layout.hidden = rows.length === 0;
+    markSelectedGroup();
+    groups.updated.textContent = `Updated ${formatTime(Date.now())}`;
+  }
+
+  function renderGroupDetail(name, detail, error) {
+    groups.title.textContent = name === null ? "-" : name;
+    if (error || !detail) {
+      groups.summary.textContent = "";
+      delete groups.summary.dataset.totalLag;
+      groups.members.replaceChildren();
+      groups.offsets.replaceChildren();
+      groups.membersEmpty.hidden = true;
+      if (error) showError(groups.detailError, error);
+      else clearBox(groups.detailError);
+      return;
+    }
+    clearBox(groups.detailError);
+    const members = Array.isArray(detail.members) ? detail.members : [];
+    const offsets = Array.isArray(detail.offsets) ? detail.offsets : [];
+    const lags = offsets.filter((o) => typeof o.lag === "number").map((o) => o.lag);
+    const totalLag = lags.reduce((sum, lag) => sum + lag, 0);
+    groups.summary.dataset.totalLag = String(totalLag);
+    groups.summary.textContent = `${members.length} member(s), ${offsets.length} partition(s), ` +
+      `total lag ${lags.length ? totalLag : "-"}`;
+    groups.members.replaceChildren(...members.map(memberRow));
+    groups.membersEmpty.hidden = members.length > 0;
+    groups.offsets.replaceChildren(...offsets.map(offsetRow));
+  }
+
+  function memberRow(member) {
+    const id = String(member.member_id);
+    const partitions = Array.isArray(member.partitions) ? member.partitions : [];
+    const chips = partitions.length
+      ? el("span", { className: "chips" }, ...partitions.map((p) => el("span", { className: "chip" }, p)))
+      : el("span", { className: "muted", title: "more members than partitions: waits as a hot standby" },
+        "none (standby)");
+    return el("tr", { dataset: { testid: "group-member", member: id, topic: String(member.topic) } },
+      el("td", { className: "member-id" }, el("code", { dataset: { testid: "member-id" } }, id)),
+      el("td", { dataset: { testid: "member-topic" } }, member.topic),
+      el("td", { dataset: { testid: "member-partitions", partitions: partitions.join(",") } }, chips),
+      el("td", { dataset: { testid: "member-auto-commit" } }, member.auto_commit ? "on" : "off"),
+      el("td", { className: "client" }, member.client),
+      el("td", { className: "time", title: String(member.joined_at) }, formatTime(member.joined_at)));
+  }
+
+  function offsetRow(info) {
+    const committed = typeof info.committed_offset === "number" ? info.committed_offset : null;
+    const lag = typeof info.lag === "number" ? info.lag : null;
+    const owner = typeof info.member_id === "string" ? info.member_id : null;
+    const lagState = lag === null ? "none" : lag === 0 ? "zero" : "behind";
+    return el("tr", {
+      dataset: {
+        testid: "group-offset",
+        topic: String(info.topic),
+        partition: String(info.partition),
+      },
+    },
+    el("td", { dataset: { testid: "offset-topic" } }, info.topic),
+    el("td", { className: "num", dataset: { testid: "offset-partition" } }, info.partition),
+    el("td", {
+      className: committed === null ? "num muted" : "num",
+      title: committed === null ? "nothing committed yet: a new owner starts at its from=" : "",
+      dataset: { testid: "offset-committed" },
+    }, committed === null ? "-" : committed),
+    el("td", { className: "num", dataset: { testid: "offset-hwm" } }, info.high_watermark),
+    el("td", { className: "num lag", dataset: { testid: "offset-lag", state: lagState } },
+      lag === null ? "-" : lag),
+    el("td", { dataset: { testid: "offset-owner" } }, owner === null
+      ? el("span", { className: "muted", title: "no connected member owns this partition" }, "-")
+      : el("code", {}, owner)));
   }
 
   // --- create -------------------------------------------------------------------------------
@@ -264,7 +499,7 @@
       const created = await api("POST", "/v1/topics", body);
       showOk(box, "Created topic ", el("code", {}, created.name), ` with ${created.partitions} partition(s).`);
       $("create-name").value = "";
-      await loadTopics();
+      await refreshAll();
     } catch (err) {
       showError(box, err);
     } finally {
@@ -320,7 +555,7 @@
         " partition ", el("strong", { dataset: { testid: "produced-partition" } }, meta.partition),
         " at offset ", el("strong", { dataset: { testid: "produced-offset" } }, meta.offset),
         ` (${formatTime(meta.timestamp)}).`);
-      await loadTopics();
+      await refreshAll(); // high watermarks and group lag changed
     } catch (err) {
       showError(box, err);
     } finally {
@@ -547,13 +782,14 @@
   $("tail-form").addEventListener("submit", startTail);
   tail.stop.addEventListener("click", () => stopTail(true));
   $("tail-clear").addEventListener("click", clearTail);
-  $("topics-refresh").addEventListener("click", () => loadTopics());
-  topics.auto.addEventListener("change", scheduleTopicRefresh);
+  $("topics-refresh").addEventListener("click", () => refreshAll());
+  $("groups-refresh").addEventListener("click", () => refreshAll());
+  topics.auto.addEventListener("change", scheduleRefresh);
   window.addEventListener("pagehide", () => stopTail(false));
 
   checkHealth();
   setInterval(checkHealth, 15000);
-  loadTopics();
-  scheduleTopicRefresh();
+  refreshAll();
+  scheduleRefresh();
   document.body.dataset.ready = "true";
 })();

@@ -1,11 +1,15 @@
 """Storage: the `Engine` interface the broker talks to, and its SQLite implementation."""
 
 from storage.engine import (
+    PRODUCER_HISTORY,
+    AppendBatch,
     AppendedRecord,
     CommittedOffset,
     Engine,
     NewRecord,
     PartitionState,
+    ProducerEntry,
+    ProducerSequence,
     StoredRecord,
     TopicMeta,
     ValueFormat,
@@ -13,12 +17,16 @@ from storage.engine import (
 from storage.sqlite_engine import DataDirLocked, SQLiteEngine
 
 __all__ = [
+    "PRODUCER_HISTORY",
+    "AppendBatch",
     "AppendedRecord",
     "CommittedOffset",
     "DataDirLocked",
     "Engine",
     "NewRecord",
     "PartitionState",
+    "ProducerEntry",
+    "ProducerSequence",
     "SQLiteEngine",
     "StoredRecord",
     "TopicMeta",

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+PRODUCER_HISTORY = 5  # committed requests remembered per producer id (as Kafka's 5 in flight)
+
 
 class ValueFormat(enum.IntEnum):
     """How a record's value bytes are to be read back."""
@@ -40,6 +42,30 @@ class AppendedRecord:
     partition: int
     offset: int
     timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSequence:
+    """An idempotent producer's request number (per topic and producer id)."""
+
+    producer_id: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """One produce request: its records, committed all or none, and its producer sequence."""
+
+    records: Sequence[NewRecord]
+    producer: ProducerSequence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerEntry:
+    """A committed request of an idempotent producer and where its records landed."""
+
+    sequence: int
+    appended: tuple[AppendedRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +153,22 @@ class Engine(abc.ABC):
         return self.partition_state(topic, partition).high_watermark
 
     @abc.abstractmethod
-    async def append(self, topic: str, records: Sequence[NewRecord]) -> list[AppendedRecord]:
-        """Append all records in one atomic, durable commit; results in input order.
+    async def append(
+        self, topic: str, batches: Sequence[AppendBatch]
+    ) -> list[list[AppendedRecord]]:
+        """Append every batch in one atomic, durable commit (group commit); per batch, where
+        its records landed, in input order. Batches with a producer sequence also record it
+        (and their result) in the same commit, so idempotence survives a crash.
 
-        When this returns, the records are committed and `partition_state` already reflects
-        them (no await happens between the two), which the fan-out hub relies on.
+        When this returns, the records are committed and `partition_state` and
+        `producer_history` already reflect them (no await happens in between), which the
+        fan-out hub and the idempotent producer rely on.
         """
+
+    @abc.abstractmethod
+    def producer_history(self, topic: str, producer_id: str) -> Sequence[ProducerEntry]:
+        """The producer's last committed requests on this topic (at most PRODUCER_HISTORY),
+        oldest first, from memory."""
 
     @abc.abstractmethod
     async def read(

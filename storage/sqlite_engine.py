@@ -28,6 +28,7 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,11 +44,13 @@ from models.errors import (
     Unavailable,
 )
 from storage.engine import (
+    PRODUCER_HISTORY,
+    AppendBatch,
     AppendedRecord,
     CommittedOffset,
     Engine,
-    NewRecord,
     PartitionState,
+    ProducerEntry,
     StoredRecord,
     TopicMeta,
     ValueFormat,
@@ -55,7 +58,11 @@ from storage.engine import (
 
 log = logging.getLogger("eddy.storage")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: no producers table
+CREATE_PRODUCERS = (
+    "CREATE TABLE IF NOT EXISTS producers (producer_id TEXT NOT NULL, sequence INTEGER NOT NULL, "
+    "appended BLOB NOT NULL, committed_at INTEGER NOT NULL, PRIMARY KEY (producer_id, sequence))"
+)
 VACUUM_PAGES_PER_STEP = 256  # 1 MiB with 4 KiB pages: one short step under the write lock
 SyncPolicy = Literal["full", "normal"]
 
@@ -72,6 +79,18 @@ def partition_table(partition: int) -> str:
     return quote_identifier(f"p{int(partition)}")
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _encode_appended(appended: Sequence[AppendedRecord]) -> bytes:
+    return orjson.dumps([[a.partition, a.offset, a.timestamp] for a in appended])
+
+
+def _decode_appended(blob: bytes) -> tuple[AppendedRecord, ...]:
+    return tuple(AppendedRecord(*item) for item in orjson.loads(blob))
+
+
 def record_size(key: str | None, value: bytes | None, headers_blob: bytes | None) -> int:
     """Bytes of record data, as counted by size_bytes and max.message.bytes."""
     return (len(key.encode()) if key else 0) + len(value or b"") + len(headers_blob or b"")
@@ -84,6 +103,7 @@ class _Topic:
     writer: aiosqlite.Connection
     reader: aiosqlite.Connection
     partitions: list[PartitionState]
+    producers: dict[str, deque[ProducerEntry]] = field(default_factory=dict)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
 
@@ -200,7 +220,10 @@ class SQLiteEngine(Engine):
             async with writer.execute("PRAGMA user_version") as cur:
                 row = await cur.fetchone()
             version = row[0] if row else 0
-            if version != SCHEMA_VERSION:
+            if version == 1:  # written by Eddy before the idempotent producer
+                await writer.execute(CREATE_PRODUCERS)
+                await writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
                 raise RuntimeError(f"unsupported schema version {version}")
             async with writer.execute(
                 "SELECT name, partitions, config, created_at FROM topic"
@@ -211,12 +234,20 @@ class SQLiteEngine(Engine):
                 "ORDER BY partition"
             ) as cur:
                 states = [PartitionState(*row) async for row in cur]
+            producers: dict[str, deque[ProducerEntry]] = {}
+            async with writer.execute(
+                "SELECT producer_id, sequence, appended FROM producers ORDER BY sequence"
+            ) as cur:
+                async for producer_id, sequence, appended in cur:
+                    producers.setdefault(producer_id, deque(maxlen=PRODUCER_HISTORY)).append(
+                        ProducerEntry(sequence, _decode_appended(appended))
+                    )
             reader = await self._connect(db_path)
         except BaseException:
             await writer.close()
             raise
         meta = TopicMeta(name, partitions, orjson.loads(config), created_at)
-        return _Topic(meta, db_path.parent, writer, reader, states)
+        return _Topic(meta, db_path.parent, writer, reader, states, producers)
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
@@ -271,6 +302,7 @@ class SQLiteEngine(Engine):
                 "size_bytes INTEGER NOT NULL)"
             )
             await self._add_partitions(conn, range(meta.partitions))
+            await conn.execute(CREATE_PRODUCERS)
             await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await conn.execute("COMMIT")
 
@@ -330,7 +362,9 @@ class SQLiteEngine(Engine):
             raise PartitionNotFound(topic, partition, len(handle.partitions))
         return handle.partitions[partition]
 
-    async def append(self, topic: str, records: Sequence[NewRecord]) -> list[AppendedRecord]:
+    async def append(
+        self, topic: str, batches: Sequence[AppendBatch]
+    ) -> list[list[AppendedRecord]]:
         handle = self._topic(topic)
         async with handle.write_lock:
             if handle.closed:
@@ -339,28 +373,36 @@ class SQLiteEngine(Engine):
             next_offset = [s.high_watermark for s in states]
             added_bytes = [0] * len(states)
             rows: dict[int, list[tuple[Any, ...]]] = {}
-            results: list[AppendedRecord] = []
-            for record in records:
-                p = record.partition
-                if not 0 <= p < len(states):
-                    raise PartitionNotFound(topic, p, len(states))
-                headers_blob = orjson.dumps(record.headers) if record.headers else None
-                size = record_size(record.key, record.value, headers_blob)
-                offset = next_offset[p]
-                next_offset[p] += 1
-                added_bytes[p] += size
-                rows.setdefault(p, []).append(
-                    (
-                        offset,
-                        record.timestamp,
-                        record.key,
-                        record.value,
-                        int(record.value_format),
-                        headers_blob,
-                        size,
+            results: list[list[AppendedRecord]] = []
+            for batch in batches:
+                appended: list[AppendedRecord] = []
+                for record in batch.records:
+                    p = record.partition
+                    if not 0 <= p < len(states):
+                        raise PartitionNotFound(topic, p, len(states))
+                    headers_blob = orjson.dumps(record.headers) if record.headers else None
+                    size = record_size(record.key, record.value, headers_blob)
+                    offset = next_offset[p]
+                    next_offset[p] += 1
+                    added_bytes[p] += size
+                    rows.setdefault(p, []).append(
+                        (
+                            offset,
+                            record.timestamp,
+                            record.key,
+                            record.value,
+                            int(record.value_format),
+                            headers_blob,
+                            size,
+                        )
                     )
-                )
-                results.append(AppendedRecord(p, offset, record.timestamp))
+                    appended.append(AppendedRecord(p, offset, record.timestamp))
+                results.append(appended)
+            producer_rows = [
+                (b.producer.producer_id, b.producer.sequence, _encode_appended(r), now_ms())
+                for b, r in zip(batches, results, strict=True)
+                if b.producer is not None
+            ]
             conn = handle.writer
             try:
                 await conn.execute("BEGIN IMMEDIATE")
@@ -374,21 +416,37 @@ class SQLiteEngine(Engine):
                     "WHERE partition = ?",
                     [(next_offset[p], added_bytes[p], p) for p in rows],
                 )
+                if producer_rows:
+                    await conn.executemany(
+                        "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?)", producer_rows
+                    )
+                    await conn.executemany(
+                        "DELETE FROM producers WHERE producer_id = ? AND sequence <= ?",
+                        [(row[0], row[1] - PRODUCER_HISTORY) for row in producer_rows],
+                    )
                 await conn.execute("COMMIT")
             except (sqlite3.Error, ValueError) as exc:  # ValueError: connection closed
                 await self._rollback(conn)
                 if handle.closed:
                     raise TopicNotFound(topic) from exc
                 raise Unavailable(f"cannot commit to topic '{topic}': {exc}") from exc
-            # Committed: publish the new offsets in memory before anything else can run.
+            # Committed: publish the new state in memory before anything else can run.
             for p in rows:
                 s = states[p]
                 states[p] = PartitionState(
                     p, s.log_start_offset, next_offset[p], s.size_bytes + added_bytes[p]
                 )
+            for batch, appended in zip(batches, results, strict=True):
+                if batch.producer is not None:
+                    history = handle.producers.setdefault(
+                        batch.producer.producer_id, deque(maxlen=PRODUCER_HISTORY)
+                    )
+                    history.append(ProducerEntry(batch.producer.sequence, tuple(appended)))
             return results
 
-    # --- retention and compaction -------------------------------------------------------------
+    def producer_history(self, topic: str, producer_id: str) -> Sequence[ProducerEntry]:
+        return tuple(self._topic(topic).producers.get(producer_id, ()))
+
     async def retention_point(
         self, topic: str, partition: int, before_timestamp: int | None, max_bytes: int | None
     ) -> int:

@@ -8,14 +8,18 @@ Nothing here sleeps a fixed time: every wait is for an element or attribute to a
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import RunningServer, free_port, serve_in_thread
+from tests.conftest import RunningServer, free_port, serve_in_thread, wait_until
 
 try:
     from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -274,6 +278,192 @@ def test_live_tail_resumes_by_offset_after_server_restart(
     finally:
         page.context.close()
     assert errors == []
+
+
+def group_row(page: Page, group: str) -> Locator:
+    return page.locator(f'[data-testid="group-row"][data-group="{group}"]')
+
+
+def expect_offset(
+    page: Page, topic: str, partition: int, committed: str, hwm: str, lag: str, owner: str
+) -> None:
+    """The selected group's row for topic/partition shows these cells ("-": none)."""
+    row = page.locator(
+        f'[data-testid="group-offset"][data-topic="{topic}"][data-partition="{partition}"]'
+    )
+    expect(row.get_by_test_id("offset-committed")).to_have_text(committed)
+    expect(row.get_by_test_id("offset-hwm")).to_have_text(hwm)
+    expect(row.get_by_test_id("offset-lag")).to_have_text(lag)
+    expect(row.get_by_test_id("offset-owner")).to_have_text(owner)
+
+
+def recv_until(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
+    """The next frame of type `kind` (frames of other types are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame: dict[str, Any] = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+        if frame["type"] == kind:
+            return frame
+
+
+def test_group_offsets_committed_via_rest_shown_with_lag(
+    browser: Browser, server: RunningServer, rest: httpx.Client
+) -> None:
+    assert rest.post("/v1/topics", json={"name": "orders", "partitions": 3}).status_code == 201
+    records = [{"value": i, "partition": p} for p, count in ((0, 5), (1, 2)) for i in range(count)]
+    assert rest.post("/v1/topics/orders/records", json={"records": records}).status_code == 200
+    for group, offsets in (("billing", {"0": 3, "1": 2}), ("audit", {"2": 0})):
+        response = rest.post(
+            f"/v1/groups/{group}/offsets", json={"topic": "orders", "offsets": offsets}
+        )
+        assert response.status_code == 200, response.text
+    page, errors = open_console(browser, server.base_url)
+    try:
+        # Both groups are listed (sorted); the first one is shown until another is picked.
+        expect(page.locator('[data-testid="group-row"]')).to_have_count(2)
+        expect(page.get_by_test_id("group-name")).to_have_text(["audit", "billing"])
+        expect(group_row(page, "audit")).to_have_attribute("aria-current", "true")
+        expect(page.locator("#group-title")).to_have_text("audit")
+        expect_offset(page, "orders", 2, committed="0", hwm="0", lag="0", owner="-")
+
+        billing = group_row(page, "billing")
+        expect(billing.get_by_test_id("group-topics")).to_have_text("orders")
+        expect(billing.get_by_test_id("group-member-count")).to_have_text("0")
+        billing.get_by_test_id("group-select").click()
+        expect(billing).to_have_attribute("aria-current", "true")
+        expect(page.locator("#group-title")).to_have_text("billing")
+        expect_offset(page, "orders", 0, committed="3", hwm="5", lag="2", owner="-")
+        expect_offset(page, "orders", 1, committed="2", hwm="2", lag="0", owner="-")
+        expect_offset(page, "orders", 2, committed="-", hwm="0", lag="-", owner="-")
+        expect(page.locator("#group-summary")).to_have_attribute("data-total-lag", "2")
+        expect(page.get_by_test_id("group-members-empty")).to_be_visible()
+        lag = page.locator(
+            '[data-testid="group-offset"][data-partition="0"] [data-testid="offset-lag"]'
+        )
+        expect(lag).to_have_attribute("data-state", "behind")
+
+        # New records and a new commit show after a refresh; the selection is kept.
+        response = rest.post("/v1/topics/orders/records", json={"value": "x", "partition": 1})
+        assert response.status_code == 200
+        response = rest.post(
+            "/v1/groups/billing/offsets", json={"topic": "orders", "offsets": {"0": 5}}
+        )
+        assert response.status_code == 200
+        page.click("#groups-refresh")
+        expect_offset(page, "orders", 0, committed="5", hwm="5", lag="0", owner="-")
+        expect_offset(page, "orders", 1, committed="2", hwm="3", lag="1", owner="-")
+        expect(page.locator("#group-title")).to_have_text("billing")
+
+        # A deleted group disappears; the remaining one is shown.
+        assert rest.delete("/v1/groups/billing").status_code == 204
+        page.click("#topics-refresh")  # one refresh for topics and groups
+        expect(billing).to_have_count(0)
+        expect(page.locator("#group-title")).to_have_text("audit")
+        assert rest.delete("/v1/groups/audit").status_code == 204
+        page.click("#groups-refresh")
+        expect(page.get_by_test_id("groups-empty")).to_be_visible()
+        expect(page.get_by_test_id("groups-table")).to_be_hidden()
+    finally:
+        page.context.close()
+    assert errors == []
+
+
+def test_group_member_on_websocket_shown(
+    console: Page, server: RunningServer, rest: httpx.Client
+) -> None:
+    assert rest.post("/v1/topics", json={"name": "orders", "partitions": 2}).status_code == 201
+    batch = {"records": [{"value": i, "partition": i % 2} for i in range(5)]}  # 3 on 0, 2 on 1
+    assert rest.post("/v1/topics/orders/records", json=batch).status_code == 200
+    expect(console.get_by_test_id("groups-empty")).to_be_visible()
+
+    url = f"{server.ws_url}/v1/topics/orders/ws?group=emailer&from=earliest"
+    with connect(url, open_timeout=10) as ws:
+        assignment = recv_until(ws, "assignment")
+        member_id = assignment["member_id"]
+        assert sorted(assignment["partitions"]) == ["0", "1"]
+
+        # No click: the auto-refresh (on by default) picks the new member up.
+        expect(group_row(console, "emailer").get_by_test_id("group-member-count")).to_have_text("1")
+        member = console.locator(f'[data-testid="group-member"][data-member="{member_id}"]')
+        expect(member.get_by_test_id("member-id")).to_have_text(member_id)
+        expect(member.get_by_test_id("member-topic")).to_have_text("orders")
+        expect(member.get_by_test_id("member-partitions")).to_have_attribute(
+            "data-partitions", "0,1"
+        )
+        expect(member.get_by_test_id("member-auto-commit")).to_have_text("off")
+        expect_offset(console, "orders", 0, committed="-", hwm="3", lag="-", owner=member_id)
+        expect_offset(console, "orders", 1, committed="-", hwm="2", lag="-", owner=member_id)
+
+        # The member reads every record and commits (partition 1 only in part).
+        records = [recv_until(ws, "record") for _ in range(5)]
+        assert sorted((r["partition"], r["offset"]) for r in records) == [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 0),
+            (1, 1),
+        ]
+        ws.send(json.dumps({"type": "commit", "offsets": {"0": 3, "1": 1}}))
+        assert recv_until(ws, "committed")["offsets"] == {"0": 3, "1": 1}
+        console.click("#groups-refresh")
+        expect_offset(console, "orders", 0, committed="3", hwm="3", lag="0", owner=member_id)
+        expect_offset(console, "orders", 1, committed="1", hwm="2", lag="1", owner=member_id)
+
+        # A second member (auto-commit) joins: the partitions are split between the two.
+        with connect(url + "&auto_commit=true", open_timeout=10) as second:
+            second_assignment = recv_until(second, "assignment")
+            second_id = second_assignment["member_id"]
+            (taken,) = (int(p) for p in second_assignment["partitions"])
+            console.click("#groups-refresh")
+            expect(console.locator('[data-testid="group-member"]')).to_have_count(2)
+            other = console.locator(f'[data-testid="group-member"][data-member="{second_id}"]')
+            expect(other.get_by_test_id("member-auto-commit")).to_have_text("on")
+            expect(other.get_by_test_id("member-partitions")).to_have_attribute(
+                "data-partitions", str(taken)
+            )
+            expect(member.get_by_test_id("member-partitions")).to_have_attribute(
+                "data-partitions", str(1 - taken)
+            )
+            owners = console.locator('[data-testid="group-offset"] [data-testid="offset-owner"]')
+            expected = [second_id if p == taken else member_id for p in (0, 1)]
+            expect(owners).to_have_text(expected)
+            expect(group_row(console, "emailer").get_by_test_id("group-member-count")).to_have_text(
+                "2"
+            )
+
+    # Both closed: the group stays (its committed offsets do), with no members and no owners.
+    wait_until(lambda: rest.get("/v1/groups/emailer").json()["members"] == [])
+    console.click("#groups-refresh")
+    expect(group_row(console, "emailer").get_by_test_id("group-member-count")).to_have_text("0")
+    expect(console.get_by_test_id("group-members-empty")).to_be_visible()
+    expect(console.locator('[data-testid="group-member"]')).to_have_count(0)
+    expect_offset(console, "orders", 0, committed="3", hwm="3", lag="0", owner="-")
+
+
+def test_topic_config_sources_shown(console: Page, rest: httpx.Client) -> None:
+    response = rest.post("/v1/topics", json={"name": "audit", "config": {"retention.ms": 3600000}})
+    assert response.status_code == 201
+    sources = response.json()["config_sources"]
+    assert sources["retention.ms"] == "topic" and sources["cleanup.policy"] == "default"
+    console.click("#topics-refresh")
+    config = topic_row(console, "audit").get_by_test_id("topic-config")
+    expect(config).to_have_attribute("data-overrides", "1")
+    expect(config.locator("summary")).to_have_text("1 set on topic")
+    config.locator("summary").click()
+    retention = config.locator('[data-testid="config-entry"][data-key="retention.ms"]')
+    expect(retention.get_by_test_id("config-value")).to_have_text("3600000 (1 h)")
+    expect(retention.get_by_test_id("config-source")).to_have_text("topic")
+    policy = config.locator('[data-testid="config-entry"][data-key="cleanup.policy"]')
+    expect(policy.get_by_test_id("config-value")).to_have_text("delete")
+    expect(policy.get_by_test_id("config-source")).to_have_text("default")
+    expect(policy).to_have_attribute("data-source", "default")
+
+    # It stays open across refreshes.
+    assert rest.post("/v1/topics/audit/records", json={"value": 1}).status_code == 200
+    console.click("#topics-refresh")
+    expect(topic_row(console, "audit").get_by_test_id("topic-records")).to_have_text("1")
+    expect(config).to_have_js_property("open", True)
+    expect(retention.get_by_test_id("config-source")).to_be_visible()
 
 
 def _json_string(text: str) -> str:

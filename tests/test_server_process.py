@@ -126,3 +126,20 @@ def test_invalid_setting_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "invalid setting sync" in result.stderr
+
+
+def test_idempotent_producer_state_survives_sigkill(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = start_server_process(data)
+    body = {"records": [{"value": "once"}], "producer": {"id": "phone-1", "sequence": 5}}
+    with httpx.Client(base_url=server.base_url) as c:
+        original = c.post("/v1/topics/k/records", json=body).json()
+    server.stop(signal.SIGKILL)
+    server = start_server_process(data)
+    try:
+        with httpx.Client(base_url=server.base_url) as c:
+            assert c.post("/v1/topics/k/records", json=body).json() == original  # a retry
+            hw = c.get("/v1/topics/k").json()["partitions"][0]["high_watermark"]
+            assert hw == 1
+    finally:
+        server.stop()

@@ -8,11 +8,27 @@ from pathlib import Path
 import pytest
 
 from models.errors import PartitionNotFound, TopicExists, TopicNotFound
-from storage import DataDirLocked, NewRecord, SQLiteEngine, ValueFormat
+from storage import (
+    AppendBatch,
+    AppendedRecord,
+    DataDirLocked,
+    NewRecord,
+    ProducerSequence,
+    SQLiteEngine,
+    ValueFormat,
+)
 
 
 def rec(partition: int, value: bytes | None, key: str | None = "k", ts: int = 1000) -> NewRecord:
     return NewRecord(partition, ts, key, value, ValueFormat.JSON, {"h": "v"} if value else {})
+
+
+async def append(
+    engine: SQLiteEngine, topic: str, records: list[NewRecord]
+) -> list[AppendedRecord]:
+    """One request's records, appended as one batch."""
+    [appended] = await engine.append(topic, [AppendBatch(records)])
+    return appended
 
 
 async def open_engine(path: Path) -> SQLiteEngine:
@@ -24,7 +40,7 @@ async def open_engine(path: Path) -> SQLiteEngine:
 async def test_append_assigns_dense_offsets_per_partition(tmp_path: Path) -> None:
     engine = await open_engine(tmp_path)
     await engine.create_topic("t", 2, {})
-    appended = await engine.append("t", [rec(0, b"1"), rec(1, b"2"), rec(0, b"3")])
+    appended = await append(engine, "t", [rec(0, b"1"), rec(1, b"2"), rec(0, b"3")])
     assert [(a.partition, a.offset) for a in appended] == [(0, 0), (1, 0), (0, 1)]
     state = engine.partition_state("t", 0)
     assert (state.log_start_offset, state.high_watermark) == (0, 2)
@@ -56,25 +72,25 @@ async def test_one_file_per_topic_one_table_per_partition(tmp_path: Path) -> Non
 async def test_state_survives_reopen(tmp_path: Path) -> None:
     engine = await open_engine(tmp_path)
     await engine.create_topic("t", 1, {"cleanup.policy": "compact"})
-    await engine.append("t", [rec(0, b"1"), rec(0, b"2")])
+    await append(engine, "t", [rec(0, b"1"), rec(0, b"2")])
     await engine.close()
     engine = await open_engine(tmp_path)
     assert engine.get_topic("t").config == {"cleanup.policy": "compact"}
     assert engine.high_watermark("t", 0) == 2
-    assert (await engine.append("t", [rec(0, b"3")]))[0].offset == 2
+    assert (await append(engine, "t", [rec(0, b"3")]))[0].offset == 2
     await engine.close()
 
 
 async def test_offsets_are_never_reused_after_all_records_are_deleted(tmp_path: Path) -> None:
     engine = await open_engine(tmp_path)
     await engine.create_topic("t", 1, {})
-    await engine.append("t", [rec(0, b"1"), rec(0, b"2")])
+    await append(engine, "t", [rec(0, b"1"), rec(0, b"2")])
     await engine.close()
     # Remove every record behind the engine's back (as retention will).
     with sqlite3.connect(tmp_path / "topics" / "t" / "log.db") as conn:
         conn.execute('DELETE FROM "p0"')
     engine = await open_engine(tmp_path)
-    assert (await engine.append("t", [rec(0, b"3")]))[0].offset == 2
+    assert (await append(engine, "t", [rec(0, b"3")]))[0].offset == 2
     await engine.close()
 
 
@@ -84,9 +100,9 @@ async def test_topic_errors(tmp_path: Path) -> None:
     with pytest.raises(TopicExists):
         await engine.create_topic("t", 1, {})
     with pytest.raises(TopicNotFound):
-        await engine.append("nope", [rec(0, b"1")])
+        await append(engine, "nope", [rec(0, b"1")])
     with pytest.raises(PartitionNotFound):
-        await engine.append("t", [rec(0, b"1"), rec(5, b"1")])
+        await append(engine, "t", [rec(0, b"1"), rec(5, b"1")])
     assert engine.high_watermark("t", 0) == 0  # the failed batch left nothing behind
     await engine.delete_topic("t")
     assert not (tmp_path / "topics" / "t").exists()
@@ -100,7 +116,7 @@ async def test_partition_increase_and_config_update(tmp_path: Path) -> None:
     await engine.create_topic("t", 1, {})
     meta = await engine.update_topic("t", 3, {"retention.ms": 5})
     assert meta.partitions == 3 and meta.config == {"retention.ms": 5}
-    assert (await engine.append("t", [rec(2, b"1")]))[0].offset == 0
+    assert (await append(engine, "t", [rec(2, b"1")]))[0].offset == 0
     await engine.close()
     engine = await open_engine(tmp_path)
     assert engine.get_topic("t").partitions == 3
@@ -110,7 +126,7 @@ async def test_partition_increase_and_config_update(tmp_path: Path) -> None:
 async def test_read_limits_and_max_bytes(tmp_path: Path) -> None:
     engine = await open_engine(tmp_path)
     await engine.create_topic("t", 1, {})
-    await engine.append("t", [rec(0, b"x" * 100, ts=i) for i in range(10)])
+    await append(engine, "t", [rec(0, b"x" * 100, ts=i) for i in range(10)])
     assert len(await engine.read("t", 0, 0, 3, 1 << 20)) == 3
     assert [r.offset for r in await engine.read("t", 0, 7, 100, 1 << 20)] == [7, 8, 9]
     # max_bytes smaller than one record still returns that one record
@@ -128,3 +144,59 @@ async def test_second_engine_on_same_dir_is_refused(tmp_path: Path) -> None:
     await engine.close()
     other = await open_engine(tmp_path)  # free again once the first one closed
     await other.close()
+
+
+async def test_group_commit_batches_and_producer_history_survive_reopen(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("t", 2, {})
+    results = await engine.append(
+        "t",
+        [
+            AppendBatch([rec(0, b"1"), rec(1, b"2")], ProducerSequence("p1", 7)),
+            AppendBatch([rec(0, b"3")]),
+            AppendBatch([rec(1, b"4")], ProducerSequence("p2", 0)),
+        ],
+    )
+    assert [[(a.partition, a.offset) for a in r] for r in results] == [
+        [(0, 0), (1, 0)],
+        [(0, 1)],
+        [(1, 1)],
+    ]
+    for sequence in range(8, 20):
+        await engine.append("t", [AppendBatch([rec(0, b"x")], ProducerSequence("p1", sequence))])
+    await engine.close()
+    engine = await open_engine(tmp_path)
+    history = engine.producer_history("t", "p1")
+    assert [e.sequence for e in history] == [15, 16, 17, 18, 19]  # the last five
+    assert [(a.partition, a.offset) for a in history[-1].appended] == [(0, 13)]
+    assert [e.sequence for e in engine.producer_history("t", "p2")] == [0]
+    assert engine.producer_history("t", "nobody") == ()
+    await engine.close()
+
+
+async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("old", 1, {})
+    await append(engine, "old", [rec(0, b"1")])
+    await engine.close()
+    with sqlite3.connect(tmp_path / "topics" / "old" / "log.db") as conn:  # as Eddy 0.1 left it
+        conn.execute("DROP TABLE producers")
+        conn.execute("PRAGMA user_version=1")
+    engine = await open_engine(tmp_path)
+    assert engine.high_watermark("old", 0) == 1
+    await engine.append("old", [AppendBatch([rec(0, b"2")], ProducerSequence("p", 0))])
+    assert [e.sequence for e in engine.producer_history("old", "p")] == [0]
+    await engine.close()
+    with sqlite3.connect(tmp_path / "topics" / "old" / "log.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+async def test_a_corrupt_topic_file_does_not_keep_other_topics_down(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("good", 1, {})
+    await engine.create_topic("bad", 1, {})
+    await engine.close()
+    (tmp_path / "topics" / "bad" / "log.db").write_bytes(b"this is not a database" * 100)
+    engine = await open_engine(tmp_path)
+    assert [t.name for t in engine.list_topics()] == ["good"]
+    await engine.close()
