@@ -141,6 +141,8 @@ class Subscriber:
             if self._keys is None or key in self._keys:
                 self._enqueue(partition, offset, frame)
                 added += 1
+            else:
+                self._skip(partition, offset)
         if added:
             self._records_out.inc(added)
             if self._buffered > self._max_buffer:
@@ -183,13 +185,24 @@ class Subscriber:
             self._bytes_out.inc(len(frame))
         self._wakeup.set()
 
+    def _skip(self, partition: int, offset: int) -> None:
+        """A record the keys filter leaves out still counts as delivered (for auto-commit) once
+        everything queued before it is sent: an empty frame marks the spot."""
+        if not self._buffer:
+            self._sent[partition] = offset + 1
+        elif self._buffer[-1][0] == partition and not self._buffer[-1][2]:
+            self._buffer[-1] = (partition, offset, "")  # extend the marker already queued
+        else:
+            self._buffer.append((partition, offset, ""))
+
     async def _send_loop(self) -> None:
         try:
             while True:
                 while self._buffer:
                     partition, offset, frame = self._buffer.popleft()
                     self._buffered -= len(frame)
-                    await self._sink.send_text(frame)
+                    if frame:
+                        await self._sink.send_text(frame)
                     if partition in self._next_offset:
                         self._sent[partition] = offset + 1
                 self._drained.set()
@@ -240,6 +253,8 @@ class Subscriber:
                 if self._keys is None or record.key in self._keys:
                     self._enqueue(partition, record.offset, record_frame(topic, record))
                     sent += 1
+                else:
+                    self._skip(partition, record.offset)
             self._records_out.inc(sent)
             if not records:
                 # Nothing at or after `offset` when the read began: anything below that high

@@ -473,3 +473,20 @@ def test_no_record_lost_while_members_come_and_go(
     final.close()
     assert caught_up(), client.get("/v1/groups/flow-group").json()
     assert set(processed) == set(range(total))  # at least once: none lost
+
+
+def test_auto_commit_with_a_keys_filter_commits_past_filtered_records(
+    client: httpx.Client, gserver: RunningServer
+) -> None:
+    make_topic(client, "filtered", 1)
+    m = Member(gserver, "filtered", "fk", "&from=earliest&auto_commit=true&keys=wanted")
+    m.until("assignment")
+    produce = [{"key": "wanted" if i % 3 == 0 else "other", "value": i} for i in range(9)]
+    client.post("/v1/topics/filtered/records", json={"records": produce})
+    while len(m.records) < 3:
+        m.next_frame()
+    assert [r["value"] for r in m.records] == [0, 3, 6]
+    wait_until(
+        lambda: client.get("/v1/groups/fk").json()["offsets"][0]["committed_offset"] == 9
+    )
+    m.close()
