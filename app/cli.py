@@ -72,6 +72,10 @@ def serve(
     sync: Annotated[
         str | None, typer.Option(help="full (fsync per commit) or normal [env EDDY_SYNC; full]")
     ] = None,
+    max_websockets: Annotated[
+        int | None,
+        typer.Option(help="Open WebSockets allowed at once [env EDDY_MAX_WEBSOCKETS; 10000]"),
+    ] = None,
     ws_buffer_bytes: Annotated[
         int | None,
         typer.Option(help="Live subscriber buffer before close 4408 [env EDDY_WS_BUFFER_BYTES]"),
@@ -107,6 +111,7 @@ def serve(
         default_max_message_bytes=default_max_message_bytes,
         retention_check_interval=retention_check_interval,
         sync=sync,
+        max_websockets=max_websockets,
         ws_buffer_bytes=ws_buffer_bytes,
         max_request_bytes=max_request_bytes,
         ws_ping_interval=ws_ping_interval,

@@ -46,6 +46,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         retention_check_interval=settings.retention_check_interval,
         auto_create_topics=settings.auto_create_topics,
         ws_buffer_bytes=settings.ws_buffer_bytes,
+        max_websockets=settings.max_websockets,
         max_request_bytes=settings.max_request_bytes,
         auto_commit_interval=settings.auto_commit_interval,
     )

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         description="full: an ack waits for fsync (survives power loss); "
         "normal: an ack waits for the commit only (survives a process crash)",
     )
+    max_websockets: int = Field(
+        10_000, ge=1, description="Open WebSockets allowed at once (more are closed with 1013)"
+    )
     ws_buffer_bytes: int = Field(
         1_048_576, ge=1024, description="Unsent data a live subscriber may have before 4408"
     )

@@ -57,6 +57,7 @@ class BrokerConfig:
     )
     retention_check_interval: float = 300.0  # seconds between cleaner passes
     ws_buffer_bytes: int = 1_048_576
+    max_websockets: int = 10_000
     auto_commit_interval: float = 1.0  # seconds between commits of auto_commit members
     max_request_bytes: int = 16 * 1_048_576  # HTTP bodies and WebSocket frames
     publish_max_in_flight: int = 1024
@@ -75,6 +76,7 @@ class Broker:
             engine, self._config_of, self.metrics, config.retention_check_interval
         )
         self._creating: dict[str, asyncio.Lock] = {}
+        self._open_websockets = 0
 
     async def start(self) -> None:
         await self.engine.open()
@@ -230,6 +232,17 @@ class Broker:
         await self.groups.delete(group)
 
     # --- WebSockets ---------------------------------------------------------------------------
+    def open_websocket(self) -> bool:
+        """Take a connection slot; False when --max-websockets are open already."""
+        if self._open_websockets >= self.config.max_websockets:
+            return False
+        self._open_websockets += 1
+        return True
+
+    def websocket_closed(self) -> None:
+        self._open_websockets -= 1
+
+    # --- WebSocket sessions ------------------------------------------------------------------
     async def subscribe(
         self,
         topic: str,

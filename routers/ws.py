@@ -17,6 +17,8 @@ from routers.deps import BrokerDep
 
 router = APIRouter(tags=["websocket"])
 
+CLOSE_TRY_AGAIN_LATER = 1013
+
 
 async def incoming_frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
     """The client's frames (text or binary) until it disconnects."""
@@ -36,6 +38,10 @@ async def run_session(
 ) -> None:
     """Accept, run the session, and close with the code it (or its error) chose."""
     await websocket.accept()
+    if not broker.open_websocket():
+        with contextlib.suppress(Exception):
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "too many connections; retry later")
+        return
     gauge = broker.metrics.websockets_open.labels(endpoint)
     gauge.inc()
     try:
@@ -51,6 +57,7 @@ async def run_session(
         pass
     finally:
         gauge.dec()
+        broker.websocket_closed()
 
 
 def client_address(websocket: WebSocket) -> str:

@@ -119,6 +119,8 @@ class SQLiteEngine(Engine):
         self.data_dir = Path(data_dir)
         self.sync = sync
         self._topics: dict[str, _Topic] = {}
+        # topics whose database could not be opened -> why; they answer 503, others keep working
+        self._broken: dict[str, str] = {}
         self._catalog_lock = asyncio.Lock()  # serialises create/delete/alter of topics
         self._lock_fd: int | None = None
         self._groups_db: aiosqlite.Connection | None = None
@@ -138,7 +140,10 @@ class SQLiteEngine(Engine):
             try:
                 topic = await self._open_topic(db_path)
             except Exception as exc:  # one bad file must not keep the other topics down
-                log.error("cannot open topic database %s: %s", db_path, exc)
+                log.error(
+                    "topic %s is unavailable: cannot open %s: %s", db_path.parent.name, db_path, exc
+                )
+                self._broken[db_path.parent.name] = str(exc)
                 continue
             self._topics[topic.meta.name] = topic
 
@@ -252,8 +257,18 @@ class SQLiteEngine(Engine):
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None or topic.closed:
+            self._raise_if_broken(name)
             raise TopicNotFound(name)
         return topic
+
+    def _raise_if_broken(self, name: str) -> None:
+        if name in self._broken:
+            raise Unavailable(
+                f"topic '{name}' is unavailable: its database cannot be opened "
+                f"({self._broken[name]}); other topics are not affected. Restore the file "
+                "from a backup and restart, or delete the topic",
+                {"topic": name},
+            )
 
     # --- topics -------------------------------------------------------------------------------
     def list_topics(self) -> list[TopicMeta]:
@@ -264,6 +279,7 @@ class SQLiteEngine(Engine):
 
     async def create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> TopicMeta:
         async with self._catalog_lock:
+            self._raise_if_broken(name)
             if name in self._topics:
                 raise TopicExists(name)
             meta = TopicMeta(name, partitions, dict(config), int(time.time() * 1000))
@@ -345,15 +361,23 @@ class SQLiteEngine(Engine):
 
     async def delete_topic(self, name: str) -> None:
         async with self._catalog_lock:
+            if name in self._broken:  # deleting is how an operator gives up on a bad file
+                del self._broken[name]
+                await self._remove_dir(self.data_dir / "topics" / name)
+                return
             topic = self._topic(name)
             del self._topics[name]
             async with topic.write_lock:
                 await topic.close()
             for group in {k[0] for k in self._committed if k[1] == name}:
                 await self.delete_committed_offsets(group, name)
-            doomed = self.data_dir / "tmp" / f"delete-{uuid.uuid4().hex}"
-            await asyncio.to_thread(topic.path.rename, doomed)
-            await asyncio.to_thread(shutil.rmtree, doomed, True)
+            await self._remove_dir(topic.path)
+
+    async def _remove_dir(self, path: Path) -> None:
+        """Move aside (atomic) then delete, so a crash never leaves half a topic in topics/."""
+        doomed = self.data_dir / "tmp" / f"delete-{uuid.uuid4().hex}"
+        await asyncio.to_thread(path.rename, doomed)
+        await asyncio.to_thread(shutil.rmtree, doomed, True)
 
     # --- partitions ---------------------------------------------------------------------------
     def partition_state(self, topic: str, partition: int) -> PartitionState:

@@ -486,7 +486,5 @@ def test_auto_commit_with_a_keys_filter_commits_past_filtered_records(
     while len(m.records) < 3:
         m.next_frame()
     assert [r["value"] for r in m.records] == [0, 3, 6]
-    wait_until(
-        lambda: client.get("/v1/groups/fk").json()["offsets"][0]["committed_offset"] == 9
-    )
+    wait_until(lambda: client.get("/v1/groups/fk").json()["offsets"][0]["committed_offset"] == 9)
     m.close()

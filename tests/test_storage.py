@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import PartitionNotFound, TopicExists, TopicNotFound
+from models.errors import PartitionNotFound, TopicExists, TopicNotFound, Unavailable
 from storage import (
     AppendBatch,
     AppendedRecord,
@@ -199,4 +199,14 @@ async def test_a_corrupt_topic_file_does_not_keep_other_topics_down(tmp_path: Pa
     (tmp_path / "topics" / "bad" / "log.db").write_bytes(b"this is not a database" * 100)
     engine = await open_engine(tmp_path)
     assert [t.name for t in engine.list_topics()] == ["good"]
+    await append(engine, "good", [rec(0, b"1")])  # the good one works
+    for attempt in (lambda: engine.get_topic("bad"), lambda: engine.partition_state("bad", 0)):
+        with pytest.raises(Unavailable, match="topic 'bad' is unavailable"):
+            attempt()
+    with pytest.raises(Unavailable):
+        await engine.create_topic("bad", 1, {})
+    await engine.delete_topic("bad")  # the operator gives up on it
+    with pytest.raises(TopicNotFound):
+        engine.get_topic("bad")
+    await engine.create_topic("bad", 1, {})
     await engine.close()

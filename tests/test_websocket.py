@@ -181,6 +181,14 @@ def test_partition_and_key_filters(client: httpx.Client, server: RunningServer) 
         "?offsets=0:99",
         "?bogus=1",
         "?offsets=0:-1",
+        "?keys=",
+        "?keys=,",
+        "?partitions=0&offsets=1:0",
+        "?group=g&offsets=0:0",
+        "?group=g&partitions=0",
+        "?auto_commit=true",
+        "?group=g&auto_commit=maybe",
+        "?group=bad%20name",
     ],
 )
 def test_bad_parameters_close_4400(client: httpx.Client, server: RunningServer, query: str) -> None:
@@ -349,3 +357,15 @@ def test_websocket_metrics_count_open_connections(
     wait_until(
         lambda: 'eddy_websockets_open{endpoint="subscribe"} 0.0' in client.get("/metrics").text
     )
+
+
+def test_connections_beyond_the_limit_are_closed_1013(tmp_path: Path) -> None:
+    with serve_in_thread(tmp_path / "d", max_websockets=2) as server:
+        with subscribe(server, "t") as first, subscribe(server, "t") as second:
+            recv(first)
+            recv(second)
+            with subscribe(server, "t") as third:
+                assert close_code(third) == 1013
+        # slots are given back when connections close
+        with subscribe(server, "t") as again:
+            assert recv(again)["type"] == "subscribed"
