@@ -60,7 +60,10 @@ class BrokerConfig:
     max_websockets: int = 10_000
     auto_commit_interval: float = 1.0  # seconds between commits of auto_commit members
     max_request_bytes: int = 16 * 1_048_576  # HTTP bodies and WebSocket frames
-    publish_max_in_flight: int = 1024
+    # Records a publishing connection may have waiting for their acks. When it is reached the
+    # server stops reading that socket (backpressure); keep it large, because while it is not
+    # read the client's pongs are not either and --ws-ping-timeout would end the connection.
+    publish_max_in_flight: int = 10_000
 
 
 class Broker:

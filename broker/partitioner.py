@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 _M = 0x5BD1E995
@@ -35,8 +36,13 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for_key(key: str, partitions: int) -> int:
-    """``(murmur2(utf8(key)) & 0x7fffffff) % partitions``: where Kafka would put this key."""
+    """``(murmur2(utf8(key)) & 0x7fffffff) % partitions``: where Kafka would put this key.
+
+    Cached: keys repeat (symbols, customer ids) and murmur2 in Python costs microseconds."""
+    if partitions == 1:
+        return 0
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 

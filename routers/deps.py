@@ -10,7 +10,9 @@ from starlette.requests import HTTPConnection
 from broker import Broker
 
 
-def get_broker(conn: HTTPConnection) -> Broker:
+async def get_broker(conn: HTTPConnection) -> Broker:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, which would cost
+    # a thread hand-off on every request for a dictionary lookup.
     broker: Broker = conn.state.broker
     return broker
 

@@ -1,0 +1,1 @@
+"""Eddy's benchmark suite: `python -m bench.run` (see bench/README.md)."""
