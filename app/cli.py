@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from app.factory import create_app
 from app.settings import Settings
+from broker.access import AuthFileError
 from storage import DataDirLocked, SQLiteEngine
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Eddy streaming broker")
@@ -95,6 +96,25 @@ def serve(
         float | None,
         typer.Option(help="Seconds between auto-commits [env EDDY_AUTO_COMMIT_INTERVAL; 1]"),
     ] = None,
+    auth_file: Annotated[
+        Path | None, typer.Option(help="Auth file: turns access control on [env EDDY_AUTH_FILE]")
+    ] = None,
+    auth_recheck_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between auth re-checks [env EDDY_AUTH_RECHECK_INTERVAL; 5]"),
+    ] = None,
+    cors_origins: Annotated[
+        str | None,
+        typer.Option(help="Allowed browser origins, comma-separated [env EDDY_CORS_ORIGINS]"),
+    ] = None,
+    produce_rate_limit: Annotated[
+        float | None,
+        typer.Option(help="Produce requests/s per principal [env EDDY_PRODUCE_RATE_LIMIT; 0]"),
+    ] = None,
+    produce_rate_burst: Annotated[
+        float | None,
+        typer.Option(help="Burst of the produce limit [env EDDY_PRODUCE_RATE_BURST]"),
+    ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
     ] = None,
@@ -117,6 +137,11 @@ def serve(
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
         auto_commit_interval=auto_commit_interval,
+        auth_file=auth_file,
+        auth_recheck_interval=auth_recheck_interval,
+        cors_origins=cors_origins,
+        produce_rate_limit=produce_rate_limit,
+        produce_rate_burst=produce_rate_burst,
         log_level=log_level,
     )
     logging.basicConfig(
@@ -130,8 +155,13 @@ def serve(
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; exiting 0 tells a
     # supervisor (systemd, Docker, Kubernetes) that this was a clean, requested stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        app = create_app(settings)
+    except AuthFileError as exc:
+        typer.echo(f"eddy: {exc}", err=True)
+        raise typer.Exit(1) from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",  # Eddy logs its own start-up line

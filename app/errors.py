@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,7 +11,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.codec import dump_json
-from models.errors import EddyError, InvalidRequest, MethodNotAllowed, RouteNotFound
+from models.errors import (
+    EddyError,
+    InvalidRequest,
+    MethodNotAllowed,
+    RateLimited,
+    RouteNotFound,
+    Unauthorized,
+)
 
 log = logging.getLogger("eddy.errors")
 
@@ -20,7 +28,12 @@ def _json(body: object, status: int) -> Response:
 
 
 def error_response(error: EddyError) -> Response:
-    return _json(error.to_body(), error.http_status)
+    response = _json(error.to_body(), error.http_status)
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    elif isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="eddy"'
+    return response
 
 
 async def _eddy_error(_: Request, exc: Exception) -> Response:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -22,11 +23,13 @@ from app.errors import install_error_handlers
 from app.openapi import build_openapi, operation_id
 from app.settings import Settings
 from broker import Broker, BrokerConfig
+from broker.access import AccessPolicy, load_access_policy
 from routers import groups, ops, records, topics, ws
 from storage import SQLiteEngine
 
 log = logging.getLogger("eddy")
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DESCRIPTION = """Eddy is a Kafka-style streaming broker: topics with partitions, keyed records with
 offsets, consumers that resume by offset. Publish with `curl`, subscribe with a WebSocket
@@ -49,7 +52,24 @@ def broker_config(settings: Settings) -> BrokerConfig:
         max_websockets=settings.max_websockets,
         max_request_bytes=settings.max_request_bytes,
         auto_commit_interval=settings.auto_commit_interval,
+        produce_rate_limit=settings.produce_rate_limit,
+        produce_rate_burst=settings.produce_rate_burst,
+        auth_recheck_interval=settings.auth_recheck_interval,
+        allowed_origins=settings.origins,
     )
+
+
+def access_policy(settings: Settings) -> AccessPolicy:
+    """The auth file's policy, or "everyone may do everything" without one (local use)."""
+    if settings.auth_file is None:
+        if settings.host not in LOOPBACK_HOSTS:
+            log.warning(
+                "ACCESS CONTROL IS OFF and Eddy listens on %s: anyone who can reach this port "
+                "can read, write and delete every topic. Use --auth-file (see the README).",
+                settings.host,
+            )
+        return AccessPolicy()
+    return load_access_policy(settings.auth_file)
 
 
 class RequestMetrics:
@@ -83,11 +103,18 @@ class RequestMetrics:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """Raises AuthFileError if the auth file cannot be used."""
     settings = settings or Settings()
+    access = access_policy(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        broker = Broker(SQLiteEngine(settings.data_dir, settings.sync), broker_config(settings))
+        broker = Broker(
+            SQLiteEngine(settings.data_dir, settings.sync),
+            broker_config(settings),
+            access,
+            settings.auth_file,
+        )
         await broker.start()
         url = f"http://{settings.host}:{settings.port}"
         log.info(
@@ -124,4 +151,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics)
+    if settings.origins:
+        # Tokens travel in the Authorization header, never in cookies, so credentials mode is
+        # off: even "*" cannot be combined with the browser's ambient credentials.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.origins),
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     return app

@@ -52,4 +52,23 @@ class Settings(BaseSettings):
     auto_commit_interval: float = Field(
         1.0, gt=0, description="Seconds between commits for auto_commit=true group members"
     )
+    auth_file: Path | None = Field(
+        None, description="TOML file of principals and permissions; turns access control on"
+    )
+    auth_recheck_interval: float = Field(
+        5.0, gt=0, description="Seconds between checks of the auth file and open sockets' tokens"
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated browser origins allowed for REST (CORS) and WebSockets"
+    )
+    produce_rate_limit: float = Field(
+        0.0, ge=0, description="Produce requests per second per principal (0: no limit)"
+    )
+    produce_rate_burst: float = Field(
+        0.0, ge=0, description="Burst size of the produce rate limit (0: one second's worth)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from broker.access import AccessPolicy, Action, AuthFileError, Principal, load_access_policy
 from broker.drafts import RecordDraft
 from broker.fetcher import Fetcher
 from broker.groups import GroupCoordinator, ResetTo
@@ -24,15 +27,17 @@ from broker.positions import (
 )
 from broker.producer import Producer
 from broker.publisher import PublishSession
+from broker.rate_limit import RateLimiter
 from broker.retention import Cleaner
 from broker.subscriber import FrameSink, Subscriber
 from broker.topic_rules import (
     effective_config,
     validate_config,
+    validate_group_name,
     validate_partition_count,
     validate_topic_name,
 )
-from models.errors import EddyError, InvalidRequest, TopicNotFound
+from models.errors import EddyError, Forbidden, InvalidRequest, TopicNotFound, Unauthorized
 from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
 from storage import AppendedRecord, Engine, ProducerSequence, TopicMeta
@@ -64,12 +69,28 @@ class BrokerConfig:
     # server stops reading that socket (backpressure); keep it large, because while it is not
     # read the client's pongs are not either and --ws-ping-timeout would end the connection.
     publish_max_in_flight: int = 10_000
+    produce_rate_limit: float = 0.0  # produce requests/s per principal (0: no limit)
+    produce_rate_burst: float = 0.0  # bucket size (default: one second's worth)
+    auth_recheck_interval: float = 5.0  # how often open WebSockets re-check their credentials
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the server's own
 
 
 class Broker:
-    def __init__(self, engine: Engine, config: BrokerConfig) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: BrokerConfig,
+        access: AccessPolicy | None = None,
+        auth_file: Path | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
+        self.access = access or AccessPolicy()
+        self._auth_file = auth_file
+        self._auth_watcher: asyncio.Task[None] | None = None
+        self.rate_limiter = RateLimiter(
+            config.produce_rate_limit, config.produce_rate_burst or config.produce_rate_limit
+        )
         self.metrics = Metrics()
         self.hub = FanoutHub()
         self.producer = Producer(engine, self.hub, self.metrics)
@@ -84,13 +105,53 @@ class Broker:
     async def start(self) -> None:
         await self.engine.open()
         self.cleaner.start()
+        if self._auth_file is not None:
+            self._auth_watcher = asyncio.create_task(self._watch_auth_file(self._auth_file))
 
     async def stop(self) -> None:
         """Close WebSockets (1001), commit queued appends, close storage."""
+        if self._auth_watcher is not None:
+            self._auth_watcher.cancel()
+            await asyncio.gather(self._auth_watcher, return_exceptions=True)
         await self.cleaner.stop()
         self.hub.close_all(CLOSE_GOING_AWAY)
         await self.producer.close()
         await self.engine.close()
+
+    async def _watch_auth_file(self, path: Path) -> None:
+        """Reload the auth file when it changes (revoking a key takes effect without a
+        restart); a broken edit keeps the previous policy and is logged."""
+        last = (await asyncio.to_thread(path.stat)).st_mtime_ns
+        while True:
+            await asyncio.sleep(self.config.auth_recheck_interval)
+            try:
+                mtime = (await asyncio.to_thread(path.stat)).st_mtime_ns
+                if mtime == last:
+                    continue
+                last = mtime
+                self.access = await asyncio.to_thread(load_access_policy, path)
+                log.info("reloaded auth file %s", path)
+            except (OSError, AuthFileError) as exc:
+                log.error("auth file not reloaded, keeping the previous one: %s", exc)
+
+    async def watch_credentials(self, principal: Principal) -> None:
+        """Return when the principal's credentials expire or are revoked (for open sockets)."""
+        while True:
+            wait = self.config.auth_recheck_interval
+            if principal.expires_at is not None:
+                wait = min(wait, max(principal.expires_at - time.time(), 0.0) + 0.01)
+            await asyncio.sleep(wait)
+            if not self.access.still_valid(principal):
+                return
+
+    def check_origin(self, origin: str | None, host: str | None) -> None:
+        """WebSocket upgrades from browsers: only the server's own page or allowed origins."""
+        if origin is None:  # not a browser: nothing to protect against
+            return
+        own = {f"http://{host}", f"https://{host}"} if host else set()
+        if origin in own or origin in self.config.allowed_origins:
+            return
+        raise Forbidden(f"origin '{origin[:100]}' is not allowed", {"origin": origin[:100]})
 
     async def check_ready(self) -> None:
         """Raise `Unavailable` unless storage is open and writable."""
@@ -115,18 +176,32 @@ class Broker:
         )
 
     async def create_topic(
-        self, name: str, partitions: int | None, config: Mapping[str, Any]
+        self, principal: Principal, name: str, partitions: int | None, config: Mapping[str, Any]
     ) -> TopicSummary:
         validate_topic_name(name)
+        self.access.require(principal, Action.ADMIN, name)
         count = validate_partition_count(partitions or self.config.default_partitions)
         meta = await self.engine.create_topic(name, count, validate_config(config))
+        self.access.audit_admin(principal, "create_topic", f"topic:{name}", "ok")
         log.info("created topic %s with %d partitions", name, count)
         return self._summary(meta)
 
-    def list_topics(self) -> list[TopicSummary]:
-        return [self._summary(meta) for meta in self.engine.list_topics()]
+    def list_topics(self, principal: Principal) -> list[TopicSummary]:
+        """The topics the caller may read."""
+        if self.access.enabled and not principal.authenticated and principal.grants.empty:
+            raise Unauthorized("credentials required")
+        return [
+            self._summary(meta)
+            for meta in self.engine.list_topics()
+            if self.access.allows(principal, Action.READ, meta.name)
+        ]
 
-    def describe_topic(self, name: str) -> TopicDetail:
+    def describe_topic(self, principal: Principal, name: str) -> TopicDetail:
+        validate_topic_name(name)
+        self.access.require(principal, Action.READ, name)
+        return self._describe(name)
+
+    def _describe(self, name: str) -> TopicDetail:
         meta = self._topic(name)
         states = [self.engine.partition_state(name, p) for p in range(meta.partitions)]
         config = self._config_of(meta)
@@ -147,8 +222,14 @@ class Broker:
         )
 
     async def update_topic(
-        self, name: str, partitions: int | None, config: Mapping[str, Any] | None
+        self,
+        principal: Principal,
+        name: str,
+        partitions: int | None,
+        config: Mapping[str, Any] | None,
     ) -> TopicDetail:
+        validate_topic_name(name)
+        self.access.require(principal, Action.ADMIN, name)
         meta = self._topic(name)
         if partitions is not None:
             validate_partition_count(partitions)
@@ -165,11 +246,14 @@ class Broker:
             self.hub.partitions_added(name, updated.partitions)
             self.groups.partitions_added(name)
             log.info("topic %s now has %d partitions", name, updated.partitions)
-        return self.describe_topic(name)
+        self.access.audit_admin(principal, "update_topic", f"topic:{name}", "ok")
+        return self._describe(name)
 
-    async def delete_topic(self, name: str) -> None:
-        self._topic(name)
+    async def delete_topic(self, principal: Principal, name: str) -> None:
+        validate_topic_name(name)
+        self.access.require(principal, Action.ADMIN, name)
         await self.engine.delete_topic(name)
+        self.access.audit_admin(principal, "delete_topic", f"topic:{name}", "ok")
         self.producer.forget_topic(name, TopicNotFound(name))
         self.hub.close_topic(name, TopicNotFound.ws_close_code)
         self.metrics.forget_topic(name)
@@ -179,60 +263,111 @@ class Broker:
         validate_topic_name(name)
         return self.engine.get_topic(name)
 
-    async def _topic_for_use(self, name: str) -> TopicMeta:
-        """The topic, auto-created with the defaults if that is on (produce and subscribe)."""
-        validate_topic_name(name)
+    async def _topic_for_use(self, principal: Principal, name: str) -> TopicMeta:
+        """The topic, auto-created with the defaults if that is on and the caller may
+        administer the name (produce and subscribe); else as if auto-create were off."""
         try:
             return self.engine.get_topic(name)
         except TopicNotFound:
-            if not self.config.auto_create_topics:
+            if not self.config.auto_create_topics or not self.access.allows(
+                principal, Action.ADMIN, name
+            ):
                 raise
         lock = self._creating.setdefault(name, asyncio.Lock())
         async with lock:  # concurrent first produces create the topic once
             try:
                 return self.engine.get_topic(name)
             except TopicNotFound:
-                await self.create_topic(name, None, {})
+                await self.create_topic(principal, name, None, {})
                 return self.engine.get_topic(name)
             finally:
                 self._creating.pop(name, None)
 
     # --- records ------------------------------------------------------------------------------
+    def _authorize(self, principal: Principal, action: Action, topic: str) -> None:
+        validate_topic_name(topic)
+        self.access.require(principal, action, topic)
+
     async def produce(
-        self, topic: str, drafts: Sequence[RecordDraft], producer: ProducerSequence | None = None
+        self,
+        principal: Principal,
+        topic: str,
+        drafts: Sequence[RecordDraft],
+        producer: ProducerSequence | None = None,
     ) -> list[AppendedRecord]:
-        meta = await self._topic_for_use(topic)
+        self._authorize(principal, Action.WRITE, topic)
+        self.rate_limiter.check(principal.name)
+        meta = await self._topic_for_use(principal, topic)
         return await self.producer.produce(meta, drafts, self._config_of(meta), producer)
 
     async def fetch(
-        self, topic: str, partition: int, offset: str, limit: int, max_bytes: int, timeout_ms: int
+        self,
+        principal: Principal,
+        topic: str,
+        partition: int,
+        offset: str,
+        limit: int,
+        max_bytes: int,
+        timeout_ms: int,
     ) -> bytes:
+        self._authorize(principal, Action.READ, topic)
         self._topic(topic)
         return await self.fetcher.fetch(topic, partition, offset, limit, max_bytes, timeout_ms)
 
-    async def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
+    async def offset_for_timestamp(
+        self, principal: Principal, topic: str, partition: int, timestamp: int
+    ) -> int | None:
+        self._authorize(principal, Action.READ, topic)
         self._topic(topic)
         return await self.engine.offset_for_timestamp(topic, partition, timestamp)
 
     # --- consumer groups (REST) ---------------------------------------------------------------
-    def list_groups(self) -> list[GroupSummary]:
-        return self.groups.list_groups()
+    def _authorize_group(self, principal: Principal, action: Action, group: str) -> None:
+        validate_group_name(group)
+        self.access.require(principal, action, group, what="group")
 
-    def describe_group(self, group: str) -> GroupDetail:
-        return self.groups.describe_group(group)
+    def list_groups(self, principal: Principal) -> list[GroupSummary]:
+        """The groups the caller may use."""
+        return [
+            g
+            for g in self.groups.list_groups()
+            if self.access.allows(principal, Action.GROUP, g.group)
+        ]
+
+    def describe_group(self, principal: Principal, group: str) -> GroupDetail:
+        self._authorize_group(principal, Action.GROUP, group)
+        detail = self.groups.describe_group(group)
+        readable = {
+            o.topic for o in detail.offsets if self.access.allows(principal, Action.READ, o.topic)
+        } | {m.topic for m in detail.members if self.access.allows(principal, Action.READ, m.topic)}
+        return detail.model_copy(
+            update={
+                "members": [m for m in detail.members if m.topic in readable],
+                "offsets": [o for o in detail.offsets if o.topic in readable],
+            }
+        )
 
     async def commit_group_offsets(
-        self, group: str, topic: str, offsets: Mapping[str, int]
+        self, principal: Principal, group: str, topic: str, offsets: Mapping[str, int]
     ) -> None:
+        self._authorize_group(principal, Action.GROUP, group)
+        self._authorize(principal, Action.READ, topic)
         self._topic(topic)
         await self.groups.commit_from_rest(group, topic, offsets)
 
-    async def reset_group(self, group: str, topic: str, to: ResetTo) -> dict[int, int]:
+    async def reset_group(
+        self, principal: Principal, group: str, topic: str, to: ResetTo
+    ) -> dict[int, int]:
+        self._authorize_group(principal, Action.ADMIN, group)
         self._topic(topic)
-        return await self.groups.reset(group, topic, to)
+        offsets = await self.groups.reset(group, topic, to)
+        self.access.audit_admin(principal, "reset_group", f"group:{group}", "ok")
+        return offsets
 
-    async def delete_group(self, group: str) -> None:
+    async def delete_group(self, principal: Principal, group: str) -> None:
+        self._authorize_group(principal, Action.ADMIN, group)
         await self.groups.delete(group)
+        self.access.audit_admin(principal, "delete_group", f"group:{group}", "ok")
 
     # --- WebSockets ---------------------------------------------------------------------------
     def open_websocket(self) -> bool:
@@ -253,13 +388,17 @@ class Broker:
         sink: FrameSink,
         incoming: AsyncIterator[str | bytes],
         client: str,
+        principal: Principal,
     ) -> int | None:
         """Run one subscription until it ends; returns the close code to use (None: client left).
 
         Raises `EddyError` before anything is sent if the request is bad.
         """
         params = parse_subscribe_params(query)
-        meta = await self._topic_for_use(topic)
+        self._authorize(principal, Action.READ, topic)
+        if params.group is not None:
+            self._authorize_group(principal, Action.GROUP, params.group)
+        meta = await self._topic_for_use(principal, topic)
         subscriber = Subscriber(
             topic=topic,
             keys=params.keys,
@@ -321,14 +460,17 @@ class Broker:
         query: Mapping[str, str],
         sink: FrameSink,
         incoming: AsyncIterator[str | bytes],
+        principal: Principal,
     ) -> int | None:
         """Run one publishing connection until it ends; returns the close code to use."""
         producer_id = parse_publish_params(query)
-        await self._topic_for_use(topic)
+        self._authorize(principal, Action.WRITE, topic)
+        await self._topic_for_use(principal, topic)
 
         def submit(
             drafts: Sequence[RecordDraft], producer: ProducerSequence | None
         ) -> asyncio.Future[list[AppendedRecord]]:
+            self.rate_limiter.check(principal.name)
             meta = self.engine.get_topic(topic)
             return self.producer.submit(meta, drafts, self._config_of(meta), producer)
 

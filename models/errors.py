@@ -15,6 +15,9 @@
     ├── OffsetOutOfRange            offset_out_of_range 416 4400
     ├── RecordTooLarge              record_too_large  413   4400
     ├── PayloadTooLarge             payload_too_large 413   1009
+    ├── Unauthorized                unauthorized      401   4401
+    ├── Forbidden                   forbidden         403   4403
+    ├── RateLimited                 rate_limited      429   (error frame only)
     ├── UnsupportedMediaType        unsupported_media_type 415 4400
     └── Unavailable                 unavailable       503   1011
 
@@ -160,6 +163,28 @@ class RecordTooLarge(EddyError):
     code = "record_too_large"
     http_status = 413
     ws_close_code = 4400
+
+
+class Unauthorized(EddyError):
+    code = "unauthorized"
+    http_status = 401
+    ws_close_code = 4401
+
+
+class Forbidden(EddyError):
+    code = "forbidden"
+    http_status = 403
+    ws_close_code = 4403
+
+
+class RateLimited(EddyError):
+    code = "rate_limited"
+    http_status = 429
+    ws_close_code = 4429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, {"retry_after_seconds": round(retry_after, 3)})
+        self.retry_after = retry_after
 
 
 class PayloadTooLarge(EddyError):

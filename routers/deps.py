@@ -1,4 +1,4 @@
-"""Dependencies: the broker the lifespan created, typed for the endpoints."""
+"""Dependencies: the broker the lifespan created, and the caller, typed for the endpoints."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from broker import Broker
+from broker.access import Principal
 
 
 async def get_broker(conn: HTTPConnection) -> Broker:
@@ -17,4 +18,20 @@ async def get_broker(conn: HTTPConnection) -> Broker:
     return broker
 
 
+def bearer_token(conn: HTTPConnection, allow_query: bool = False) -> str | None:
+    """`Authorization: Bearer <token>`; WebSockets may pass `?token=` instead (browsers cannot
+    set headers on a WebSocket)."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return conn.query_params.get("token") if allow_query else None
+
+
+async def get_principal(conn: HTTPConnection) -> Principal:
+    broker: Broker = conn.state.broker
+    return broker.access.authenticate(bearer_token(conn))
+
+
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

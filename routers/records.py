@@ -16,7 +16,7 @@ from models.records import (
     ProduceResponse,
     RecordMetadata,
 )
-from routers.deps import BrokerDep
+from routers.deps import BrokerDep, PrincipalDep
 
 router = APIRouter(prefix="/v1/topics/{topic}", tags=["records"])
 
@@ -87,6 +87,7 @@ async def produce(
     topic: str,
     request: Request,
     broker: BrokerDep,
+    principal: PrincipalDep,
     content_type: Annotated[str, Header()] = "application/json",
     key: Annotated[str | None, Query(description="Key of a raw (text/octet-stream) body")] = None,
     partition: Annotated[
@@ -97,7 +98,7 @@ async def produce(
     """Append one record or an atomic batch; answers after the records are committed to disk."""
     body = await read_body(request, broker.config.max_request_bytes)
     drafts, producer = drafts_from_body(body, content_type, key, partition)
-    appended = await broker.produce(topic, drafts, producer)
+    appended = await broker.produce(principal, topic, drafts, producer)
     return ProduceResponse(
         offsets=[
             RecordMetadata(partition=a.partition, offset=a.offset, timestamp=a.timestamp)
@@ -115,6 +116,7 @@ async def fetch(
     topic: str,
     partition: PartitionPath,
     broker: BrokerDep,
+    principal: PrincipalDep,
     offset: Annotated[
         str,
         Query(
@@ -131,7 +133,7 @@ async def fetch(
 ) -> Response:
     """Records from `offset` on, in offset order (at least one if any exists, then up to
     `limit` records / `max_bytes`)."""
-    body = await broker.fetch(topic, partition, offset, limit, max_bytes, timeout_ms)
+    body = await broker.fetch(principal, topic, partition, offset, limit, max_bytes, timeout_ms)
     return Response(body, media_type="application/json")
 
 
@@ -144,7 +146,9 @@ async def offset_for_timestamp(
     topic: str,
     partition: PartitionPath,
     broker: BrokerDep,
+    principal: PrincipalDep,
     timestamp: Annotated[int, Query(ge=-MAX_INT64, le=MAX_INT64, description="ms since epoch")],
 ) -> OffsetLookup:
     """The first offset whose timestamp is >= `timestamp` (null if there is none)."""
-    return OffsetLookup(offset=await broker.offset_for_timestamp(topic, partition, timestamp))
+    found = await broker.offset_for_timestamp(principal, topic, partition, timestamp)
+    return OffsetLookup(offset=found)

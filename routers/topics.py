@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from models.errors import ErrorResponse
 from models.topics import TopicCreate, TopicDetail, TopicList, TopicPatch, TopicSummary
-from routers.deps import BrokerDep
+from routers.deps import BrokerDep, PrincipalDep
 
 router = APIRouter(prefix="/v1/topics", tags=["topics"])
 
@@ -21,21 +21,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {422: {"model": ErrorResponse}}
     response_model=TopicSummary,
     responses={409: {"model": ErrorResponse}, **ERRORS},
 )
-async def create_topic(body: TopicCreate, broker: BrokerDep) -> TopicSummary:
+async def create_topic(
+    body: TopicCreate, broker: BrokerDep, principal: PrincipalDep
+) -> TopicSummary:
     """Create a topic (409 topic_exists if it is there already)."""
-    return await broker.create_topic(body.name, body.partitions, body.config)
+    return await broker.create_topic(principal, body.name, body.partitions, body.config)
 
 
 @router.get("", response_model=TopicList)
-async def list_topics(broker: BrokerDep) -> TopicList:
-    """List all topics."""
-    return TopicList(topics=broker.list_topics())
+async def list_topics(broker: BrokerDep, principal: PrincipalDep) -> TopicList:
+    """List the topics the caller may read."""
+    return TopicList(topics=broker.list_topics(principal))
 
 
 @router.get("/{topic}", response_model=TopicDetail, responses={404: {"model": ErrorResponse}})
-async def describe_topic(topic: str, broker: BrokerDep) -> TopicDetail:
+async def describe_topic(topic: str, broker: BrokerDep, principal: PrincipalDep) -> TopicDetail:
     """A topic's config and, per partition, its offsets and size."""
-    return broker.describe_topic(topic)
+    return broker.describe_topic(principal, topic)
 
 
 @router.patch(
@@ -43,13 +45,15 @@ async def describe_topic(topic: str, broker: BrokerDep) -> TopicDetail:
     response_model=TopicDetail,
     responses={404: {"model": ErrorResponse}, **ERRORS},
 )
-async def update_topic(topic: str, body: TopicPatch, broker: BrokerDep) -> TopicDetail:
+async def update_topic(
+    topic: str, body: TopicPatch, broker: BrokerDep, principal: PrincipalDep
+) -> TopicDetail:
     """Increase the partition count and/or change config keys (partial update)."""
-    return await broker.update_topic(topic, body.partitions, body.config)
+    return await broker.update_topic(principal, topic, body.partitions, body.config)
 
 
 @router.delete("/{topic}", status_code=204, responses={404: {"model": ErrorResponse}})
-async def delete_topic(topic: str, broker: BrokerDep) -> Response:
+async def delete_topic(topic: str, broker: BrokerDep, principal: PrincipalDep) -> Response:
     """Delete a topic and its data; its open WebSockets are closed with 4404."""
-    await broker.delete_topic(topic)
+    await broker.delete_topic(principal, topic)
     return Response(status_code=204)

@@ -5,19 +5,23 @@ Their frames are described in openapi/asyncapi.yaml.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
 from broker import Broker
+from broker.access import Principal
 from broker.codec import control_frame
-from models.errors import EddyError
-from routers.deps import BrokerDep
+from models.errors import EddyError, Unauthorized
+from routers.deps import BrokerDep, bearer_token
 
 router = APIRouter(tags=["websocket"])
 
 CLOSE_TRY_AGAIN_LATER = 1013
+Session = Callable[[Principal], Coroutine[Any, Any, int | None]]
 
 
 async def incoming_frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
@@ -31,12 +35,11 @@ async def incoming_frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
 
 
 async def run_session(
-    websocket: WebSocket,
-    broker: Broker,
-    endpoint: str,
-    session: Callable[[], Awaitable[int | None]],
+    websocket: WebSocket, broker: Broker, endpoint: str, session: Session
 ) -> None:
-    """Accept, run the session, and close with the code it (or its error) chose."""
+    """Accept, check who is calling, run the session, and close with the code it (or its
+    error) chose. Errors are sent as a frame before the close because browsers cannot see the
+    HTTP status of a refused upgrade."""
     await websocket.accept()
     if not broker.open_websocket():
         with contextlib.suppress(Exception):
@@ -46,8 +49,10 @@ async def run_session(
     gauge.inc()
     try:
         try:
-            close_code = await session()
-        except EddyError as exc:  # refused before it started (bad parameters, no such topic)
+            broker.check_origin(websocket.headers.get("origin"), websocket.headers.get("host"))
+            principal = broker.access.authenticate(bearer_token(websocket, allow_query=True))
+            close_code = await _run_while_authorized(broker, principal, session)
+        except EddyError as exc:  # refused (bad parameters, no such topic, credentials)
             await websocket.send_text(control_frame(exc.to_frame()))
             close_code = exc.ws_close_code
         if close_code is not None:
@@ -58,6 +63,24 @@ async def run_session(
     finally:
         gauge.dec()
         broker.websocket_closed()
+
+
+async def _run_while_authorized(
+    broker: Broker, principal: Principal, session: Session
+) -> int | None:
+    """Run the session; end it with 4401 if the credentials expire or are revoked meanwhile."""
+    running = asyncio.create_task(session(principal))
+    watchdog = asyncio.create_task(broker.watch_credentials(principal))
+    try:
+        await asyncio.wait({running, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            return running.result()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        raise Unauthorized("credentials expired or revoked")
+    finally:
+        watchdog.cancel()
+        running.cancel()
 
 
 def client_address(websocket: WebSocket) -> str:
@@ -73,8 +96,13 @@ async def subscribe(websocket: WebSocket, topic: str, broker: BrokerDep) -> None
         websocket,
         broker,
         "subscribe",
-        lambda: broker.subscribe(
-            topic, query, websocket, incoming_frames(websocket), client_address(websocket)
+        lambda principal: broker.subscribe(
+            topic,
+            query,
+            websocket,
+            incoming_frames(websocket),
+            client_address(websocket),
+            principal,
         ),
     )
 
@@ -86,7 +114,7 @@ async def publish(websocket: WebSocket, topic: str, broker: BrokerDep) -> None:
         websocket,
         broker,
         "publish",
-        lambda: broker.publish(
-            topic, dict(websocket.query_params), websocket, incoming_frames(websocket)
+        lambda principal: broker.publish(
+            topic, dict(websocket.query_params), websocket, incoming_frames(websocket), principal
         ),
     )
