@@ -28,8 +28,9 @@ import shutil
 import sqlite3
 import time
 import uuid
+from functools import partial
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -342,17 +343,14 @@ class SQLiteEngine(Engine):
                 new_partitions = range(meta.partitions, partitions or meta.partitions)
                 new_config = meta.config if config is None else dict(config)
                 conn = topic.writer
-                try:
-                    await conn.execute("BEGIN IMMEDIATE")
+                async with self._transaction(
+                    conn, lambda exc: Unavailable(f"cannot update topic '{name}': {exc}")
+                ):
                     await self._add_partitions(conn, new_partitions)
                     await conn.execute(
                         "UPDATE topic SET partitions = ?, config = ?",
                         (meta.partitions + len(new_partitions), orjson.dumps(new_config).decode()),
                     )
-                    await conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    await self._rollback(conn)
-                    raise Unavailable(f"cannot update topic '{name}': {exc}") from exc
                 topic.partitions.extend(PartitionState(p, 0, 0, 0) for p in new_partitions)
                 topic.meta = replace(
                     meta, partitions=meta.partitions + len(new_partitions), config=new_config
@@ -428,8 +426,7 @@ class SQLiteEngine(Engine):
                 if b.producer is not None
             ]
             conn = handle.writer
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
+            async with self._transaction(conn, partial(self._storage_error, handle, topic)):
                 for p, partition_rows in rows.items():
                     await conn.executemany(
                         f"INSERT INTO {partition_table(p)} VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -448,12 +445,6 @@ class SQLiteEngine(Engine):
                         "DELETE FROM producers WHERE producer_id = ? AND sequence <= ?",
                         [(row[0], row[1] - PRODUCER_HISTORY) for row in producer_rows],
                     )
-                await conn.execute("COMMIT")
-            except (sqlite3.Error, ValueError) as exc:  # ValueError: connection closed
-                await self._rollback(conn)
-                if handle.closed:
-                    raise TopicNotFound(topic) from exc
-                raise Unavailable(f"cannot commit to topic '{topic}': {exc}") from exc
             # Committed: publish the new state in memory before anything else can run.
             for p in rows:
                 s = states[p]
@@ -509,8 +500,7 @@ class SQLiteEngine(Engine):
             if offset <= state.log_start_offset:
                 return 0
             conn = handle.writer
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
+            async with self._transaction(conn, partial(self._storage_error, handle, topic)):
                 async with conn.execute(
                     f'DELETE FROM {table} WHERE "offset" IN (SELECT "offset" FROM {table} '
                     f'WHERE "offset" < ? ORDER BY "offset" LIMIT ?) RETURNING "offset", size',
@@ -525,10 +515,6 @@ class SQLiteEngine(Engine):
                     "WHERE partition = ?",
                     (new_start, freed, partition),
                 )
-                await conn.execute("COMMIT")
-            except (sqlite3.Error, ValueError) as exc:
-                await self._rollback(conn)
-                raise self._storage_error(handle, topic, exc) from exc
             s = handle.partitions[partition]
             handle.partitions[partition] = PartitionState(
                 partition, new_start, s.high_watermark, s.size_bytes - freed
@@ -583,7 +569,10 @@ class SQLiteEngine(Engine):
         async with handle.write_lock:
             conn = handle.writer
             try:
-                await conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES_PER_STEP})")
+                # The pragma frees one page per result row stepped through: read them all.
+                pragma = f"PRAGMA incremental_vacuum({VACUUM_PAGES_PER_STEP})"
+                async with conn.execute(pragma) as cursor:
+                    await cursor.fetchall()
                 async with conn.execute("PRAGMA freelist_count") as cur:
                     row = await cur.fetchone()
                 free_pages = int(row[0]) if row else 0
@@ -610,18 +599,15 @@ class SQLiteEngine(Engine):
         for row in rows:
             self._committed[(group, topic, row[2])] = CommittedOffset(*row)
         conn = self._groups()
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
+        async with self._transaction(
+            conn, lambda exc: Unavailable(f"cannot commit offsets of group '{group}': {exc}")
+        ):
             await conn.executemany(
                 "INSERT INTO group_offsets VALUES (?, ?, ?, ?, ?) ON CONFLICT "
                 "(group_name, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, "
                 "committed_at = excluded.committed_at",
                 rows,
             )
-            await conn.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as exc:
-            await self._rollback(conn)
-            raise Unavailable(f"cannot commit offsets of group '{group}': {exc}") from exc
 
     async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
         for key in [k for k in self._committed if k[0] == group and topic in (None, k[1])]:
@@ -641,6 +627,19 @@ class SQLiteEngine(Engine):
         if self._groups_db is None:
             raise Unavailable("storage is not open")
         return self._groups_db
+
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self, conn: aiosqlite.Connection, error: Callable[[Exception], Exception]
+    ) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; on failure roll back and raise `error(exc)`."""
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            yield
+            await conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection was closed
+            await self._rollback(conn)
+            raise error(exc) from exc
 
     @staticmethod
     def _storage_error(handle: _Topic, topic: str, exc: Exception) -> Exception:
