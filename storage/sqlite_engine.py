@@ -28,10 +28,10 @@ import shutil
 import sqlite3
 import time
 import uuid
-from functools import partial
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
