@@ -15,6 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.factory import create_app
+from app.server import EddyServer
 from app.settings import Settings
 from broker.access import AuthFileError
 from storage import DataDirLocked, SQLiteEngine
@@ -160,7 +161,7 @@ def serve(
     except AuthFileError as exc:
         typer.echo(f"eddy: {exc}", err=True)
         raise typer.Exit(1) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -171,6 +172,7 @@ def serve(
         ws_ping_timeout=settings.ws_ping_timeout,
         timeout_graceful_shutdown=10,
     )
+    EddyServer(config, app).run()
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.codec import dump_json
+from broker.codec import safe_json
 from models.errors import (
     EddyError,
     InvalidRequest,
@@ -24,7 +24,7 @@ log = logging.getLogger("eddy.errors")
 
 
 def _json(body: object, status: int) -> Response:
-    return Response(dump_json(body), status_code=status, media_type="application/json")
+    return Response(safe_json(body), status_code=status, media_type="application/json")
 
 
 def error_response(error: EddyError) -> Response:
@@ -55,6 +55,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         error: EddyError = RouteNotFound(f"no route {request.method} {request.url.path}")
+    elif exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8)
+        error = InvalidRequest(f"the request body cannot be parsed: {exc.detail}")
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     else:  # any other 4xx Starlette raises (e.g. a malformed form): same shape, its status

@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     access = access_policy(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         broker = Broker(
             SQLiteEngine(settings.data_dir, settings.sync),
             broker_config(settings),
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.data_dir.resolve(),
             url,
         )
+        app.state.broker = broker  # for EddyServer's early shutdown hook
         try:
             yield {"broker": broker}
         finally:

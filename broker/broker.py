@@ -108,6 +108,11 @@ class Broker:
         if self._auth_file is not None:
             self._auth_watcher = asyncio.create_task(self._watch_auth_file(self._auth_file))
 
+    def begin_shutdown(self) -> None:
+        """The server stops: close WebSockets with 1001 and answer long-polls now (appends in
+        flight still commit); called before the server waits for open requests to finish."""
+        self.hub.close_all(CLOSE_GOING_AWAY)
+
     async def stop(self) -> None:
         """Close WebSockets (1001), commit queued appends, close storage."""
         if self._auth_watcher is not None:

@@ -106,5 +106,14 @@ def record_frame(topic: str, record: StoredRecord) -> str:
     return orjson.dumps({"type": "record", **record_dict(topic, record)}).decode()
 
 
+def safe_json(value: Any) -> bytes:
+    """JSON for answers (error bodies, control frames): never fails. Text that is not valid
+    Unicode (a lone surrogate a client sent) is written as a \\u escape, which JSON allows."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=True, default=str).encode()
+
+
 def control_frame(frame: dict[str, Any]) -> str:
-    return dump_json(frame).decode()
+    return safe_json(frame).decode()

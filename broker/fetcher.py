@@ -56,7 +56,7 @@ class Fetcher:
             high_watermark_before = engine.high_watermark(topic, partition)
             records = await engine.read(topic, partition, offset, limit, max_bytes)
             remaining = deadline - time.monotonic()
-            if records or remaining <= 0 or high_watermark_before > offset:
+            if records or remaining <= 0 or high_watermark_before > offset or self._hub.closing:
                 break
             await self._hub.wait_for_data(topic, partition, remaining)
         state = engine.partition_state(topic, partition)

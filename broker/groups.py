@@ -208,6 +208,9 @@ class GroupCoordinator:
             )
         except EddyError as exc:
             member.subscriber.send_control(exc.to_frame())
+        except Exception:  # a bug must not end the member's receive loop
+            log.exception("commit frame from %s failed", member.member_id)
+            member.subscriber.send_control(InvalidRequest("commit failed").to_frame())
 
     async def commit_from_member(self, member: Member, raw: Any) -> dict[int, int]:
         offsets = self._parse_offsets(member.topic, raw)

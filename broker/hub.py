@@ -29,6 +29,7 @@ class FanoutHub:
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
         self._publishers: dict[str, set[TopicSession]] = defaultdict(set)
         self._waiters: dict[tuple[str, int], list[asyncio.Future[None]]] = defaultdict(list)
+        self.closing = False  # the server is shutting down: long-polls stop waiting
 
     def register(self, subscriber: Subscriber) -> None:
         self._subscribers[subscriber.topic].add(subscriber)
@@ -74,6 +75,8 @@ class FanoutHub:
 
     async def wait_for_data(self, topic: str, partition: int, seconds: float) -> None:
         """Return when the partition gets a commit (or is deleted), or after `seconds`."""
+        if self.closing:
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         key = (topic, partition)
         self._waiters[key].append(waiter)
@@ -98,6 +101,9 @@ class FanoutHub:
             self._wake(key)
 
     def close_all(self, close_code: int) -> None:
-        """Server shutdown: end every open WebSocket."""
+        """Server shutdown: end every open WebSocket and long-poll."""
+        self.closing = True
         for topic in {*self._subscribers, *self._publishers}:
             self.close_topic(topic, close_code)
+        for key in list(self._waiters):
+            self._wake(key)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broker.codec import control_frame, parse_json, validation_error
+from broker.codec import check_text, control_frame, parse_json, validation_error
 from broker.drafts import RecordDraft, draft_from_record
 from broker.subscriber import FrameSink
 from models.errors import EddyError, InvalidRequest
@@ -79,6 +79,8 @@ class PublishSession:
             record_id = data.get("id")
             if not isinstance(record_id, str | int) or isinstance(record_id, bool):
                 record_id = None
+            elif isinstance(record_id, str):
+                check_text(record_id, "id")
             try:
                 record = PublishFrame.model_validate(data)
             except ValidationError as exc:

@@ -158,8 +158,12 @@ class Subscriber:
 
     # --- the connection's life ----------------------------------------------------------------
     def send_control(self, frame: dict[str, object]) -> None:
-        """Queue a non-record frame (subscribed, assignment, error) in order with the records."""
+        """Queue a non-record frame (subscribed, assignment, error) in order with the records.
+        Answers to a client that sends but does not read count against its buffer too."""
         self._enqueue(CONTROL, 0, control_frame(frame))
+        if self._buffered > self._max_buffer:
+            self._slow_closes.inc()
+            self.finish(CLOSE_TOO_SLOW)
 
     async def run(
         self, incoming: AsyncIterator[str | bytes], on_frame: FrameHandler | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from starlette.requests import HTTPConnection
 
 from broker import Broker
@@ -32,6 +32,15 @@ async def get_principal(conn: HTTPConnection) -> Principal:
     broker: Broker = conn.state.broker
     return broker.access.authenticate(bearer_token(conn))
 
+
+NAME_PATTERN = r"^[a-zA-Z0-9._-]+$"
+NAME_RULE = "1-249 characters of [a-zA-Z0-9._-], not '.' or '..' (Kafka's rule)"
+TopicPath = Annotated[
+    str, Path(min_length=1, max_length=249, pattern=NAME_PATTERN, description=NAME_RULE)
+]
+GroupPath = Annotated[
+    str, Path(min_length=1, max_length=249, pattern=NAME_PATTERN, description=NAME_RULE)
+]
 
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

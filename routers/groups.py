@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from models.errors import ErrorResponse
 from models.groups import CommittedOffsets, GroupDetail, GroupList, OffsetCommit, OffsetReset
-from routers.deps import BrokerDep, PrincipalDep
+from routers.deps import BrokerDep, GroupPath, PrincipalDep
 
 router = APIRouter(prefix="/v1/groups", tags=["consumer groups"])
 
@@ -24,7 +24,9 @@ async def list_groups(broker: BrokerDep, principal: PrincipalDep) -> GroupList:
 
 
 @router.get("/{group}", response_model=GroupDetail, responses=NOT_FOUND)
-async def describe_group(group: str, broker: BrokerDep, principal: PrincipalDep) -> GroupDetail:
+async def describe_group(
+    group: GroupPath, broker: BrokerDep, principal: PrincipalDep
+) -> GroupDetail:
     """Members and their partitions; per partition the committed offset, high watermark, lag."""
     return broker.describe_group(principal, group)
 
@@ -35,7 +37,7 @@ async def describe_group(group: str, broker: BrokerDep, principal: PrincipalDep)
     responses={**NOT_FOUND, **CONFLICT, **INVALID, 416: {"model": ErrorResponse}},
 )
 async def commit_group_offsets(
-    group: str, body: OffsetCommit, broker: BrokerDep, principal: PrincipalDep
+    group: GroupPath, body: OffsetCommit, broker: BrokerDep, principal: PrincipalDep
 ) -> CommittedOffsets:
     """Commit "next offset to read" per partition (for workers that consume over REST).
     409 group_active while WebSocket members of the group consume that topic."""
@@ -49,7 +51,7 @@ async def commit_group_offsets(
     responses={**NOT_FOUND, **CONFLICT, **INVALID},
 )
 async def reset_group(
-    group: str, body: OffsetReset, broker: BrokerDep, principal: PrincipalDep
+    group: GroupPath, body: OffsetReset, broker: BrokerDep, principal: PrincipalDep
 ) -> CommittedOffsets:
     """Move the group's offsets on a topic to earliest, latest or a timestamp (409 while the
     group has members)."""
@@ -61,7 +63,7 @@ async def reset_group(
 
 
 @router.delete("/{group}", status_code=204, responses={**NOT_FOUND, **CONFLICT})
-async def delete_group(group: str, broker: BrokerDep, principal: PrincipalDep) -> Response:
+async def delete_group(group: GroupPath, broker: BrokerDep, principal: PrincipalDep) -> Response:
     """Forget the group's committed offsets (409 while it has members)."""
     await broker.delete_group(principal, group)
     return Response(status_code=204)

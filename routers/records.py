@@ -16,7 +16,7 @@ from models.records import (
     ProduceResponse,
     RecordMetadata,
 )
-from routers.deps import BrokerDep, PrincipalDep
+from routers.deps import BrokerDep, PrincipalDep, TopicPath
 
 router = APIRouter(prefix="/v1/topics/{topic}", tags=["records"])
 
@@ -84,7 +84,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     },
 )
 async def produce(
-    topic: str,
+    topic: TopicPath,
     request: Request,
     broker: BrokerDep,
     principal: PrincipalDep,
@@ -113,7 +113,7 @@ async def produce(
     responses={404: {"model": ErrorResponse}, 416: {"model": ErrorResponse}},
 )
 async def fetch(
-    topic: str,
+    topic: TopicPath,
     partition: PartitionPath,
     broker: BrokerDep,
     principal: PrincipalDep,
@@ -143,7 +143,7 @@ async def fetch(
     responses={404: {"model": ErrorResponse}},
 )
 async def offset_for_timestamp(
-    topic: str,
+    topic: TopicPath,
     partition: PartitionPath,
     broker: BrokerDep,
     principal: PrincipalDep,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from models.errors import ErrorResponse
 from models.topics import TopicCreate, TopicDetail, TopicList, TopicPatch, TopicSummary
-from routers.deps import BrokerDep, PrincipalDep
+from routers.deps import BrokerDep, PrincipalDep, TopicPath
 
 router = APIRouter(prefix="/v1/topics", tags=["topics"])
 
@@ -35,7 +35,9 @@ async def list_topics(broker: BrokerDep, principal: PrincipalDep) -> TopicList:
 
 
 @router.get("/{topic}", response_model=TopicDetail, responses={404: {"model": ErrorResponse}})
-async def describe_topic(topic: str, broker: BrokerDep, principal: PrincipalDep) -> TopicDetail:
+async def describe_topic(
+    topic: TopicPath, broker: BrokerDep, principal: PrincipalDep
+) -> TopicDetail:
     """A topic's config and, per partition, its offsets and size."""
     return broker.describe_topic(principal, topic)
 
@@ -46,14 +48,14 @@ async def describe_topic(topic: str, broker: BrokerDep, principal: PrincipalDep)
     responses={404: {"model": ErrorResponse}, **ERRORS},
 )
 async def update_topic(
-    topic: str, body: TopicPatch, broker: BrokerDep, principal: PrincipalDep
+    topic: TopicPath, body: TopicPatch, broker: BrokerDep, principal: PrincipalDep
 ) -> TopicDetail:
     """Increase the partition count and/or change config keys (partial update)."""
     return await broker.update_topic(principal, topic, body.partitions, body.config)
 
 
 @router.delete("/{topic}", status_code=204, responses={404: {"model": ErrorResponse}})
-async def delete_topic(topic: str, broker: BrokerDep, principal: PrincipalDep) -> Response:
+async def delete_topic(topic: TopicPath, broker: BrokerDep, principal: PrincipalDep) -> Response:
     """Delete a topic and its data; its open WebSockets are closed with 4404."""
     await broker.delete_topic(principal, topic)
     return Response(status_code=204)

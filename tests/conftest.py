@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from app.factory import create_app
+from app.server import EddyServer
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,16 +48,18 @@ def serve_in_thread(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
     """A real uvicorn serving Eddy on a free loopback port, in a background thread."""
     port = free_port()
     config = Settings(host="127.0.0.1", port=port, data_dir=data_dir, **settings)
-    server = uvicorn.Server(
+    app = create_app(config)
+    server = EddyServer(
         uvicorn.Config(
-            create_app(config),
+            app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
             ws_ping_interval=config.ws_ping_interval,
             ws_ping_timeout=config.ws_ping_timeout,
             ws_max_size=config.max_request_bytes,
-        )
+        ),
+        app,
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

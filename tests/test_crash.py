@@ -24,13 +24,14 @@ from typing import Any
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import ServerProcess, start_server_process, wait_until
 
 TOPIC = "crash"
 PARTITIONS = 3
 GROUP = "crash-workers"
+RESET_WHILE_SENDING = "reset while sending"
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Ledger:
     acked: dict[str, tuple[int, int]] = field(default_factory=dict)  # value -> (partition, offset)
     confirmed_commits: dict[int, int] = field(default_factory=dict)  # partition -> offset
     delivered: dict[tuple[int, int], str] = field(default_factory=dict)  # pushed to consumers
-    closes: dict[str, int | None] = field(default_factory=dict)  # WebSocket -> close code
+    closes: dict[str, int | str | None] = field(default_factory=dict)  # WebSocket -> close code
     errors: list[str] = field(default_factory=list)  # anything a client did not expect
 
     def send(self, writer: str, batch: str, values: list[str], first_seq: int) -> None:
@@ -69,9 +70,17 @@ class Ledger:
         with self.lock:
             self.errors.append(message)
 
-    def closed(self, name: str, exc: ConnectionClosed) -> None:
+    def closed(self, name: str, ws: ClientConnection, sending: bool = False) -> None:
+        """Note the close code the server sent: None if it sent no close frame, RESET_WHILE_SENDING
+        if our own send failed first (then the library may never read a close frame that had
+        arrived: it shuts the socket down on a failed send)."""
+        ws.recv_events_thread.join(timeout=5)  # let it handle what has arrived
+        received = ws.protocol.close_rcvd
         with self.lock:
-            self.closes[name] = exc.rcvd.code if exc.rcvd else None
+            if received is not None:
+                self.closes[name] = received.code
+            else:
+                self.closes[name] = RESET_WHILE_SENDING if sending else None
 
 
 def rest_producer(server: ServerProcess, ledger: Ledger, name: str, stop: threading.Event) -> None:
@@ -105,15 +114,23 @@ def ws_publisher(server: ServerProcess, ledger: Ledger, name: str, stop: threadi
     goes away."""
     rng = random.Random(name)
     seq = 0
+    url = f"{server.ws_url}/v1/topics/{TOPIC}/publish"
+    ws: ClientConnection | None = None
+    sending = False
     try:
-        with connect(f"{server.ws_url}/v1/topics/{TOPIC}/publish", open_timeout=10) as ws:
+        # max_queue=None: the library reads everything the server sends as it arrives (so a
+        # close frame is never left unread in the socket when the server closes the TCP
+        # connection).
+        with connect(url, open_timeout=10, max_queue=None) as ws:
             while not stop.is_set():
                 window = rng.randint(1, 10)
                 values = [f"{name}-{seq + i}" for i in range(window)]
                 for i, value in enumerate(values):
                     ledger.send(name, f"{name}/{seq + i}", [value], seq + i)
                     frame = {"id": seq + i, "key": f"key-{rng.randrange(20)}", "value": value}
+                    sending = True
                     ws.send(json.dumps(frame))
+                    sending = False
                 for i, value in enumerate(values):
                     answer = json.loads(ws.recv(timeout=10))
                     if answer.get("type") != "ack" or answer.get("id") != seq + i:
@@ -123,10 +140,9 @@ def ws_publisher(server: ServerProcess, ledger: Ledger, name: str, stop: threadi
                 seq += window
     except TimeoutError:  # (before OSError, its base class)
         ledger.error(f"{name}: no ack within 10 s")
-    except ConnectionClosed as closed:  # the server was killed or stopped
-        ledger.closed(name, closed)
-    except OSError:
-        return  # the server was gone before the handshake
+    except (ConnectionClosed, OSError):  # the server was killed or stopped
+        if ws is not None:
+            ledger.closed(name, ws, sending)
 
 
 def group_member(server: ServerProcess, ledger: Ledger, stop: threading.Event) -> None:
@@ -134,8 +150,10 @@ def group_member(server: ServerProcess, ledger: Ledger, stop: threading.Event) -
     url = f"{server.ws_url}/v1/topics/{TOPIC}/ws?group={GROUP}&from=earliest"
     position: dict[int, int] = {}
     since_commit = 0
+    ws: ClientConnection | None = None
+    sending = False
     try:
-        with connect(url, open_timeout=10) as ws:
+        with connect(url, open_timeout=10, max_queue=None) as ws:
             while not stop.is_set():
                 try:
                     frame: dict[str, Any] = json.loads(ws.recv(timeout=0.5))
@@ -153,7 +171,9 @@ def group_member(server: ServerProcess, ledger: Ledger, stop: threading.Event) -
                     if since_commit >= 10:
                         since_commit = 0
                         offsets = {str(p): o for p, o in position.items()}
+                        sending = True
                         ws.send(json.dumps({"type": "commit", "offsets": offsets}))
+                        sending = False
                 elif kind == "committed":
                     with ledger.lock:
                         for p, o in frame["offsets"].items():
@@ -164,10 +184,9 @@ def group_member(server: ServerProcess, ledger: Ledger, stop: threading.Event) -
                         ledger.error(f"member: unexpected assignment {frame}")
                 else:
                     ledger.error(f"member: unexpected frame {frame}")
-    except ConnectionClosed as closed:
-        ledger.closed("member", closed)
-    except OSError:
-        return
+    except (ConnectionClosed, OSError):
+        if ws is not None:
+            ledger.closed("member", ws, sending)
 
 
 def fetch_partition(c: httpx.Client, partition: int) -> list[dict[str, Any]]:

@@ -3,19 +3,29 @@
 Every operation of the checked-in OpenAPI document gets generated requests, valid ones and
 invalid ones (schemathesis' positive and negative modes), sent to a real server. Checks:
 no 5xx (`not_a_server_error`), and every response is documented: its status code, its content
-type, its headers and its body's schema. Bounded: a fixed number of examples per operation,
-derandomized (the same requests on every run, so no flakes), short long-polls.
+type, its headers and its body's schema.
+
+Random topic and group names rarely name something that exists, so generated path parameters
+are sometimes swapped for a topic (3 partitions, with records) and a group (with committed
+offsets) that do: that reaches the 200 paths of fetch, describe, patch, commit and reset.
+
+Bounded: a fixed number of examples per operation, derandomized (the same requests on every
+run, so no flakes), long-polls cut to 100 ms, created topics deleted as the run goes.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -28,7 +38,12 @@ from tests.conftest import REPO, RunningServer, serve_in_thread
 
 MAX_EXAMPLES = 30  # per operation and generation phase
 MAX_DATA_DIR_BYTES = 64 * 1024 * 1024
+KNOWN_TOPIC = "fuzzed"
+KNOWN_PARTITIONS = 3
+KNOWN_GROUP = "fuzzers"
 
+# Hypothesis' caches go to the temp dir, not to .hypothesis/ in the repository.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "eddy-schema-fuzz-hypothesis")
 schema = schemathesis.openapi.from_path(REPO / "openapi" / "openapi.json")
 schema.config.generation.update(max_examples=MAX_EXAMPLES, deterministic=True)
 
@@ -41,12 +56,53 @@ CHECKS = [
 ]
 
 
+@schema.hook
+def flatmap_path_parameters(
+    context: schemathesis.HookContext, path_parameters: dict[str, Any] | None
+) -> st.SearchStrategy[dict[str, Any] | None]:
+    """As generated, or naming the known topic / group (and one of its partitions)."""
+    if not path_parameters:
+        return st.just(path_parameters)
+    known: dict[str, Any] = {}
+    if "topic" in path_parameters:
+        known["topic"] = KNOWN_TOPIC
+    if "group" in path_parameters:
+        known["group"] = KNOWN_GROUP
+    if not known:
+        return st.just(path_parameters)
+    if "partition" in path_parameters:
+        return st.one_of(
+            st.just(path_parameters),
+            st.integers(0, KNOWN_PARTITIONS).map(
+                lambda p: {**path_parameters, **known, "partition": p}
+            ),
+        )
+    return st.sampled_from([path_parameters, {**path_parameters, **known}])
+
+
+def reset_known_resources(c: httpx.Client) -> None:
+    """(Re)create the known topic with records in every partition, and the known group."""
+    c.delete(f"/v1/topics/{KNOWN_TOPIC}")
+    created = c.post("/v1/topics", json={"name": KNOWN_TOPIC, "partitions": KNOWN_PARTITIONS})
+    assert created.status_code == 201, created.text
+    records = [{"key": f"k{i}", "value": {"i": i}, "partition": i % 3} for i in range(30)]
+    produced = c.post(f"/v1/topics/{KNOWN_TOPIC}/records", json={"records": records})
+    assert produced.status_code == 200, produced.text
+    committed = c.post(
+        f"/v1/groups/{KNOWN_GROUP}/offsets",
+        json={"topic": KNOWN_TOPIC, "offsets": {"0": 3, "1": 5}},
+    )
+    assert committed.status_code == 200, committed.text
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data = tmp_path_factory.mktemp("schema-fuzz") / "data"
     with serve_in_thread(data) as running:
+        with running.client() as c:
+            reset_known_resources(c)
         yield running
-        with httpx.Client(base_url=running.base_url, timeout=10) as c:
+        with running.client() as c:
             metrics = c.get("/metrics").text
     # Belt and braces: no request of the whole run got a 5xx.
     assert [
@@ -54,7 +110,6 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
         for line in metrics.splitlines()
         if line.startswith("eddy_http_request_duration") and 'status="5' in line
     ] == []
-    # Created topics are deleted as the run goes; what produce auto-created stays small.
     size = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
     assert size < MAX_DATA_DIR_BYTES, f"the fuzzing left {size} bytes in {data}"
 
@@ -62,12 +117,12 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(
-    case: schemathesis.Case, fuzz_server: RunningServer
+    case: schemathesis.Case[Any], fuzz_server: RunningServer
 ) -> None:
     query: Any = case.query
     if isinstance(query, dict) and isinstance(query.get("timeout_ms"), int):
-        # Bounded run: a long-poll on an existing partition would wait up to 60 s. Long-poll
-        # waiting itself is tested in test_rest.py.
+        # A long-poll on an existing partition may wait up to 60 s; waiting itself is tested in
+        # test_rest.py. Here it only has to answer as documented.
         query["timeout_ms"] = min(query["timeout_ms"], 100)
     response = case.call(base_url=fuzz_server.base_url, timeout=20)
     try:
@@ -75,7 +130,16 @@ def test_api_conforms_to_its_openapi_document(
             response, checks=CHECKS, transport_kwargs={"base_url": fuzz_server.base_url}
         )
     finally:
-        if case.method == "POST" and case.path == "/v1/topics" and response.status_code == 201:
-            # Topics can have up to 1,024 partitions: do not let them pile up on disk.
-            name = response.json()["name"]
-            httpx.delete(f"{fuzz_server.base_url}/v1/topics/{name}", timeout=10)
+        with fuzz_server.client() as c:
+            cleanup(c, case, response.status_code)
+
+
+def cleanup(c: httpx.Client, case: schemathesis.Case[Any], status: int) -> None:
+    """Keep the data dir small and the known resources as they were."""
+    path_parameters: Any = case.path_parameters or {}
+    if case.method == "POST" and case.path == "/v1/topics" and status == 201:
+        body: Any = case.body
+        c.delete(f"/v1/topics/{body['name']}")  # up to 1,024 partitions each: do not keep them
+    known = (path_parameters.get("topic"), path_parameters.get("group"))
+    if case.method in ("PATCH", "DELETE") and status < 300 and known != (None, None):
+        reset_known_resources(c)  # it was changed or deleted

@@ -17,11 +17,12 @@ from typing import Any
 
 import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import ServerProcess, start_server_process, wait_until
 from tests.test_crash import (
     PARTITIONS,
+    RESET_WHILE_SENDING,
     TOPIC,
     Ledger,
     check_group,
@@ -33,13 +34,16 @@ from tests.test_crash import (
 
 EXIT_WITHIN = 15.0  # seconds from SIGTERM to exit
 GOING_AWAY = {1001, 1012}  # "going away" / "service restart": both allowed by the contract
+EXPECTED_CLOSE = 1012  # the one clients get today (see below)
 
 
 def subscriber(server: ServerProcess, ledger: Ledger, name: str, stop: threading.Event) -> None:
     """A plain subscriber from the start: records in order, no gaps, until the server closes."""
     expected: dict[int, int] = {}
+    url = f"{server.ws_url}/v1/topics/{TOPIC}/ws?from=earliest"
+    ws: ClientConnection | None = None
     try:
-        with connect(f"{server.ws_url}/v1/topics/{TOPIC}/ws?from=earliest", open_timeout=10) as ws:
+        with connect(url, open_timeout=10, max_queue=None) as ws:
             first = json.loads(ws.recv(timeout=10))
             if first["type"] != "subscribed":
                 ledger.error(f"{name}: first frame {first}")
@@ -61,10 +65,11 @@ def subscriber(server: ServerProcess, ledger: Ledger, name: str, stop: threading
                     seen = ledger.delivered.setdefault((partition, offset), frame["value"])
                 if seen != frame["value"]:
                     ledger.error(f"{name}: {partition}/{offset} is {frame['value']}, was {seen}")
-    except ConnectionClosed as closed:
-        ledger.closed(name, closed)
-    except OSError as exc:
-        ledger.error(f"{name}: {exc!r}")
+    except (ConnectionClosed, OSError) as exc:
+        if ws is None:
+            ledger.error(f"{name}: {exc!r}")
+        else:
+            ledger.closed(name, ws)
 
 
 def new_connection_attempts(server: ServerProcess, until: float) -> list[tuple[float, str]]:
@@ -137,16 +142,28 @@ def test_sigterm_under_load_is_graceful(tmp_path: Path) -> None:
     assert "Traceback" not in server.output, server.output
     assert ledger.errors == []  # every answer before the close was a 200 / an ack, in order
 
-    # Every open WebSocket got a proper close frame (uvicorn sends 1012 today, before Eddy's
-    # own 1001 could go out), never an abnormal closure.
-    assert set(ledger.closes) == {"ws0", "ws1", "sub0", "sub1", "member"}, ledger.closes
-    assert set(ledger.closes.values()) <= GOING_AWAY, ledger.closes
+    # Every open WebSocket got a proper close frame, never an abnormal closure. The contract
+    # allows 1001 or 1012; what clients get today is uvicorn's 1012 ("service restart"), sent
+    # when the shutdown starts, before the lifespan's Broker.stop() could send Eddy's 1001. If
+    # Eddy starts closing them itself first, 1001 is just as right: change EXPECTED_CLOSE.
+    # uvicorn closes the TCP connection right after its close frame (it does not wait for the
+    # client's), so a client that is sending at that moment gets a reset, and the websockets
+    # library then cannot tell whether a close frame had arrived: allowed for the clients that
+    # send (publishers, the group member), never for the subscribers.
+    closes = str(ledger.closes)
+    assert set(ledger.closes) == {"ws0", "ws1", "sub0", "sub1", "member"}, closes
+    for name, code in ledger.closes.items():
+        if code == RESET_WHILE_SENDING and not name.startswith("sub"):
+            continue
+        assert code in GOING_AWAY, closes
+        assert code == EXPECTED_CLOSE, closes
 
     # New connections: refused soon after the signal, and never accepted again after that.
     refused = [i for i, (_, outcome) in enumerate(attempts) if outcome.endswith("refused")]
-    assert refused, attempts
-    assert attempts[refused[0]][0] - signalled < 0.5, attempts
-    assert all(outcome.endswith("refused") for _, outcome in attempts[refused[0] :]), attempts
+    seen = str([(round(t - signalled, 3), outcome) for t, outcome in attempts])
+    assert refused, seen
+    assert attempts[refused[0]][0] - signalled < 0.5, seen
+    assert all(outcome.endswith("refused") for _, outcome in attempts[refused[0] :]), seen
 
     # After a restart: every 200 and every ack is there, at its offset, dense, batches whole,
     # and every record a subscriber saw; confirmed group commits too.

@@ -1,0 +1,30 @@
+"""uvicorn's server with one change: on shutdown, the broker hears about it first.
+
+uvicorn stops accepting connections, then waits for open requests and WebSockets to finish
+(up to its graceful timeout), and only then runs the lifespan shutdown. Long-polls and live
+WebSockets would keep it waiting that whole time; so as soon as shutdown starts, Eddy closes
+its WebSockets with 1001 and answers its long-polls, and appends in flight still commit.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+from broker import Broker
+
+
+class EddyServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections from here on
+        broker: Broker | None = getattr(self._app.state, "broker", None)
+        if broker is not None:  # set by the lifespan once storage is open
+            broker.begin_shutdown()
+        await super().shutdown(sockets)
