@@ -229,7 +229,9 @@ def problem_blocks(log: str) -> list[str]:
     return blocks
 
 
-def eddy_server(data_dir: Path, log_dir: Path, sync: str) -> ServerProcess:
+def eddy_server(
+    data_dir: Path, log_dir: Path, sync: str, extra_args: Sequence[str] = ()
+) -> ServerProcess:
     port = free_port()
     argv = [
         sys.executable,
@@ -246,6 +248,7 @@ def eddy_server(data_dir: Path, log_dir: Path, sync: str) -> ServerProcess:
         sync,
         "--ws-buffer-bytes",
         str(1024 * 1024),
+        *extra_args,
     ]
     return ServerProcess(f"eddy-sync-{sync}", argv, port, log_dir / f"eddy-{sync}-{port}.log")
 
