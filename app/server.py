@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from broker import Broker
 
+WEBSOCKET_CLOSE_WAIT = 1.0  # seconds
+
 
 class EddyServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
@@ -27,4 +29,6 @@ class EddyServer(uvicorn.Server):
         broker: Broker | None = getattr(self._app.state, "broker", None)
         if broker is not None:  # set by the lifespan once storage is open
             broker.begin_shutdown()
+            # Let the sessions send their 1001 before uvicorn closes what is left with 1012.
+            await broker.websockets_closed(WEBSOCKET_CLOSE_WAIT)
         await super().shutdown(sockets)

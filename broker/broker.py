@@ -6,6 +6,7 @@ Created once in the app's lifespan around an `Engine`; routers reach it through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -101,6 +102,8 @@ class Broker:
         )
         self._creating: dict[str, asyncio.Lock] = {}
         self._open_websockets = 0
+        self._no_websockets = asyncio.Event()
+        self._no_websockets.set()
 
     async def start(self) -> None:
         await self.engine.open()
@@ -380,10 +383,18 @@ class Broker:
         if self._open_websockets >= self.config.max_websockets:
             return False
         self._open_websockets += 1
+        self._no_websockets.clear()
         return True
 
     def websocket_closed(self) -> None:
         self._open_websockets -= 1
+        if self._open_websockets == 0:
+            self._no_websockets.set()
+
+    async def websockets_closed(self, seconds: float) -> None:
+        """Wait (at most `seconds`) until no WebSocket is open."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_websockets.wait(), seconds)
 
     # --- WebSocket sessions ------------------------------------------------------------------
     async def subscribe(

@@ -34,7 +34,7 @@ from tests.test_crash import (
 
 EXIT_WITHIN = 15.0  # seconds from SIGTERM to exit
 GOING_AWAY = {1001, 1012}  # "going away" / "service restart": both allowed by the contract
-EXPECTED_CLOSE = 1012  # the one clients get today (see below)
+EXPECTED_CLOSE = 1001  # Eddy closes its WebSockets itself when shutdown starts
 
 
 def subscriber(server: ServerProcess, ledger: Ledger, name: str, stop: threading.Event) -> None:
@@ -143,9 +143,8 @@ def test_sigterm_under_load_is_graceful(tmp_path: Path) -> None:
     assert ledger.errors == []  # every answer before the close was a 200 / an ack, in order
 
     # Every open WebSocket got a proper close frame, never an abnormal closure. The contract
-    # allows 1001 or 1012; what clients get today is uvicorn's 1012 ("service restart"), sent
-    # when the shutdown starts, before the lifespan's Broker.stop() could send Eddy's 1001. If
-    # Eddy starts closing them itself first, 1001 is just as right: change EXPECTED_CLOSE.
+    # allows 1001 or 1012; Eddy sends 1001 ("going away") itself as soon as shutdown starts,
+    # before uvicorn would close what is left with 1012 (app/server.py).
     # uvicorn closes the TCP connection right after its close frame (it does not wait for the
     # client's), so a client that is sending at that moment gets a reset, and the websockets
     # library then cannot tell whether a close frame had arrived: allowed for the clients that
