@@ -55,9 +55,6 @@ class FanoutHub:
         for subscriber in list(self._subscribers.get(topic, ())):
             subscriber.partitions_added(partitions)
 
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
-
     def publish(self, topic: str, records: Sequence[StoredRecord]) -> None:
         """Called right after a commit, with the committed records in offset order per partition."""
         subscribers = self._subscribers.get(topic)

@@ -214,10 +214,6 @@ class Engine(abc.ABC):
         """Give freed space back to the filesystem, a bounded step at a time; returns the bytes
         still reclaimable (0 when done)."""
 
-    @abc.abstractmethod
-    def disk_usage(self, topic: str) -> int:
-        """Bytes the topic's files take on disk."""
-
     # --- consumer group offsets ---------------------------------------------------------------
     @abc.abstractmethod
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:

@@ -585,10 +585,6 @@ class SQLiteEngine(Engine):
                 raise self._storage_error(handle, topic, exc) from exc
             return free_pages * (int(row[0]) if row else 4096)
 
-    def disk_usage(self, topic: str) -> int:
-        handle = self._topic(topic)
-        return sum(f.stat().st_size for f in handle.path.iterdir() if f.is_file())
-
     # --- consumer group offsets ---------------------------------------------------------------
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
         return [c for c in self._committed.values() if group is None or c.group == group]
