@@ -112,7 +112,7 @@ def safe_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return json.dumps(value, ensure_ascii=True, default=str).encode()
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str).encode()
 
 
 def control_frame(frame: dict[str, Any]) -> str:
