@@ -215,9 +215,15 @@ class SQLiteEngine(Engine):
     # --- connections --------------------------------------------------------------------------
     async def _connect(self, path: Path) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={self.sync.upper()}")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(f"PRAGMA synchronous={self.sync.upper()}")
+            await conn.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            # Each connection owns a (non-daemon) thread: a file that is not a database
+            # must not leave one behind, or the process could never exit.
+            await conn.close()
+            raise
         return conn
 
     async def _open_topic(self, db_path: Path) -> _Topic:

@@ -154,3 +154,19 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread left running by a test (an unclosed aiosqlite connection, say) would keep the
+    interpreter from exiting and hang CI: name it and exit with a failure instead."""
+    leftovers = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    for thread in leftovers:
+        thread.join(timeout=5)
+    still = [t.name for t in leftovers if t.is_alive()]
+    if still:
+        print(f"\nthreads left running after the tests: {still}", file=sys.stderr, flush=True)
+        os._exit(3)

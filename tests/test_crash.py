@@ -205,6 +205,27 @@ def fetch_partition(c: httpx.Client, partition: int) -> list[dict[str, Any]]:
         offset = body["next_offset"]
 
 
+def load_threads(
+    server: ServerProcess, ledger: Ledger, stop: threading.Event
+) -> list[threading.Thread]:
+    """Create the topic; return (not started) 3 REST producers, 2 WebSocket publishers and a
+    group member, all writing to `ledger` until `stop` is set."""
+    with httpx.Client(base_url=server.base_url, timeout=10) as c:
+        created = c.post("/v1/topics", json={"name": TOPIC, "partitions": PARTITIONS})
+        assert created.status_code == 201, created.text
+    return [
+        *(
+            threading.Thread(target=rest_producer, args=(server, ledger, f"rest{i}", stop))
+            for i in range(3)
+        ),
+        *(
+            threading.Thread(target=ws_publisher, args=(server, ledger, f"ws{i}", stop))
+            for i in range(2)
+        ),
+        threading.Thread(target=group_member, args=(server, ledger, stop)),
+    ]
+
+
 def run_and_kill(data: Path, sync: str, kill_after: int, seed: int) -> Ledger:
     """Start the server, load it, SIGKILL it after `kill_after` acknowledged records."""
     server = start_server_process(data, "--sync", sync)
@@ -212,20 +233,7 @@ def run_and_kill(data: Path, sync: str, kill_after: int, seed: int) -> Ledger:
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        with httpx.Client(base_url=server.base_url, timeout=10) as c:
-            created = c.post("/v1/topics", json={"name": TOPIC, "partitions": PARTITIONS})
-            assert created.status_code == 201, created.text
-        threads += [
-            *(
-                threading.Thread(target=rest_producer, args=(server, ledger, f"rest{i}", stop))
-                for i in range(3)
-            ),
-            *(
-                threading.Thread(target=ws_publisher, args=(server, ledger, f"ws{i}", stop))
-                for i in range(2)
-            ),
-            threading.Thread(target=group_member, args=(server, ledger, stop)),
-        ]
+        threads += load_threads(server, ledger, stop)
         for thread in threads:
             thread.start()
         wait_until(lambda: len(ledger.acked) >= kill_after or ledger.errors, timeout=30)

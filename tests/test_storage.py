@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ async def append(
     """One request's records, appended as one batch."""
     [appended] = await engine.append(topic, [AppendBatch(records)])
     return appended
+
+
+def connection_threads() -> int:
+    return sum(1 for t in threading.enumerate() if "_connection_worker" in t.name)
 
 
 async def open_engine(path: Path) -> SQLiteEngine:
@@ -197,6 +202,7 @@ async def test_a_corrupt_topic_file_does_not_keep_other_topics_down(tmp_path: Pa
     await engine.create_topic("bad", 1, {})
     await engine.close()
     (tmp_path / "topics" / "bad" / "log.db").write_bytes(b"this is not a database" * 100)
+    before = connection_threads()
     engine = await open_engine(tmp_path)
     assert [t.name for t in engine.list_topics()] == ["good"]
     await append(engine, "good", [rec(0, b"1")])  # the good one works
@@ -205,6 +211,8 @@ async def test_a_corrupt_topic_file_does_not_keep_other_topics_down(tmp_path: Pa
             attempt()
     with pytest.raises(Unavailable):
         await engine.create_topic("bad", 1, {})
+    # the failed open left no connection thread behind (it would keep the process alive)
+    assert connection_threads() == before + 3  # good's writer and reader, groups.db
     await engine.delete_topic("bad")  # the operator gives up on it
     with pytest.raises(TopicNotFound):
         engine.get_topic("bad")
