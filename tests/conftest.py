@@ -144,6 +144,24 @@ def start_server_process(
     return running
 
 
+def fetch_all(
+    client: httpx.Client, topic: str, partition: int = 0, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Every record of a partition from `offset` to its end, over REST (gaps are stepped over)."""
+    records: list[dict[str, Any]] = []
+    while True:
+        response = client.get(
+            f"/v1/topics/{topic}/partitions/{partition}/records",
+            params={"offset": offset, "limit": 1000},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        records += body["records"]
+        if body["next_offset"] >= body["high_watermark"]:
+            return records
+        offset = body["next_offset"]
+
+
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll `predicate` until it returns something truthy (instead of sleeping a fixed time)."""
     deadline = time.monotonic() + timeout

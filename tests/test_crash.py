@@ -26,7 +26,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import ServerProcess, start_server_process, wait_until
+from tests.conftest import ServerProcess, fetch_all, start_server_process, wait_until
 
 TOPIC = "crash"
 PARTITIONS = 3
@@ -189,22 +189,6 @@ def group_member(server: ServerProcess, ledger: Ledger, stop: threading.Event) -
             ledger.closed("member", ws, sending)
 
 
-def fetch_partition(c: httpx.Client, partition: int) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        response = c.get(
-            f"/v1/topics/{TOPIC}/partitions/{partition}/records",
-            params={"offset": offset, "limit": 1000},
-        )
-        assert response.status_code == 200, response.text
-        body = response.json()
-        records += body["records"]
-        if body["next_offset"] >= body["high_watermark"]:
-            return records
-        offset = body["next_offset"]
-
-
 def load_threads(
     server: ServerProcess, ledger: Ledger, stop: threading.Event
 ) -> list[threading.Thread]:
@@ -260,7 +244,7 @@ def check_records(c: httpx.Client, ledger: Ledger) -> None:
     for info in topic.json()["partitions"]:
         partition, high_watermark = info["partition"], info["high_watermark"]
         assert info["log_start_offset"] == 0
-        records = fetch_partition(c, partition)
+        records = fetch_all(c, TOPIC, partition)
         # dense: every offset below the high watermark is there, once
         assert [r["offset"] for r in records] == list(range(high_watermark)), partition
         for r in records:

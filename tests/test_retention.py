@@ -12,7 +12,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import RunningServer, serve_in_thread, wait_until
+from tests.conftest import RunningServer, fetch_all, serve_in_thread, wait_until
 
 DAY_MS = 86_400_000
 
@@ -53,20 +53,6 @@ def produce(
 def partition(client: httpx.Client, topic: str, p: int = 0) -> dict[str, Any]:
     info: dict[str, Any] = client.get(f"/v1/topics/{topic}").json()["partitions"][p]
     return info
-
-
-def fetch_all(
-    client: httpx.Client, topic: str, p: int = 0, offset: int = 0
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while True:
-        body = client.get(
-            f"/v1/topics/{topic}/partitions/{p}/records", params={"offset": offset, "limit": 1000}
-        ).json()
-        out += body["records"]
-        if body["next_offset"] == offset:
-            return out
-        offset = body["next_offset"]
 
 
 def test_retention_ms_removes_the_old_head_of_the_log(

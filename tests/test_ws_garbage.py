@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import RunningServer, serve_in_thread, wait_until
+from tests.conftest import RunningServer, fetch_all, serve_in_thread, wait_until
 
 Frame = str | bytes
 ANY_ID = object()  # the answer's id is not checked (the frame's id cannot be echoed)
@@ -98,22 +98,6 @@ def produce(c: httpx.Client, topic: str, body: dict[str, Any]) -> list[dict[str,
     assert response.status_code == 200, response.text
     offsets: list[dict[str, Any]] = response.json()["offsets"]
     return offsets
-
-
-def fetch_all(c: httpx.Client, topic: str, partition: int = 0) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        response = c.get(
-            f"/v1/topics/{topic}/partitions/{partition}/records",
-            params={"offset": offset, "limit": 1000},
-        )
-        assert response.status_code == 200, response.text
-        body = response.json()
-        out += body["records"]
-        if body["next_offset"] >= body["high_watermark"]:
-            return out
-        offset = body["next_offset"]
 
 
 class Probe:
