@@ -11,11 +11,10 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 from pydantic import ValidationError
 
 from app.factory import create_app
-from app.server import EddyServer
+from app.server import EddyServer, uvicorn_config
 from app.settings import Settings
 from broker.access import AuthFileError
 from storage import DataDirLocked, SQLiteEngine
@@ -161,17 +160,7 @@ def serve(
     except AuthFileError as exc:
         typer.echo(f"eddy: {exc}", err=True)
         raise typer.Exit(1) from None
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",  # Eddy logs its own start-up line
-        access_log=False,
-        ws_max_size=settings.max_request_bytes,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn_config(app, settings)
     EddyServer(config, app).run()
 
 

@@ -9,13 +9,31 @@ its WebSockets with 1001 and answers its long-polls, and appends in flight still
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from app.settings import Settings
 from broker import Broker
 
 WEBSOCKET_CLOSE_WAIT = 1.0  # seconds
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration Eddy runs with: the one place that chooses protocol classes,
+    limits and timeouts (`eddy serve` and the tests' servers both use it)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",  # Eddy logs its own start-up line
+        "access_log": False,
+        "ws_max_size": settings.max_request_bytes,
+        "ws_ping_interval": settings.ws_ping_interval,
+        "ws_ping_timeout": settings.ws_ping_timeout,
+        "timeout_graceful_shutdown": 10,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 class EddyServer(uvicorn.Server):

@@ -94,9 +94,13 @@ class Broker:
         )
         self.metrics = Metrics()
         self.hub = FanoutHub()
-        self.producer = Producer(engine, self.hub, self.metrics)
+        self.producer = Producer(engine, self.metrics)
         self.fetcher = Fetcher(engine, self.hub, self.metrics)
         self.groups = GroupCoordinator(engine, self.metrics, config.auto_commit_interval)
+        # The log tells these what it did. Order matters on growth: subscribers of all
+        # partitions start the new ones before groups rebalance over them.
+        for listener in (self.hub, self.groups, self.producer, self.metrics):
+            engine.add_listener(listener)
         self.cleaner = Cleaner(
             engine, self._config_of, self.metrics, config.retention_check_interval
         )
@@ -249,10 +253,9 @@ class Broker:
         new_config = None if config is None else {**meta.config, **validate_config(config)}
         updated = await self.engine.update_topic(name, partitions, new_config)
         if updated.partitions > meta.partitions:
-            # Live subscribers of "all partitions" start the new ones at offset 0 and groups
-            # rebalance, in the same step that made the partitions writable.
-            self.hub.partitions_added(name, updated.partitions)
-            self.groups.partitions_added(name)
+            # The engine has told the listeners (in the same step that made the partitions
+            # writable): live subscribers of "all partitions" start the new ones at offset 0
+            # and groups rebalance.
             log.info("topic %s now has %d partitions", name, updated.partitions)
         self.access.audit_admin(principal, "update_topic", f"topic:{name}", "ok")
         return self._describe(name)
@@ -262,9 +265,6 @@ class Broker:
         self.access.require(principal, Action.ADMIN, name)
         await self.engine.delete_topic(name)
         self.access.audit_admin(principal, "delete_topic", f"topic:{name}", "ok")
-        self.producer.forget_topic(name, TopicNotFound(name))
-        self.hub.close_topic(name, TopicNotFound.ws_close_code)
-        self.metrics.forget_topic(name)
         log.info("deleted topic %s", name)
 
     def _topic(self, name: str) -> TopicMeta:

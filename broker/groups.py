@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ from models.groups import (
     GroupOffsetInfo,
     GroupSummary,
 )
-from storage import Engine
+from storage import Engine, StoredRecord
 
 log = logging.getLogger("eddy.groups")
 
@@ -132,7 +132,14 @@ class GroupCoordinator:
         with contextlib.suppress(TopicNotFound):  # the topic was deleted: nothing to hand over
             self._rebalance(member.group, member.topic, state)
 
-    def partitions_added(self, topic: str) -> None:
+    # --- LogListener ---------------------------------------------------------------------------
+    def on_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
+        pass
+
+    def on_topic_deleted(self, topic: str) -> None:
+        pass  # its members' connections are closed by the hub; they leave as they end
+
+    def on_partitions_added(self, topic: str, partitions: int) -> None:
         """The topic grew: every group on it rebalances over the new partition count."""
         for (group, group_topic), state in list(self._groups.items()):
             if group_topic == topic and state.members:

@@ -1,4 +1,4 @@
-"""In-memory fan-out: after each commit the producer hands the new records to the hub, which
+"""In-memory fan-out: after each commit the storage engine tells the hub (a `LogListener`), which
 encodes each record's frame once and queues the same string on every interested subscriber.
 Long-polling fetches wait here too. Nothing here touches storage or sockets."""
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from broker.codec import record_frame
+from models.errors import TopicNotFound
 from storage import StoredRecord
 
 if TYPE_CHECKING:
@@ -51,12 +52,16 @@ class FanoutHub:
             if not sessions:
                 del self._publishers[session.topic]
 
-    def partitions_added(self, topic: str, partitions: int) -> None:
+    # --- LogListener: the engine tells the hub what the log did --------------------------------
+    def on_partitions_added(self, topic: str, partitions: int) -> None:
         for subscriber in list(self._subscribers.get(topic, ())):
             subscriber.partitions_added(partitions)
 
-    def publish(self, topic: str, records: Sequence[StoredRecord]) -> None:
-        """Called right after a commit, with the committed records in offset order per partition."""
+    def on_topic_deleted(self, topic: str) -> None:
+        self.close_topic(topic, TopicNotFound.ws_close_code)
+
+    def on_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
+        """Right after a commit, with the committed records in offset order per partition."""
         subscribers = self._subscribers.get(topic)
         if subscribers:
             frames = [(r.partition, r.offset, r.key, record_frame(topic, r)) for r in records]

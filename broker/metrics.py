@@ -4,8 +4,11 @@ process, as they do in tests)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from storage import StoredRecord
 
 
 class Metrics:
@@ -58,7 +61,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def forget_topic(self, topic: str) -> None:
+    # --- LogListener ---------------------------------------------------------------------------
+    def on_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
+        pass
+
+    def on_partitions_added(self, topic: str, partitions: int) -> None:
+        pass
+
+    def on_topic_deleted(self, topic: str) -> None:
         """Drop a deleted topic's series."""
         for metric in (self.records_in, self.bytes_in):
             with contextlib.suppress(KeyError):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.drafts import RecordDraft
-from broker.hub import FanoutHub
 from broker.idempotence import OutOfOrder, Retry, check_sequence
 from broker.metrics import Metrics
 from broker.partitioner import RoundRobin, partition_for_key
@@ -26,6 +25,7 @@ from models.errors import (
     OutOfOrderSequence,
     PartitionNotFound,
     RecordTooLarge,
+    TopicNotFound,
     Unavailable,
 )
 from storage import (
@@ -52,10 +52,9 @@ class _Pending:
 
 
 class _TopicWriter:
-    def __init__(self, topic: str, engine: Engine, hub: FanoutHub, metrics: Metrics) -> None:
+    def __init__(self, topic: str, engine: Engine, metrics: Metrics) -> None:
         self.topic = topic
         self._engine = engine
-        self._hub = hub
         self._metrics = metrics
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -103,27 +102,15 @@ class _TopicWriter:
                     if not pending.done.done():
                         pending.done.set_exception(Unavailable(f"commit failed: {exc}"))
                 continue
-            self._after_commit(
-                [r for pending in batch for r in pending.batch.records],
-                [a for appended in results for a in appended],
+            records = [r for pending in batch for r in pending.batch.records]
+            self._metrics.commit_batch_records.observe(len(records))
+            self._metrics.records_in.labels(self.topic).inc(len(records))
+            self._metrics.bytes_in.labels(self.topic).inc(
+                sum(len(r.value or b"") + len(r.key or "") for r in records)
             )
             for pending, appended in zip(batch, results, strict=True):
                 if not pending.done.done():
                     pending.done.set_result(appended)
-
-    def _after_commit(self, records: list[NewRecord], appended: list[AppendedRecord]) -> None:
-        stored = [
-            StoredRecord(
-                a.partition, a.offset, a.timestamp, r.key, r.value, r.value_format, r.headers
-            )
-            for r, a in zip(records, appended, strict=True)
-        ]
-        self._metrics.commit_batch_records.observe(len(stored))
-        self._metrics.records_in.labels(self.topic).inc(len(stored))
-        self._metrics.bytes_in.labels(self.topic).inc(
-            sum(len(r.value or b"") + len(r.key or "") for r in records)
-        )
-        self._hub.publish(self.topic, stored)
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -141,9 +128,8 @@ class _TopicWriter:
 
 
 class Producer:
-    def __init__(self, engine: Engine, hub: FanoutHub, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self._engine = engine
-        self._hub = hub
         self._metrics = metrics
         self._writers: dict[str, _TopicWriter] = {}
         self._round_robin: dict[str, RoundRobin] = {}
@@ -179,9 +165,7 @@ class Producer:
         ]
         writer = self._writers.get(meta.name)
         if writer is None:
-            writer = self._writers[meta.name] = _TopicWriter(
-                meta.name, self._engine, self._hub, self._metrics
-            )
+            writer = self._writers[meta.name] = _TopicWriter(meta.name, self._engine, self._metrics)
         if producer is None:
             return writer.submit(AppendBatch(records))
         return self._submit_idempotent(meta.name, writer, AppendBatch(records, producer))
@@ -261,11 +245,18 @@ class Producer:
             draft.headers,
         )
 
-    def forget_topic(self, topic: str, error: EddyError) -> None:
-        """The topic was deleted: fail what is queued for it."""
+    # --- LogListener ---------------------------------------------------------------------------
+    def on_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
+        pass
+
+    def on_partitions_added(self, topic: str, partitions: int) -> None:
+        pass
+
+    def on_topic_deleted(self, topic: str) -> None:
+        """Fail what is queued for the deleted topic."""
         writer = self._writers.pop(topic, None)
         if writer is not None:
-            writer.abort(error)
+            writer.abort(TopicNotFound(topic))
         self._round_robin.pop(topic, None)
 
     async def close(self) -> None:

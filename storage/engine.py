@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+log = logging.getLogger("eddy.storage")
 
 PRODUCER_HISTORY = 5  # committed requests remembered per producer id (as Kafka's 5 in flight)
 
@@ -106,8 +109,57 @@ class TopicMeta:
     created_at: int  # ms since epoch
 
 
+class LogListener(Protocol):
+    """Told by the engine what the log did, like Kafka's high-watermark listener: fan-out,
+    long-polls, consumer groups and the producer subscribe here, so nobody has to tell each of
+    them by hand. Called on the event loop, synchronously, right after the change is durable
+    and visible in `partition_state` (no await in between). Listeners must not block or await.
+    An engine whose log other writers also append to (a Kafka cluster) announces their records
+    the same way."""
+
+    def on_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
+        """Records were committed: offset order within each partition."""
+
+    def on_partitions_added(self, topic: str, partitions: int) -> None:
+        """The topic now has `partitions` partitions."""
+
+    def on_topic_deleted(self, topic: str) -> None:
+        """The topic and all its data are gone."""
+
+
 class Engine(abc.ABC):
-    """Durable partition logs. All methods raise `models.errors` exceptions on failure."""
+    """Durable partition logs. All methods raise `models.errors` exceptions on failure.
+
+    Changes to the log are announced to the `LogListener`s added with `add_listener`.
+    """
+
+    _listeners: tuple[LogListener, ...] = ()
+
+    def add_listener(self, listener: LogListener) -> None:
+        self._listeners = (*self._listeners, listener)
+
+    # Each change is already durable when announced: one listener's failure is logged and
+    # must not keep the others uninformed.
+    def _announce_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
+        for listener in self._listeners:
+            try:
+                listener.on_commit(topic, records)
+            except Exception:
+                log.exception("log listener %r failed on a commit to %s", listener, topic)
+
+    def _announce_partitions_added(self, topic: str, partitions: int) -> None:
+        for listener in self._listeners:
+            try:
+                listener.on_partitions_added(topic, partitions)
+            except Exception:
+                log.exception("log listener %r failed on new partitions of %s", listener, topic)
+
+    def _announce_topic_deleted(self, topic: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener.on_topic_deleted(topic)
+            except Exception:
+                log.exception("log listener %r failed on deletion of %s", listener, topic)
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -160,9 +212,9 @@ class Engine(abc.ABC):
         its records landed, in input order. Batches with a producer sequence also record it
         (and their result) in the same commit, so idempotence survives a crash.
 
-        When this returns, the records are committed and `partition_state` and
-        `producer_history` already reflect them (no await happens in between), which the
-        fan-out hub and the idempotent producer rely on.
+        When this returns, the records are committed, `partition_state` and
+        `producer_history` already reflect them and the listeners have been told (`on_commit`),
+        with no await in between, which the fan-out and the idempotent producer rely on.
         """
 
     @abc.abstractmethod

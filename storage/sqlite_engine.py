@@ -361,6 +361,8 @@ class SQLiteEngine(Engine):
                 topic.meta = replace(
                     meta, partitions=meta.partitions + len(new_partitions), config=new_config
                 )
+                if new_partitions:
+                    self._announce_partitions_added(name, topic.meta.partitions)
                 return topic.meta
 
     async def delete_topic(self, name: str) -> None:
@@ -376,6 +378,7 @@ class SQLiteEngine(Engine):
             for group in {k[0] for k in self._committed if k[1] == name}:
                 await self.delete_committed_offsets(group, name)
             await self._remove_dir(topic.path)
+            self._announce_topic_deleted(name)
 
     async def _remove_dir(self, path: Path) -> None:
         """Move aside (atomic) then delete, so a crash never leaves half a topic in topics/."""
@@ -463,6 +466,22 @@ class SQLiteEngine(Engine):
                         batch.producer.producer_id, deque(maxlen=PRODUCER_HISTORY)
                     )
                     history.append(ProducerEntry(batch.producer.sequence, tuple(appended)))
+            self._announce_commit(
+                topic,
+                [
+                    StoredRecord(
+                        a.partition,
+                        a.offset,
+                        a.timestamp,
+                        r.key,
+                        r.value,
+                        r.value_format,
+                        r.headers,
+                    )
+                    for batch, appended in zip(batches, results, strict=True)
+                    for r, a in zip(batch.records, appended, strict=True)
+                ],
+            )
             return results
 
     def producer_history(self, topic: str, producer_id: str) -> Sequence[ProducerEntry]:

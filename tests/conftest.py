@@ -17,10 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from app.factory import create_app
-from app.server import EddyServer
+from app.server import EddyServer, uvicorn_config
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,18 +48,7 @@ def serve_in_thread(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
     port = free_port()
     config = Settings(host="127.0.0.1", port=port, data_dir=data_dir, **settings)
     app = create_app(config)
-    server = EddyServer(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            ws_ping_interval=config.ws_ping_interval,
-            ws_ping_timeout=config.ws_ping_timeout,
-            ws_max_size=config.max_request_bytes,
-        ),
-        app,
-    )
+    server = EddyServer(uvicorn_config(app, config), app)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
