@@ -115,6 +115,13 @@ def serve(
         float | None,
         typer.Option(help="Burst of the produce limit [env EDDY_PRODUCE_RATE_BURST]"),
     ] = None,
+    produce_queue_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a produce waits for room in a full write queue, then 503 "
+            "[env EDDY_PRODUCE_QUEUE_TIMEOUT; 5]"
+        ),
+    ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
     ] = None,
@@ -142,6 +149,7 @@ def serve(
         cors_origins=cors_origins,
         produce_rate_limit=produce_rate_limit,
         produce_rate_burst=produce_rate_burst,
+        produce_queue_timeout=produce_queue_timeout,
         log_level=log_level,
     )
     logging.basicConfig(

@@ -18,6 +18,7 @@ from models.errors import (
     RateLimited,
     RouteNotFound,
     Unauthorized,
+    Unavailable,
 )
 
 log = logging.getLogger("eddy.errors")
@@ -29,7 +30,7 @@ def _json(body: object, status: int) -> Response:
 
 def error_response(error: EddyError) -> Response:
     response = _json(error.to_body(), error.http_status)
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | Unavailable) and error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     elif isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="eddy"'

@@ -54,6 +54,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         auto_commit_interval=settings.auto_commit_interval,
         produce_rate_limit=settings.produce_rate_limit,
         produce_rate_burst=settings.produce_rate_burst,
+        produce_queue_timeout=settings.produce_queue_timeout,
         auth_recheck_interval=settings.auth_recheck_interval,
         allowed_origins=settings.origins,
     )

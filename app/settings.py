@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     produce_rate_limit: float = Field(
         0.0, ge=0, description="Produce requests per second per principal (0: no limit)"
     )
+    produce_queue_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a produce waits for room in a topic's full write queue before "
+        "503 unavailable with Retry-After",
+    )
     produce_rate_burst: float = Field(
         0.0, ge=0, description="Burst size of the produce rate limit (0: one second's worth)"
     )

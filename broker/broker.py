@@ -41,7 +41,7 @@ from broker.topic_rules import (
 from models.errors import EddyError, Forbidden, InvalidRequest, TopicNotFound, Unauthorized
 from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
-from storage import AppendedRecord, Engine, ProducerSequence, TopicMeta
+from storage import PRODUCER_WINDOW, AppendedRecord, Engine, ProducerSequence, TopicMeta
 
 log = logging.getLogger("eddy.broker")
 
@@ -70,6 +70,7 @@ class BrokerConfig:
     # server stops reading that socket (backpressure); keep it large, because while it is not
     # read the client's pongs are not either and --ws-ping-timeout would end the connection.
     publish_max_in_flight: int = 10_000
+    produce_queue_timeout: float = 5.0  # seconds a produce waits for room in a full write queue
     produce_rate_limit: float = 0.0  # produce requests/s per principal (0: no limit)
     produce_rate_burst: float = 0.0  # bucket size (default: one second's worth)
     auth_recheck_interval: float = 5.0  # how often open WebSockets re-check their credentials
@@ -94,7 +95,7 @@ class Broker:
         )
         self.metrics = Metrics()
         self.hub = FanoutHub()
-        self.producer = Producer(engine, self.metrics)
+        self.producer = Producer(engine, self.metrics, config.produce_queue_timeout)
         self.fetcher = Fetcher(engine, self.hub, self.metrics)
         self.groups = GroupCoordinator(engine, self.metrics, config.auto_commit_interval)
         # The log tells these what it did. Order matters on growth: subscribers of all
@@ -127,8 +128,7 @@ class Broker:
             await asyncio.gather(self._auth_watcher, return_exceptions=True)
         await self.cleaner.stop()
         self.hub.close_all(CLOSE_GOING_AWAY)
-        await self.producer.close()
-        await self.engine.close()
+        await self.engine.close()  # commits what is queued first
 
     async def _watch_auth_file(self, path: Path) -> None:
         """Reload the auth file when it changes (revoking a key takes effect without a
@@ -488,10 +488,19 @@ class Broker:
         ) -> asyncio.Future[list[AppendedRecord]]:
             self.rate_limiter.check(principal.name)
             meta = self.engine.get_topic(topic)
-            return self.producer.submit(meta, drafts, self._config_of(meta), producer)
+            return self.producer.submit(
+                meta, drafts, self._config_of(meta), producer, PRODUCER_WINDOW
+            )
 
+        # An idempotent publisher may not have more in flight than is remembered, so that
+        # every resend after a reconnect gets its original ack.
+        in_flight = self.config.publish_max_in_flight
         session = PublishSession(
-            topic, submit, sink, self.config.publish_max_in_flight, producer_id
+            topic,
+            submit,
+            sink,
+            min(in_flight, PRODUCER_WINDOW) if producer_id else in_flight,
+            producer_id,
         )
         self.hub.register_publisher(session)
         try:

@@ -1,17 +1,19 @@
 """The idempotent producer's sequence rule (Kafka's, per topic and producer id). Pure logic.
 
 A producer numbers its requests. The first may use any number; after that, last + 1 is
-appended; a number among the last PRODUCER_HISTORY committed (or still being committed) is a
-retry and gets the original answer without appending anything; any other number is out of
-order. A request that fails does not use up its number.
+appended; a number among the last `window` committed (or still being committed) is a retry and
+gets the original answer without appending anything; any other number is out of order. A
+request that fails does not use up its number. REST uses a window of PRODUCER_HISTORY (5); a
+WebSocket publisher one as large as what it may have in flight (PRODUCER_WINDOW), so that
+after a reconnect every resend of a committed record gets its original ack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from storage import ProducerEntry
+from storage import ProducerEntry, ProducerWindow
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,18 @@ Decision = Append | Retry | OutOfOrder
 
 
 def check_sequence(
-    committed: Sequence[ProducerEntry], in_flight: Collection[int], sequence: int
+    committed: ProducerWindow, in_flight: dict[int, Any], sequence: int, window: int
 ) -> Decision:
+    """`in_flight`: sequences queued but not yet committed, oldest first (all newer than the
+    committed ones)."""
     if sequence in in_flight:
         return Retry(None)
-    for entry in committed:
-        if entry.sequence == sequence:
+    last_committed = committed.last
+    if last_committed is not None and last_committed - window < sequence <= last_committed:
+        entry = committed.get(sequence)
+        if entry is not None:
             return Retry(entry)
-    seen = [e.sequence for e in committed] + list(in_flight)
-    if not seen or sequence == max(seen) + 1:
+    last = next(reversed(in_flight)) if in_flight else last_committed
+    if last is None or sequence == last + 1:
         return Append()
-    return OutOfOrder(max(seen) + 1)
+    return OutOfOrder(last + 1)

@@ -204,6 +204,12 @@ class Unavailable(EddyError):
     http_status = 503
     ws_close_code = 1011
 
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after  # seconds, when waiting is known to help (Retry-After)
+
 
 class ErrorBody(BaseModel):
     code: str = Field(description="Machine-readable error code", examples=["topic_not_found"])

@@ -2,6 +2,7 @@
 
 from storage.engine import (
     PRODUCER_HISTORY,
+    PRODUCER_WINDOW,
     AppendBatch,
     AppendedRecord,
     CommittedOffset,
@@ -11,14 +12,17 @@ from storage.engine import (
     PartitionState,
     ProducerEntry,
     ProducerSequence,
+    ProducerWindow,
     StoredRecord,
     TopicMeta,
     ValueFormat,
+    record_size,
 )
 from storage.sqlite_engine import DataDirLocked, SQLiteEngine
 
 __all__ = [
     "PRODUCER_HISTORY",
+    "PRODUCER_WINDOW",
     "AppendBatch",
     "AppendedRecord",
     "CommittedOffset",
@@ -29,8 +33,10 @@ __all__ = [
     "PartitionState",
     "ProducerEntry",
     "ProducerSequence",
+    "ProducerWindow",
     "SQLiteEngine",
     "StoredRecord",
     "TopicMeta",
     "ValueFormat",
+    "record_size",
 ]

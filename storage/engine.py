@@ -8,15 +8,22 @@ for them without I/O. A Kafka-backed engine can implement the same class later.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger("eddy.storage")
 
-PRODUCER_HISTORY = 5  # committed requests remembered per producer id (as Kafka's 5 in flight)
+# Committed requests remembered per producer id and topic. A REST retry may repeat one of the
+# last PRODUCER_HISTORY (Kafka's 5 in flight); a WebSocket publisher may have up to
+# PRODUCER_WINDOW records in flight, so that many single-record requests are remembered too
+# (older ones beyond the last PRODUCER_HISTORY go once they hold more than PRODUCER_WINDOW
+# records, which bounds the memory of producers that send big batches).
+PRODUCER_HISTORY = 5
+PRODUCER_WINDOW = 1_000
 
 
 class ValueFormat(enum.IntEnum):
@@ -69,6 +76,56 @@ class ProducerEntry:
 
     sequence: int
     appended: tuple[AppendedRecord, ...]
+
+
+class ProducerWindow:
+    """One producer's remembered committed requests, oldest first, looked up by sequence."""
+
+    __slots__ = ("_entries", "_records")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, ProducerEntry] = {}
+        self._records = 0
+
+    def add(self, entry: ProducerEntry) -> None:
+        self._entries[entry.sequence] = entry
+        self._records += len(entry.appended)
+        entries = self._entries
+        while len(entries) > PRODUCER_HISTORY and (
+            len(entries) > PRODUCER_WINDOW or self._records > PRODUCER_WINDOW
+        ):
+            oldest = entries.pop(next(iter(entries)))
+            self._records -= len(oldest.appended)
+
+    def get(self, sequence: int) -> ProducerEntry | None:
+        return self._entries.get(sequence)
+
+    @property
+    def first(self) -> int | None:
+        """The oldest remembered sequence."""
+        return next(iter(self._entries), None)
+
+    @property
+    def last(self) -> int | None:
+        """The newest committed sequence."""
+        return next(reversed(self._entries), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[ProducerEntry]:
+        return iter(self._entries.values())
+
+
+def record_size(key: str | None, value: bytes | None, headers: Mapping[str, str]) -> int:
+    """Bytes of a record's data: UTF-8 key + value + header names and values. The one rule
+    behind max.message.bytes, size_bytes, retention.bytes and the write queue's byte bound."""
+    size = len(value) if value else 0
+    if key:
+        size += len(key) if key.isascii() else len(key.encode())
+    for name, text in headers.items():
+        size += len(name.encode()) + len(text.encode())
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,22 +262,26 @@ class Engine(abc.ABC):
         return self.partition_state(topic, partition).high_watermark
 
     @abc.abstractmethod
-    async def append(
-        self, topic: str, batches: Sequence[AppendBatch]
-    ) -> list[list[AppendedRecord]]:
-        """Append every batch in one atomic, durable commit (group commit); per batch, where
-        its records landed, in input order. Batches with a producer sequence also record it
-        (and their result) in the same commit, so idempotence survives a crash.
+    def append(
+        self, topic: str, batch: AppendBatch, wait: float = 5.0
+    ) -> asyncio.Future[list[AppendedRecord]]:
+        """Queue one batch (atomic: all its records or none) and return a future of where its
+        records landed, in input order. Queued now, synchronously, so batches commit in call
+        order; the engine commits everything queued meanwhile in one transaction (group
+        commit). A batch with a producer sequence also records it (and its result) in the same
+        commit, so idempotence survives a crash.
 
-        When this returns, the records are committed, `partition_state` and
-        `producer_history` already reflect them and the listeners have been told (`on_commit`),
-        with no await in between, which the fan-out and the idempotent producer rely on.
+        Raises `TopicNotFound`/`PartitionNotFound` at once. When the topic's write queue is
+        full the batch waits for room at most `wait` seconds, then the future fails with
+        `Unavailable` (with a retry-after hint). When the future resolves, the records are
+        committed, `partition_state` and `producer_history` already reflect them and the
+        listeners have been told (`on_commit`), with no await in between, which the fan-out
+        and the idempotent producer rely on. Cancelling the future does not cancel the commit.
         """
 
     @abc.abstractmethod
-    def producer_history(self, topic: str, producer_id: str) -> Sequence[ProducerEntry]:
-        """The producer's last committed requests on this topic (at most PRODUCER_HISTORY),
-        oldest first, from memory."""
+    def producer_history(self, topic: str, producer_id: str) -> ProducerWindow:
+        """The producer's remembered committed requests on this topic, from memory."""
 
     @abc.abstractmethod
     async def read(
@@ -275,9 +336,10 @@ class Engine(abc.ABC):
     async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
         """Durably store a group's positions on a topic's partitions (one atomic commit).
 
-        The in-memory view (`committed_offsets`) changes before the first await, so callers
-        see commits in the order they were made."""
+        Commits are applied in call order. The in-memory view (`committed_offsets`) changes
+        only once the commit is durable, in the same step that resolves this call; a failed
+        commit changes nothing. Concurrent commits never fail because of each other."""
 
     @abc.abstractmethod
     async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
-        """Forget a group's offsets (on one topic, or all)."""
+        """Forget a group's offsets (on one topic, or all); memory follows the disk, as above."""

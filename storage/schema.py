@@ -1,0 +1,177 @@
+"""The SQLite files' schemas, migrations, connection settings and start-up loading.
+
+A topic database holds the table ``topic`` (its one row: name, partition count, config,
+creation time), ``partitions`` (per partition: log start offset, high watermark, size), one
+table ``p<N>`` per partition whose ``offset`` column is the INTEGER PRIMARY KEY, and
+``producers`` (the idempotent producers' remembered requests). Offsets come from
+``partitions.high_watermark``, never from ``max(offset)+1``, so they are not reused even after
+every record of a partition has been deleted. ``groups.db`` holds ``group_offsets``.
+
+Everything here is plain `sqlite3`, run in a writer or reader thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from storage.engine import (
+    AppendedRecord,
+    CommittedOffset,
+    PartitionState,
+    ProducerEntry,
+    ProducerWindow,
+    TopicMeta,
+)
+
+SyncPolicy = Literal["full", "normal"]
+SCHEMA_VERSION = 2  # 1: no producers table
+CREATE_PRODUCERS = (
+    "CREATE TABLE IF NOT EXISTS producers (producer_id TEXT NOT NULL, sequence INTEGER NOT NULL, "
+    "appended BLOB NOT NULL, committed_at INTEGER NOT NULL, PRIMARY KEY (producer_id, sequence))"
+)
+CREATE_GROUP_OFFSETS = (
+    "CREATE TABLE IF NOT EXISTS group_offsets (group_name TEXT NOT NULL, "
+    "topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, "
+    "committed_at INTEGER NOT NULL, PRIMARY KEY (group_name, topic, partition))"
+)
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def partition_table(partition: int) -> str:
+    return quote_identifier(f"p{int(partition)}")
+
+
+@dataclass(frozen=True)
+class Connector:
+    """Opens connections with Eddy's settings (WAL; fsync per commit with sync=full)."""
+
+    sync: SyncPolicy
+
+    def __call__(self, path: Path) -> sqlite3.Connection:
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT). Connections
+        # move between the reader pool's threads, never used by two at once.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.sync.upper()}")
+            conn.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            conn.close()  # a file that is not a database must not keep a descriptor open
+            raise
+        return conn
+
+
+def encode_appended(appended: Sequence[AppendedRecord]) -> bytes:
+    return orjson.dumps([[a.partition, a.offset, a.timestamp] for a in appended])
+
+
+def decode_appended(blob: bytes) -> tuple[AppendedRecord, ...]:
+    return tuple(AppendedRecord(*item) for item in orjson.loads(blob))
+
+
+def add_partitions(conn: sqlite3.Connection, numbers: Iterable[int]) -> None:
+    for number in numbers:
+        conn.execute(
+            f'CREATE TABLE {partition_table(number)} ("offset" INTEGER PRIMARY KEY, '
+            "timestamp INTEGER NOT NULL, key TEXT, value BLOB, "
+            "value_format INTEGER NOT NULL, headers BLOB, size INTEGER NOT NULL)"
+        )
+        conn.execute("INSERT INTO partitions VALUES (?, 0, 0, 0)", (number,))
+
+
+def initialise_topic_db(path: Path, meta: TopicMeta, sync: SyncPolicy) -> None:
+    """Create a new topic database at `path` (in the staging dir)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        # auto_vacuum must be chosen before the first table exists; incremental lets
+        # retention give space back to the filesystem in small steps.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={sync.upper()}")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "CREATE TABLE topic (name TEXT NOT NULL, partitions INTEGER NOT NULL, "
+            "config TEXT NOT NULL, created_at INTEGER NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO topic VALUES (?, ?, ?, ?)",
+            (meta.name, meta.partitions, orjson.dumps(meta.config).decode(), meta.created_at),
+        )
+        conn.execute(
+            "CREATE TABLE partitions (partition INTEGER PRIMARY KEY, "
+            "log_start_offset INTEGER NOT NULL, high_watermark INTEGER NOT NULL, "
+            "size_bytes INTEGER NOT NULL)"
+        )
+        add_partitions(conn, range(meta.partitions))
+        conn.execute(CREATE_PRODUCERS)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older topic database to SCHEMA_VERSION (in one transaction)."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return
+    if version != 1:
+        raise RuntimeError(f"unsupported schema version {version}")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(CREATE_PRODUCERS)  # version 1: written by Eddy before the idempotent producer
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+@dataclass
+class LoadedTopic:
+    meta: TopicMeta
+    partitions: list[PartitionState]
+    producers: dict[str, ProducerWindow]
+
+
+def load_topic(conn: sqlite3.Connection) -> LoadedTopic:
+    """Migrate if needed, then read what the engine keeps in memory."""
+    migrate(conn)
+    name, partitions, config, created_at = conn.execute(
+        "SELECT name, partitions, config, created_at FROM topic"
+    ).fetchone()
+    states = [
+        PartitionState(*row)
+        for row in conn.execute(
+            "SELECT partition, log_start_offset, high_watermark, size_bytes FROM partitions "
+            "ORDER BY partition"
+        )
+    ]
+    producers: dict[str, ProducerWindow] = {}
+    for producer_id, sequence, appended in conn.execute(
+        "SELECT producer_id, sequence, appended FROM producers ORDER BY producer_id, sequence"
+    ):
+        producers.setdefault(producer_id, ProducerWindow()).add(
+            ProducerEntry(sequence, decode_appended(appended))
+        )
+    meta = TopicMeta(name, partitions, orjson.loads(config), created_at)
+    return LoadedTopic(meta, states, producers)
+
+
+def load_group_offsets(conn: sqlite3.Connection) -> list[CommittedOffset]:
+    conn.execute(CREATE_GROUP_OFFSETS)
+    return [
+        CommittedOffset(*row)
+        for row in conn.execute(
+            "SELECT group_name, topic, partition, next_offset, committed_at FROM group_offsets"
+        )
+    ]
