@@ -12,6 +12,7 @@ Everything here is plain `sqlite3`, run in a writer or reader thread.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -88,15 +89,16 @@ def add_partitions(conn: sqlite3.Connection, numbers: Iterable[int]) -> None:
         conn.execute("INSERT INTO partitions VALUES (?, 0, 0, 0)", (number,))
 
 
-def initialise_topic_db(path: Path, meta: TopicMeta, sync: SyncPolicy) -> None:
-    """Create a new topic database at `path` (in the staging dir)."""
+def initialise_topic_db(path: Path, meta: TopicMeta, durable: bool) -> None:
+    """Create a new topic database at `path` (in the staging dir, which a crash discards:
+    so no fsync while building it, one at the end if `durable`)."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         # auto_vacuum must be chosen before the first table exists; incremental lets
         # retention give space back to the filesystem in small steps.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={sync.upper()}")
+        conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
             "CREATE TABLE topic (name TEXT NOT NULL, partitions INTEGER NOT NULL, "
@@ -116,7 +118,13 @@ def initialise_topic_db(path: Path, meta: TopicMeta, sync: SyncPolicy) -> None:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     finally:
-        conn.close()
+        conn.close()  # checkpoints the WAL into the file and removes it
+    if durable:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

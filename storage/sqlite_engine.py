@@ -159,7 +159,7 @@ class SQLiteEngine(Engine):
             await self._writers.stop()
             self._writers = None
         if self._readers is not None:
-            self._readers.close()
+            await self._readers.close()
             self._readers = None
         self._dir.release()
 
@@ -228,8 +228,9 @@ class SQLiteEngine(Engine):
                 # Built in tmp/ and renamed into place: a crash or a failure mid-way never
                 # leaves a half-made topic behind (nor the staging dir).
                 with self._dir.staging() as staging:
-                    initialise_topic_db(staging / "log.db", meta, self.sync)
-                    self._dir.publish(staging, name, durable=self.sync == "full")
+                    durable = self.sync == "full"
+                    initialise_topic_db(staging / "log.db", meta, durable)
+                    self._dir.publish(staging, name, durable)
 
             try:
                 await writers.thread_for(path).run_in(asyncio.get_running_loop(), create)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
 import threading
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -316,7 +317,13 @@ class ReaderPool:
     reused; beyond `max_idle` idle ones, the least recently used are closed."""
 
     def __init__(self, size: int, connect: Connect, max_idle: int) -> None:
-        self._executor = ThreadPoolExecutor(size, thread_name_prefix="eddy-reader")
+        # a read to run, or (when closing) the future a thread resolves as it ends
+        self._tasks: queue.SimpleQueue[Callable[[], None] | _Stop] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._main, name=f"eddy-reader-{i}") for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._connect = connect
         self._max_idle = max_idle
         self._lock = threading.Lock()
@@ -327,7 +334,26 @@ class ReaderPool:
 
     def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run `fn` in a reader thread (file operations: they must not block the loop)."""
-        return asyncio.wrap_future(self._executor.submit(fn))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        if self._closed:
+            raise DatabaseClosed("the reader pool is closed")
+
+        def call() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:
+                _post(loop, _settle, done, None, exc)
+            else:
+                _post(loop, _settle, done, result, None)
+
+        self._tasks.put(call)
+        return done
+
+    def _main(self) -> None:
+        while not isinstance(task := self._tasks.get(), _Stop):
+            task()
+        _post(task.loop, _settle, task.done, None, None)
 
     def read(
         self, db: Database[Any, Any], fn: Callable[[sqlite3.Connection], T]
@@ -380,9 +406,16 @@ class ReaderPool:
         for conn in conns:
             _close(conn)
 
-    def close(self) -> None:
-        """Close every idle connection; reads still running finish and close theirs."""
-        self._executor.shutdown(wait=False)
+    async def close(self) -> None:
+        """Let queued reads finish, close every connection, end the threads."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        ended = [_Stop(loop, loop.create_future()) for _ in self._threads]
+        for stop in ended:
+            self._tasks.put(stop)
+        await asyncio.gather(*(stop.done for stop in ended))
+        for thread in self._threads:
+            thread.join()  # already ended: returns at once
         with self._lock:
             self._closed = True
             conns = [c for idle in self._idle.values() for c in idle]
@@ -390,6 +423,12 @@ class ReaderPool:
             self._idle_count = 0
         for conn in conns:
             _close(conn)
+
+
+@dataclass(frozen=True)
+class _Stop:
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[None]
 
 
 def _close(conn: sqlite3.Connection) -> None:
