@@ -10,10 +10,11 @@ since idle files' connections are closed (least recently used first), of descrip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ class SQLiteEngine(Engine):
         self._topics: dict[str, TopicLog] = {}
         # topics whose database could not be opened -> why; they answer 503, others keep working
         self._broken: dict[str, str] = {}
-        self._busy: set[str] = set()  # names being created, altered or deleted
+        # per topic name being created, altered or deleted: its lock and how many use it
+        self._name_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._writers: WriterPool | None = None
         self._readers: ReaderPool | None = None
         self._groups: GroupOffsets | None = None
@@ -198,15 +200,21 @@ class SQLiteEngine(Engine):
                 {"topic": name},
             )
 
-    def _claim(self, name: str) -> None:
-        """Serialise create/alter/delete of one topic name (others proceed in parallel)."""
-        if name in self._busy:
-            raise Unavailable(
-                f"topic '{name}' is being changed by another request; retry",
-                {"topic": name},
-                retry_after=1.0,
-            )
-        self._busy.add(name)
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, name: str) -> AsyncIterator[None]:
+        """Serialise create/alter/delete of one topic name (other names proceed in parallel)."""
+        entry = self._name_locks.get(name)
+        if entry is None:
+            entry = self._name_locks[name] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._name_locks[name]
 
     def list_topics(self) -> list[TopicMeta]:
         return [self._topics[name].meta for name in sorted(self._topics)]
@@ -215,12 +223,11 @@ class SQLiteEngine(Engine):
         return self._topic(name).meta
 
     async def create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> TopicMeta:
-        self._raise_if_broken(name)
-        if name in self._topics:
-            raise TopicExists(name)
-        writers = self._live_writers()
-        self._claim(name)
-        try:
+        async with self._exclusive(name):
+            self._raise_if_broken(name)
+            if name in self._topics:
+                raise TopicExists(name)
+            writers = self._live_writers()
             meta = TopicMeta(name, partitions, dict(config), int(time.time() * 1000))
             path = self._dir.topic_db(name)
 
@@ -236,18 +243,15 @@ class SQLiteEngine(Engine):
                 await writers.thread_for(path).run_in(asyncio.get_running_loop(), create)
             except (sqlite3.Error, OSError) as exc:
                 raise Unavailable(f"cannot create topic '{name}': {exc}", {"topic": name}) from exc
-            loaded = LoadedTopic(meta, [PartitionState(p, 0, 0, 0) for p in range(partitions)], {})
-            self._topics[name] = self._topic_log(loaded, path)
+            states = [PartitionState(p, 0, 0, 0) for p in range(partitions)]
+            self._topics[name] = self._topic_log(LoadedTopic(meta, states, {}), path)
             return meta
-        finally:
-            self._busy.discard(name)
 
     async def update_topic(
         self, name: str, partitions: int | None, config: dict[str, Any] | None
     ) -> TopicMeta:
-        topic = self._topic(name)
-        self._claim(name)
-        try:
+        async with self._exclusive(name):
+            topic = self._topic(name)
             meta = topic.meta
             new = replace(
                 meta,
@@ -257,30 +261,24 @@ class SQLiteEngine(Engine):
             job = AlterJob(asyncio.get_running_loop().create_future(), new, meta.partitions)
             result: TopicMeta = await cleaning.run_job(topic, job)
             return result
-        finally:
-            self._busy.discard(name)
 
     async def delete_topic(self, name: str) -> None:
-        readers = self._live_readers()
-        if name in self._broken:  # deleting is how an operator gives up on a bad file
-            self._claim(name)
+        async with self._exclusive(name):
+            readers = self._live_readers()
+            if name not in self._broken:
+                topic = self._topic(name)
+                del self._topics[name]
+                await topic.close()  # commits already queued finish first
+                for group in self._live_groups().groups_on(name):
+                    await self.delete_committed_offsets(group, name)
+            # (deleting is also how an operator gives up on a file that cannot be opened)
             try:
                 await readers.run(lambda: self._dir.remove(self._dir.topics / name))
-                del self._broken[name]
-            finally:
-                self._busy.discard(name)
-            return
-        topic = self._topic(name)
-        self._claim(name)
-        try:
-            del self._topics[name]
-            await topic.close()  # commits already queued finish first
-            for group in self._live_groups().groups_on(name):
-                await self.delete_committed_offsets(group, name)
-            await readers.run(lambda: self._dir.remove(self._dir.topics / name))
+            except OSError as exc:  # still on disk: say so until a delete succeeds
+                self._broken[name] = f"deleting it failed: {exc}"
+                raise Unavailable(f"cannot delete topic '{name}': {exc}", {"topic": name}) from exc
+            self._broken.pop(name, None)
             self._announce_topic_deleted(name)
-        finally:
-            self._busy.discard(name)
 
     # --- partitions ---------------------------------------------------------------------------
     def partition_state(self, topic: str, partition: int) -> PartitionState:
