@@ -72,13 +72,15 @@ class Producer:
         now = int(time.time() * 1000)
         max_bytes = int(config["max.message.bytes"])
         needs_key = is_compacted(config)
+        sizes = [record_size(d.key, d.value, d.headers) for d in drafts]
         records = [
-            self._place(meta, index, draft, now, max_bytes, needs_key)
-            for index, draft in enumerate(drafts)
+            self._place(meta, index, draft, now, size, max_bytes, needs_key)
+            for index, (draft, size) in enumerate(zip(drafts, sizes, strict=True))
         ]
+        batch = AppendBatch(records, producer, sizes)
         if producer is None:
-            return self._engine.append(meta.name, AppendBatch(records), self._queue_timeout)
-        return self._submit_idempotent(meta.name, AppendBatch(records, producer), retry_window)
+            return self._engine.append(meta.name, batch, self._queue_timeout)
+        return self._submit_idempotent(meta.name, batch, retry_window)
 
     def _submit_idempotent(
         self, topic: str, batch: AppendBatch, retry_window: int
@@ -98,8 +100,8 @@ class Producer:
                 {"producer_id": producer_id, "sequence": sequence, "expected": decision.expected},
             )
         if isinstance(decision, Retry):
-            if decision.entry is None:
-                return in_flight[sequence]  # the original is still being committed
+            if decision.entry is None:  # the original is still being committed: its outcome
+                return asyncio.shield(in_flight[sequence])
             if not in_flight:
                 self._in_flight.pop((topic, producer_id), None)
             retried: asyncio.Future[list[AppendedRecord]] = (
@@ -121,7 +123,9 @@ class Producer:
                 del self._in_flight[(topic, producer_id)]
 
         done.add_done_callback(settled)
-        return done
+        # Callers get a view: one that stops waiting (a closed WebSocket) must not cancel the
+        # future a retry of the same sequence will wait on.
+        return asyncio.shield(done)
 
     def _place(
         self,
@@ -129,10 +133,10 @@ class Producer:
         index: int,
         draft: RecordDraft,
         now: int,
+        size: int,
         max_bytes: int,
         needs_key: bool,
     ) -> NewRecord:
-        size = record_size(draft.key, draft.value, draft.headers)
         if size > max_bytes:
             raise RecordTooLarge(
                 f"record {index} is {size} bytes; this topic's max.message.bytes is {max_bytes}",
@@ -167,9 +171,7 @@ class Producer:
         """One commit (a group commit of any number of requests)."""
         self._metrics.commit_batch_records.observe(len(records))
         self._metrics.records_in.labels(topic).inc(len(records))
-        self._metrics.bytes_in.labels(topic).inc(
-            sum(record_size(r.key, r.value, r.headers) for r in records)
-        )
+        self._metrics.bytes_in.labels(topic).inc(sum(r.size for r in records))
 
     def on_partitions_added(self, topic: str, partitions: int) -> None:
         pass

@@ -68,6 +68,8 @@ class AppendBatch:
 
     records: Sequence[NewRecord]
     producer: ProducerSequence | None = None
+    # each record's `record_size`, when the caller has computed it already (else the engine does)
+    sizes: Sequence[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +125,9 @@ def record_size(key: str | None, value: bytes | None, headers: Mapping[str, str]
     size = len(value) if value else 0
     if key:
         size += len(key) if key.isascii() else len(key.encode())
-    for name, text in headers.items():
-        size += len(name.encode()) + len(text.encode())
+    if headers:
+        for name, text in headers.items():
+            size += len(name.encode()) + len(text.encode())
     return size
 
 
@@ -137,6 +140,7 @@ class StoredRecord:
     value: bytes | None
     value_format: ValueFormat
     headers: dict[str, str]
+    size: int = 0  # its record_size (the engine always sets it)
 
 
 @dataclass(frozen=True, slots=True)

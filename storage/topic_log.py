@@ -200,6 +200,7 @@ class AppendJob(TopicJob):
                     record.value,
                     record.value_format,
                     record.headers,
+                    size,
                 )
             )
         if producer is not None:
@@ -298,11 +299,14 @@ class TopicLog:
         if self.closed:
             raise TopicNotFound(self.name)
         count = len(self.partitions)
-        sizes: list[int] = []
         for record in batch.records:
             if not 0 <= record.partition < count:
                 raise PartitionNotFound(self.name, record.partition, count)
-            sizes.append(record_size(record.key, record.value, record.headers))
+        sizes = (
+            list(batch.sizes)
+            if batch.sizes is not None
+            else [record_size(r.key, r.value, r.headers) for r in batch.records]
+        )
         future: asyncio.Future[list[AppendedRecord]] = self._loop.create_future()
         job = AppendJob(batch, future, sizes)
         if not self._waiting and self._has_room(job):
@@ -475,6 +479,7 @@ class TopicLog:
                         value,
                         ValueFormat(fmt),
                         orjson.loads(headers) if headers else {},
+                        size,
                     )
                 )
             return records
