@@ -13,7 +13,7 @@ import enum
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger("eddy.storage")
 
@@ -33,8 +33,9 @@ class ValueFormat(enum.IntEnum):
     BINARY = 1  # opaque bytes (sent and returned as value_base64)
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
+# The types made once per record are NamedTuples: immutable like the frozen dataclasses here,
+# and about three times cheaper to create, which a 1,000-record batch feels.
+class NewRecord(NamedTuple):
     """A record the broker asks the engine to append (partition already chosen)."""
 
     partition: int
@@ -45,8 +46,7 @@ class NewRecord:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class AppendedRecord:
+class AppendedRecord(NamedTuple):
     """Where an appended record landed."""
 
     partition: int
@@ -131,8 +131,7 @@ def record_size(key: str | None, value: bytes | None, headers: Mapping[str, str]
     return size
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
+class StoredRecord(NamedTuple):
     partition: int
     offset: int
     timestamp: int
