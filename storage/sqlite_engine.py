@@ -1,10 +1,12 @@
 """The embedded engine: one SQLite database file per topic, one table per partition.
 
-Files and their layout: `datadir.py` and `schema.py`. Every database file has exactly one writer
+Files and their layout: `datadir.py`, `schema.py`. Every database file has exactly one writer
 (`writer.py`): a small, fixed pool of writer threads where each file belongs to one thread,
 which runs whole transactions handed to it and does the group commit. Reads run on a small
-reader pool. So however many topics are open, the engine holds a bounded number of threads and,
-since idle files' connections are closed (least recently used first), of descriptors.
+reader pool (`readers.py`). The topic log, cleaning and group offsets are `topic_log.py`,
+`cleaning.py` and `group_offsets.py`; this module ties them together. However many topics are
+open, the engine holds a bounded number of threads and, since idle files' connections are
+closed (least recently used first), of descriptors.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from storage.engine import (
     TopicMeta,
 )
 from storage.group_offsets import GroupOffsets
+from storage.readers import ReaderPool
 from storage.schema import (
     Connector,
     LoadedTopic,
@@ -42,7 +45,7 @@ from storage.schema import (
     load_topic,
 )
 from storage.topic_log import AlterJob, Announcer, QueueLimits, TopicLog
-from storage.writer import ReaderPool, WriterPool
+from storage.writer import WriterPool
 
 log = logging.getLogger("eddy.storage")
 

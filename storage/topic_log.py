@@ -38,8 +38,9 @@ from storage.engine import (
     ValueFormat,
     record_size,
 )
+from storage.readers import ReaderPool
 from storage.schema import add_partitions, encode_appended, partition_table
-from storage.writer import Database, DatabaseClosed, Job, ReaderPool, WriterPool
+from storage.writer import Database, DatabaseClosed, Job, WriterPool
 
 log = logging.getLogger("eddy.storage")
 

@@ -1,4 +1,4 @@
-"""Exactly one writer per database file, on a bounded pool of threads; a bounded reader pool.
+"""Exactly one writer per database file, on a bounded pool of threads.
 
 Each database file (a topic's log.db, groups.db) belongs to one `WriterThread`, chosen by a hash
 of its path, so there is one writer per file and at most `writers` threads however many files
@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
 import threading
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -94,7 +92,7 @@ class Database(Generic[J, R]):
 
         def close_connection() -> None:
             self.thread.forget(self)
-            _post(self.loop, _settle, done, None, None)
+            post(self.loop, settle, done, None, None)
 
         self.thread.call_after(self, close_connection)
         return done
@@ -143,9 +141,9 @@ class WriterThread:
             try:
                 result = fn()
             except BaseException as exc:
-                _post(loop, _settle, done, None, exc)
+                post(loop, settle, done, None, exc)
             else:
-                _post(loop, _settle, done, result, None)
+                post(loop, settle, done, result, None)
 
         self.call(call)
         return done
@@ -194,7 +192,7 @@ class WriterThread:
         self._connections.clear()
         with self.lock:
             if self._stopped is not None:
-                _post(self._stopped[0], _settle, self._stopped[1], None, None)
+                post(self._stopped[0], settle, self._stopped[1], None, None)
 
     @staticmethod
     def _take(db: Database[Any, Any]) -> list[Any]:
@@ -228,9 +226,9 @@ class WriterThread:
                 for job in jobs:
                     self._process(db, [job])
                 return
-            _post(db.loop, db.owner.failed, jobs, exc)
+            post(db.loop, db.owner.failed, jobs, exc)
             return
-        _post(db.loop, db.owner.committed, jobs, result)
+        post(db.loop, db.owner.committed, jobs, result)
 
     def _transaction(
         self, conn: sqlite3.Connection, db: Database[Any, Any], jobs: list[Any]
@@ -312,131 +310,7 @@ class WriterPool:
             thread.join()  # already ended: returns at once
 
 
-class ReaderPool:
-    """A few threads for reads and file operations. Read connections are opened lazily and
-    reused; beyond `max_idle` idle ones, the least recently used are closed."""
-
-    def __init__(self, size: int, connect: Connect, max_idle: int) -> None:
-        # a read to run, or (when closing) the future a thread resolves as it ends
-        self._tasks: queue.SimpleQueue[Callable[[], None] | _Stop] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._main, name=f"eddy-reader-{i}") for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-        self._connect = connect
-        self._max_idle = max_idle
-        self._lock = threading.Lock()
-        # database -> its idle connections, least recently used first
-        self._idle: OrderedDict[Database[Any, Any], list[sqlite3.Connection]] = OrderedDict()
-        self._idle_count = 0
-        self._closed = False
-
-    def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run `fn` in a reader thread (file operations: they must not block the loop)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        if self._closed:
-            raise DatabaseClosed("the reader pool is closed")
-
-        def call() -> None:
-            try:
-                result = fn()
-            except BaseException as exc:
-                _post(loop, _settle, done, None, exc)
-            else:
-                _post(loop, _settle, done, result, None)
-
-        self._tasks.put(call)
-        return done
-
-    def _main(self) -> None:
-        while not isinstance(task := self._tasks.get(), _Stop):
-            task()
-        _post(task.loop, _settle, task.done, None, None)
-
-    def read(
-        self, db: Database[Any, Any], fn: Callable[[sqlite3.Connection], T]
-    ) -> asyncio.Future[T]:
-        """Run `fn` with a read connection to `db`'s file, in a reader thread."""
-        return self.run(lambda: self._with_connection(db, fn))
-
-    def _with_connection(self, db: Database[Any, Any], fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if db.closed:
-                raise DatabaseClosed(str(db.path))
-            idle = self._idle.get(db)
-            conn = idle.pop() if idle else None
-            if conn is not None:
-                self._idle_count -= 1
-                if not idle:
-                    del self._idle[db]
-        if conn is None:
-            conn = self._connect(db.path)
-        try:
-            result = fn(conn)
-        except BaseException:
-            _close(conn)  # a failed read may leave the connection unusable
-            raise
-        self._check_in(db, conn)
-        return result
-
-    def _check_in(self, db: Database[Any, Any], conn: sqlite3.Connection) -> None:
-        closing: list[sqlite3.Connection] = []
-        with self._lock:
-            if db.closed or self._closed:
-                closing.append(conn)
-            else:
-                self._idle.setdefault(db, []).append(conn)
-                self._idle.move_to_end(db)
-                self._idle_count += 1
-            while self._idle_count > self._max_idle:
-                _, conns = self._idle.popitem(last=False)
-                self._idle_count -= len(conns)
-                closing += conns
-        for old in closing:
-            _close(old)
-
-    def forget(self, db: Database[Any, Any]) -> None:
-        """Close the (closed) database's idle connections; busy ones close when their read
-        ends."""
-        with self._lock:
-            conns = self._idle.pop(db, [])
-            self._idle_count -= len(conns)
-        for conn in conns:
-            _close(conn)
-
-    async def close(self) -> None:
-        """Let queued reads finish, close every connection, end the threads."""
-        self._closed = True
-        loop = asyncio.get_running_loop()
-        ended = [_Stop(loop, loop.create_future()) for _ in self._threads]
-        for stop in ended:
-            self._tasks.put(stop)
-        await asyncio.gather(*(stop.done for stop in ended))
-        for thread in self._threads:
-            thread.join()  # already ended: returns at once
-        with self._lock:
-            self._closed = True
-            conns = [c for idle in self._idle.values() for c in idle]
-            self._idle.clear()
-            self._idle_count = 0
-        for conn in conns:
-            _close(conn)
-
-
-@dataclass(frozen=True)
-class _Stop:
-    loop: asyncio.AbstractEventLoop
-    done: asyncio.Future[None]
-
-
-def _close(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        conn.close()
-
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+def post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
     """Run fn(*args) on the event loop (from a writer thread)."""
     try:
         loop.call_soon_threadsafe(fn, *args)
@@ -444,7 +318,7 @@ def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) 
         log.debug("event loop closed; dropped a writer outcome")
 
 
-def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if done.done():
         return
     if error is None:
