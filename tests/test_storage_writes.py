@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from broker.metrics import Metrics
+from broker.producer import Producer
+from broker.publisher import PublishSession
 from models.errors import TopicNotFound, Unavailable
 from storage import (
     AppendBatch,
@@ -338,3 +342,44 @@ async def ten_thousand_topics(data: Path) -> None:
     await engine.close()
     assert threading.active_count() == threads_before
     assert open_descriptors() == fds_before
+
+
+class Collect:
+    """A FrameSink keeping what the session sends."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, object]] = []
+
+    async def send_text(self, data: str) -> None:
+        self.frames.append(json.loads(data))
+
+
+async def test_a_full_write_queue_stops_reading_a_publishing_socket(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path, queue_limits=QueueLimits(records=2, bytes=1 << 20))
+    meta = await engine.create_topic("t", 1, {})
+    producer = Producer(engine, Metrics(), queue_timeout=30)
+    config = {"max.message.bytes": 1_000_000, "cleanup.policy": "delete"}
+    blocker = sqlite3.connect(tmp_path / "topics" / "t" / "log.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer cannot commit: the queue fills up
+    pulled = 0
+
+    async def incoming() -> AsyncIterator[str]:
+        nonlocal pulled
+        for i in range(20):
+            pulled += 1
+            yield json.dumps({"id": i, "value": i})
+
+    sink = Collect()
+    session = PublishSession(
+        "t", lambda drafts, p: producer.submit(meta, drafts, config, p), sink, 3, None
+    )
+    running = asyncio.ensure_future(session.run(incoming()))
+    await asyncio.sleep(0.2)  # give the session every chance to read on
+    # nothing committed, so the session stopped reading: its 3 queued answers, the one being
+    # awaited and the frame the reader holds; not the 20 the client sent
+    assert pulled <= 3 + 2 and sink.frames == []
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert await asyncio.wait_for(running, 30) is None  # the client's frames ran out
+    assert [f["offset"] for f in sink.frames] == list(range(20))  # all acked, in order
+    await engine.close()
