@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(topics.router)
     app.include_router(records.router)
+    app.router.routes.insert(0, records.produce_route)  # the lean produce route, matched first
     app.include_router(ws.router)
     app.include_router(groups.router)
     app.include_router(ops.router)
