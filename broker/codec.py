@@ -46,13 +46,19 @@ def _orjson_is_exact(data: bytes | str) -> bool:
 
 def parse_json(data: bytes | str) -> Any:
     """Parse client JSON exactly (integers of any size), rejecting NaN/Infinity and overflow."""
+    return load_json(data)[0]
+
+
+def load_json(data: bytes | str) -> tuple[Any, bool]:
+    """`parse_json`, and whether every string in the value is valid Unicode (orjson refuses
+    lone surrogates; the stdlib lets "\\ud800" through)."""
     if _orjson_is_exact(data):
         try:
-            return orjson.loads(data)
+            return orjson.loads(data), True
         except orjson.JSONDecodeError:
             pass  # the stdlib decides, and words the error
     try:
-        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float), False
     except RecursionError:
         raise InvalidRequest("JSON is nested too deeply") from None
     except UnicodeDecodeError:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import base64
+import binascii
+from typing import Any, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
-from broker.codec import check_text, decode_base64, dump_json, parse_json, validation_error
+from broker.codec import check_text, decode_base64, dump_json, load_json, validation_error
 from models.errors import InvalidRequest, UnsupportedMediaType
 from models.records import MAX_INT32, MAX_INT64, ProduceBatch, ProducerRef, RecordIn
 from storage import ProducerSequence, ValueFormat
@@ -15,9 +17,10 @@ from storage import ProducerSequence, ValueFormat
 JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
-@dataclass(frozen=True, slots=True)
-class RecordDraft:
-    """A record as a client sent it, value encoded; partition and timestamp optional."""
+class RecordDraft(NamedTuple):
+    """A record as a client sent it, value encoded; partition and timestamp optional.
+    (A named tuple: batches make a thousand of these per request, and a tuple is the cheapest
+    immutable record to build.)"""
 
     key: str | None
     value: bytes | None
@@ -28,91 +31,114 @@ class RecordDraft:
 
 
 def draft_from_record(record: RecordIn) -> RecordDraft:
-    return _draft(
-        record.key,
-        record.value,
-        record.value_base64,
-        record.headers,
-        record.partition,
-        record.timestamp,
+    if record.value_base64 is not None:
+        if record.value is not None:
+            raise InvalidRequest("give either value or value_base64, not both")
+        value: bytes | None = decode_base64(record.value_base64)
+        value_format = ValueFormat.BINARY
+    else:
+        value = None if record.value is None else dump_json(record.value)
+        value_format = ValueFormat.JSON
+    if record.key is not None:
+        check_text(record.key, "key")
+    for name, text in record.headers.items():
+        check_text(name, "header name")
+        check_text(text, f"header {name!r}")
+    return RecordDraft(
+        record.key, value, value_format, record.headers, record.partition, record.timestamp
     )
 
 
-def _draft(
-    key: str | None,
-    value: Any,
-    value_base64: str | None,
-    headers: dict[str, str],
-    partition: int | None,
-    timestamp: int | None,
-) -> RecordDraft:
-    if value_base64 is not None:
-        if value is not None:
-            raise InvalidRequest("give either value or value_base64, not both")
-        encoded: bytes | None = decode_base64(value_base64)
-        value_format = ValueFormat.BINARY
-    else:
-        encoded = None if value is None else dump_json(value)
-        value_format = ValueFormat.JSON
-    if key is not None:
-        check_text(key, "key")
-    for name, text in headers.items():
-        check_text(name, "header name")
-        check_text(text, f"header {name!r}")
-    return RecordDraft(key, encoded, value_format, headers, partition, timestamp)
-
-
-# The fields of RecordIn. A record object that uses exactly these types is taken as it is (what
-# RecordIn.model_validate would return for it, field by field); anything else (a missing type,
-# a coercion pydantic would do, a range error) goes through the models, so their answers and
-# error messages stay the only ones.
+# A record object whose fields have exactly RecordIn's types, in range, and nothing that
+# draft_from_record would refuse, becomes a draft here in one pass, without a model; it is the
+# draft RecordIn.model_validate and draft_from_record make of it. On anything else (a coercion
+# pydantic would do, an error to report) `_plain_drafts` gives up and the whole body goes
+# through the models, so their answers and error messages stay the only ones.
 _RECORD_FIELDS = frozenset(RecordIn.model_fields)
 _BATCH_FIELDS = frozenset(ProduceBatch.model_fields)
-_Fields = tuple[str | None, Any, str | None, dict[str, str], int | None, int | None]
-_NO_HEADERS: dict[str, str] = {}  # a marker: "headers" was not given
+_JSON, _BINARY = ValueFormat.JSON, ValueFormat.BINARY
 
 
-def _exact_int(value: Any, maximum: int) -> bool:
-    return value is None or (type(value) is int and 0 <= value <= maximum)
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-def _plain_record(data: Any) -> _Fields | None:
-    """The fields of a record object if it needs no validation beyond type checks, else None."""
-    if type(data) is not dict or not _RECORD_FIELDS.issuperset(data):
-        return None
-    key = data.get("key")
-    value_base64 = data.get("value_base64")
-    headers = data.get("headers", _NO_HEADERS)
-    partition = data.get("partition")
-    timestamp = data.get("timestamp")
-    if (
-        (key is not None and type(key) is not str)
-        or (value_base64 is not None and type(value_base64) is not str)
-        or not _exact_int(partition, MAX_INT32)
-        or not _exact_int(timestamp, MAX_INT64)
-    ):
-        return None
-    if headers is _NO_HEADERS:
-        headers = {}
-    elif type(headers) is not dict or not all(
-        type(k) is str and type(v) is str for k, v in headers.items()
-    ):
-        return None
-    return key, data.get("value"), value_base64, headers, partition, timestamp
+def _plain_drafts(records: list[Any], text_is_valid: bool) -> list[RecordDraft] | None:
+    """The drafts of `records` if each is plain (see above), else None. `text_is_valid`: the
+    parser guarantees every string is valid Unicode (orjson refuses lone surrogates)."""
+    drafts = []
+    dumps = orjson.dumps
+    for record in records:
+        if type(record) is not dict or not _RECORD_FIELDS.issuperset(record):
+            return None
+        key = record.get("key")
+        headers = record.get("headers")
+        partition = record.get("partition")
+        timestamp = record.get("timestamp")
+        if (
+            (key is not None and type(key) is not str)
+            or (
+                partition is not None
+                and (type(partition) is not int or not 0 <= partition <= MAX_INT32)
+            )
+            or (
+                timestamp is not None
+                and (type(timestamp) is not int or not 0 <= timestamp <= MAX_INT64)
+            )
+        ):
+            return None
+        if headers is None:
+            if "headers" in record:
+                return None
+            headers = {}
+        elif type(headers) is not dict or not all(
+            type(k) is str and type(v) is str for k, v in headers.items()
+        ):
+            return None
+        if not text_is_valid and not all(
+            map(_valid_text, [*([] if key is None else [key]), *headers, *headers.values()])
+        ):
+            return None
+        value_base64 = record.get("value_base64")
+        value_format = _JSON
+        try:
+            if value_base64 is None:
+                value = record.get("value")
+                encoded = None if value is None else dumps(value)
+            elif type(value_base64) is str and record.get("value") is None:
+                encoded = base64.b64decode(value_base64, validate=True)
+                value_format = _BINARY
+            else:
+                return None
+        except (orjson.JSONEncodeError, binascii.Error, ValueError):
+            return None
+        drafts.append(RecordDraft(key, encoded, value_format, headers, partition, timestamp))
+    return drafts
 
 
-def _plain_batch(data: dict[str, Any]) -> list[_Fields] | None:
-    """Every record's fields if all the batch's records need no more than type checks."""
+def _fast_drafts(
+    data: dict[str, Any], text_is_valid: bool
+) -> tuple[list[RecordDraft], ProducerSequence | None] | None:
+    if "records" not in data:
+        single = _plain_drafts([data], text_is_valid)
+        return None if single is None else (single, None)
     records = data["records"]
     if not _BATCH_FIELDS.issuperset(data) or type(records) is not list or not records:
         return None
-    out = []
-    for record in records:
-        fields = _plain_record(record)
-        if fields is None:
-            return None
-        out.append(fields)
-    return out
+    drafts = _plain_drafts(records, text_is_valid)
+    if drafts is None:
+        return None
+    if data.get("producer") is None:
+        return drafts, None
+    try:
+        producer = ProducerRef.model_validate(data["producer"])
+    except ValidationError:
+        return None  # the whole batch's validation reports it, with its location
+    return drafts, _producer(producer)
 
 
 def _producer(producer: ProducerRef | None) -> ProducerSequence | None:
@@ -133,28 +159,12 @@ def drafts_from_body(
     if media_type in JSON_MEDIA_TYPES or media_type.endswith("+json"):
         if key is not None or partition is not None:
             raise InvalidRequest("?key= and ?partition= apply to raw bodies; put them in the JSON")
-        data = parse_json(body)
+        data, text_is_valid = load_json(body)
         if not isinstance(data, dict):
             raise InvalidRequest('body must be a record object or {"records": [...]}')
-        # Validate everything before building any draft (a type error anywhere in the batch is
-        # the answer even if an earlier record has, say, both value and value_base64).
-        if "records" in data:
-            plain_batch = _plain_batch(data)
-            if plain_batch is not None:
-                try:
-                    producer = (
-                        None
-                        if data.get("producer") is None
-                        else ProducerRef.model_validate(data["producer"])
-                    )
-                except ValidationError:
-                    pass  # the whole batch's validation reports it, with its location
-                else:
-                    return [_draft(*fields) for fields in plain_batch], _producer(producer)
-        else:
-            plain = _plain_record(data)
-            if plain is not None:
-                return [_draft(*plain)], None
+        fast = _fast_drafts(data, text_is_valid)
+        if fast is not None:
+            return fast
         try:
             if "records" in data:
                 batch = ProduceBatch.model_validate(data)

@@ -132,11 +132,15 @@ def outcome_of_drafts(body: bytes) -> Any:
 
 # Record fields with well-typed, mistyped and out-of-range values, and unknown fields.
 field_values = {
-    "key": st.none() | st.text(max_size=4) | st.integers(0, 3) | st.booleans(),
+    "key": st.none() | st.text(max_size=4) | st.integers(0, 3) | st.booleans() | st.just("\ud800"),
     "value": json_values,
     "value_base64": st.none() | st.sampled_from(["AA==", "", "!!", "aGk="]) | st.integers(0, 2),
     "headers": st.none()
-    | st.dictionaries(st.text(max_size=3), st.text(max_size=3) | st.integers(0, 2), max_size=3),
+    | st.dictionaries(
+        st.text(max_size=3) | st.just("\udc00"),
+        st.text(max_size=3) | st.integers(0, 2) | st.just("\udfff"),
+        max_size=3,
+    ),
     "partition": st.none()
     | st.integers(-2, 2**31)
     | st.booleans()
