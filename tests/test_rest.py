@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -560,3 +561,21 @@ def test_lean_produce_route_is_labelled_in_request_metrics(client: httpx.Client)
         'eddy_http_request_duration_seconds_count{method="POST",'
         'route="/v1/topics/{topic}/records",status="200"} 1.0'
     ) in metrics
+
+
+def test_chunked_produce_bodies_are_read_whole_and_limited(tmp_path: Path) -> None:
+    def chunks(body: bytes) -> Iterator[bytes]:
+        for i in range(0, len(body), 100):
+            yield body[i : i + 100]
+
+    batch = {"records": [{"key": f"k{i}", "value": {"n": i}} for i in range(50)]}
+    with serve_in_thread(tmp_path / "d", max_request_bytes=4096) as server, server.client() as c:
+        body = json.dumps(batch).encode()
+        response = c.post("/v1/topics/t/records", content=chunks(body))
+        assert response.status_code == 200, response.text
+        assert len(response.json()["offsets"]) == 50
+        assert [r["value"] for r in fetch(c, "t", 0, limit=100)["records"]] == [
+            {"n": i} for i in range(50)
+        ]
+        big = c.post("/v1/topics/t/records", content=chunks(b'{"value": "' + b"x" * 5000 + b'"}'))
+        assert_error(big, 413, "payload_too_large")
