@@ -138,10 +138,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # Eddy has its own metrics; FastAPI's OpenTelemetry hooks cost ~8 us on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.include_router(topics.router)
     app.include_router(records.router)
+    app.router.routes.insert(0, records.produce_route)  # the lean produce route, matched first
     app.include_router(ws.router)
     app.include_router(groups.router)
     app.include_router(ops.router)

@@ -56,9 +56,10 @@ from bench.retention import (
     records_removed,
 )
 from bench.sqlite_baseline import SqliteResult, SqliteSpec, sqlite_worker
+from bench.wspublish import PublishLoadResult, PublishSpec, publish_worker
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SECTIONS = ("produce", "batch", "fanout", "retention")
+SECTIONS = ("produce", "batch", "wspublish", "fanout", "retention")
 # "Other CPU" above this (cores) in a produce/batch row means something besides the benchmark
 # competed for the machine. Fan-out rows are not checked: there Other is mostly the kernel's
 # loopback networking, so an idle check before each fan-out run stands in.
@@ -77,6 +78,7 @@ class Config:
     batch_seconds: float
     batch_connections: int
     batch_size: int
+    publish_window: int  # WebSocket publish: records sent and not yet acked, at most
     fanout_subscribers: int
     fanout_processes: int
     fanout_rates: tuple[float, ...]
@@ -107,6 +109,7 @@ def make_config(args: argparse.Namespace) -> Config:
         batch_seconds=1.5 if quick else 6.0,
         batch_connections=4,
         batch_size=1000,
+        publish_window=1000,
         fanout_subscribers=subscribers,
         fanout_processes=min(processes, subscribers),
         fanout_rates=tuple(float(r) for r in args.rates.split(","))
@@ -430,6 +433,31 @@ def measure_sqlite(
     )
 
 
+def batch_bodies(batches: list[list[tuple[str, bytes]]]) -> list[bytes]:
+    """The produce request body of each batch."""
+    return [
+        b'{"records":['
+        + b",".join(b'{"key":"%s","value":%s}' % (k.encode(), v) for k, v in batch)
+        + b"]}"
+        for batch in batches
+    ]
+
+
+def measure_batch_rest(
+    cfg: Config, eddy: ServerProcess, topic: str, bodies: list[bytes]
+) -> HttpMeasurement:
+    return measure_http(
+        eddy,
+        f"/v1/topics/{topic}/records",
+        bodies,
+        cfg.batch_size,
+        cfg.batch_connections,
+        1,
+        cfg.warmup_seconds,
+        cfg.batch_seconds,
+    )
+
+
 def bench_batch(cfg: Config, tmp: Path, report: Report) -> None:
     section = (
         f"2. Batch produce, {cfg.batch_size:,} records/request, "
@@ -437,12 +465,7 @@ def bench_batch(cfg: Config, tmp: Path, report: Report) -> None:
     )
     print(f"== {section}", flush=True)
     batches = [batch_records(cfg.batch_size, b) for b in range(4)]
-    bodies = [
-        b'{"records":['
-        + b",".join(b'{"key":"%s","value":%s}' % (k.encode(), v) for k, v in batch)
-        + b"]}"
-        for batch in batches
-    ]
+    bodies = batch_bodies(batches)
     value_bytes = sum(len(v) for _, v in batches[0]) / cfg.batch_size
     report.details.append(
         f"Batch produce: request body {len(bodies[0]) / 1024:.0f} KiB for {cfg.batch_size:,} "
@@ -483,16 +506,7 @@ def bench_batch(cfg: Config, tmp: Path, report: Report) -> None:
             create_topic(eddy, "batch")
             eddy_runs = []
             for _ in range(cfg.repeats):
-                m = measure_http(
-                    eddy,
-                    "/v1/topics/batch/records",
-                    bodies,
-                    cfg.batch_size,
-                    cfg.batch_connections,
-                    1,
-                    cfg.warmup_seconds,
-                    cfg.batch_seconds,
-                )
+                m = measure_batch_rest(cfg, eddy, "batch", bodies)
                 print(
                     f"  Eddy --sync {sync}: {m.records_per_s:,.0f} rec/s "
                     f"(other CPU {m.other_cpu:.2f})",
@@ -517,6 +531,105 @@ def bench_batch(cfg: Config, tmp: Path, report: Report) -> None:
                 check_busy=True,
             )
         )
+
+
+# --- WebSocket publish ---------------------------------------------------------------------------
+def measure_wspublish(
+    cfg: Config, server: ServerProcess, topic: str, records: list[tuple[str, bytes]]
+) -> HttpMeasurement:
+    bodies = [b'{"key":"%s","value":%s}' % (k.encode(), v) for k, v in records]
+    start_at = time.time() + 1.5  # time for the client process to start and connect
+    spec = PublishSpec(
+        server.port,
+        f"/v1/topics/{topic}/publish",
+        bodies,
+        cfg.publish_window,
+        start_at,
+        cfg.warmup_seconds,
+        cfg.batch_seconds,
+    )
+    child = spawn_child(publish_worker, spec)
+    duration = cfg.batch_seconds
+    try:
+        wait_until(start_at + cfg.warmup_seconds)
+        cpu_from, busy_from = server.cpu_seconds(), machine_busy_seconds()
+        wait_until(start_at + cfg.warmup_seconds + duration)
+        cpu_to, busy_to = server.cpu_seconds(), machine_busy_seconds()
+        result: PublishLoadResult = child.receive(duration + cfg.warmup_seconds + 60)
+    finally:
+        child.stop()
+    latencies = array("q")
+    latencies.frombytes(result.latencies_ns)
+    ordered = sorted(latencies)
+    server_cpu = cpu_to - cpu_from
+    return HttpMeasurement(
+        requests_per_s=result.acked / duration,
+        records_per_s=result.acked / duration,
+        p50_ns=percentile(ordered, 0.50),
+        p99_ns=percentile(ordered, 0.99),
+        statuses={200: result.acked},
+        errors=result.errors,
+        server_cpu=server_cpu / duration,
+        loadgen_cpu=result.cpu_seconds / duration,
+        other_cpu=max(0.0, (busy_to - busy_from - server_cpu - result.cpu_seconds) / duration),
+    )
+
+
+def bench_wspublish(cfg: Config, tmp: Path, report: Report) -> None:
+    """WebSocket publish over one connection beside batch REST produce on the same server."""
+    section = (
+        f"5. WebSocket publish, one connection, up to {cfg.publish_window:,} records awaiting "
+        "their ack"
+    )
+    print(f"== {section}", flush=True)
+    batches = [batch_records(cfg.batch_size, b) for b in range(4)]
+    bodies = batch_bodies(batches)
+    with running(eddy_server(tmp / "wspublish", tmp, "full"), report) as eddy:
+        create_topic(eddy, "batch")
+        create_topic(eddy, "wspublish")
+        rest_runs, ws_runs = [], []
+        for _ in range(cfg.repeats):
+            m = measure_batch_rest(cfg, eddy, "batch", bodies)
+            print(f"  Eddy batch REST: {m.records_per_s:,.0f} rec/s (other CPU {m.other_cpu:.2f})")
+            rest_runs.append(m)
+            m = measure_wspublish(cfg, eddy, "wspublish", batches[0])
+            print(f"  Eddy /publish: {m.records_per_s:,.0f} rec/s (other CPU {m.other_cpu:.2f})")
+            ws_runs.append(m)
+    base = least_disturbed("WebSocket publish, batch REST baseline", rest_runs, report, "rec/s")
+    m = least_disturbed("WebSocket publish", ws_runs, report, "rec/s")
+    report.rows.append(
+        Row(
+            section,
+            f"baseline: Eddy `--sync full` batch REST ({cfg.batch_size:,} records/request, "
+            f"{cfg.batch_connections} connections), same server",
+            fmt_rate(base.records_per_s, "rec/s"),
+            fmt_ms(base.p50_ns),
+            fmt_ms(base.p99_ns),
+            http_problems(base),
+            f"{base.server_cpu:.2f}",
+            f"{base.loadgen_cpu:.2f}",
+            f"{base.other_cpu:.2f}",
+            "1.00x (reference)",
+            check_busy=True,
+        )
+    )
+    if http_problems(m) != "0":
+        report.problem(f"WebSocket publish: {http_problems(m)}")
+    report.rows.append(
+        Row(
+            section,
+            "Eddy `--sync full` `/publish`, one record per frame (p50/p99: send to ack)",
+            fmt_rate(m.records_per_s, "rec/s"),
+            fmt_ms(m.p50_ns),
+            fmt_ms(m.p99_ns),
+            http_problems(m),
+            f"{m.server_cpu:.2f}",
+            f"{m.loadgen_cpu:.2f}",
+            f"{m.other_cpu:.2f}",
+            f"**{fmt_ratio(safe_div(m.records_per_s, base.records_per_s))}** rec/s",
+            check_busy=True,
+        )
+    )
 
 
 # --- fan-out -------------------------------------------------------------------------------------
@@ -1226,6 +1339,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: dict[str, Callable[[Config, Path, Report], None]] = {
         "produce": bench_produce,
         "batch": bench_batch,
+        "wspublish": bench_wspublish,
         "fanout": bench_fanout,
         "retention": bench_retention,
     }

@@ -30,10 +30,35 @@ def _finite_float(text: str) -> float:
     return number
 
 
+# orjson parses ~2.5x faster than the stdlib, but reads integers beyond 64 bits as floats. Such
+# an integer has at least 19 digits in a row, so a body without a run of 19 digits (found with
+# two C-speed passes: digits -> "0", the rest -> " ", then a substring search) parses the same
+# with both; anything orjson refuses (NaN, 1e999, lone surrogates, bad UTF-8, a BOM, very deep
+# nesting) goes to the stdlib too, so errors and their messages stay the stdlib's.
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def _orjson_is_exact(data: bytes | str) -> bool:
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    return _LONG_DIGIT_RUN not in raw.translate(_DIGITS)
+
+
 def parse_json(data: bytes | str) -> Any:
     """Parse client JSON exactly (integers of any size), rejecting NaN/Infinity and overflow."""
+    return load_json(data)[0]
+
+
+def load_json(data: bytes | str) -> tuple[Any, bool]:
+    """`parse_json`, and whether every string in the value is valid Unicode (orjson refuses
+    lone surrogates; the stdlib lets "\\ud800" through)."""
+    if _orjson_is_exact(data):
+        try:
+            return orjson.loads(data), True
+        except orjson.JSONDecodeError:
+            pass  # the stdlib decides, and words the error
     try:
-        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float), False
     except RecursionError:
         raise InvalidRequest("JSON is nested too deeply") from None
     except UnicodeDecodeError:

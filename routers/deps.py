@@ -18,13 +18,20 @@ async def get_broker(conn: HTTPConnection) -> Broker:
     return broker
 
 
-def bearer_token(conn: HTTPConnection, allow_query: bool = False) -> str | None:
-    """`Authorization: Bearer <token>`; WebSockets may pass `?token=` instead (browsers cannot
-    set headers on a WebSocket)."""
-    header = conn.headers.get("authorization", "")
+def bearer_token_of(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    return None
+
+
+def bearer_token(conn: HTTPConnection, allow_query: bool = False) -> str | None:
+    """`Authorization: Bearer <token>`; WebSockets may pass `?token=` instead (browsers cannot
+    set headers on a WebSocket)."""
+    token = bearer_token_of(conn.headers.get("authorization", ""))
+    if token is not None:
+        return token
     return conn.query_params.get("token") if allow_query else None
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,11 @@ import httpx
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-from tests.conftest import RunningServer, serve_in_thread
+from app.factory import create_app
+from app.server import EddyServer, uvicorn_config
+from app.settings import Settings
+from routers import records
+from tests.conftest import RunningServer, free_port, serve_in_thread, wait_until
 
 
 def create(client: httpx.Client, name: str, partitions: int = 1, **config: Any) -> dict[str, Any]:
@@ -416,3 +424,158 @@ def test_operations_endpoints(client: httpx.Client) -> None:
     assert client.get("/redoc").status_code == 200
     assert client.get("/").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "Eddy"
+
+
+@contextmanager
+def serve_without_lean_produce(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
+    """Eddy with its lean produce route taken out, so the documented FastAPI route answers."""
+    port = free_port()
+    config = Settings(host="127.0.0.1", port=port, data_dir=data_dir, **settings)
+    app = create_app(config)
+    app.router.routes.remove(records.produce_route)
+    server = EddyServer(uvicorn_config(app, config), app)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout=15)
+        assert server.started, "test server did not start"
+        yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+AUTH_TOKEN = "lean-route-test-key"
+ProduceRequest = tuple[str, str, dict[str, str], bytes]  # topic, query, headers, body
+PRODUCE_REQUESTS: list[ProduceRequest] = [
+    ("t", "", {}, b'{"key": "k", "value": {"a": [1, 2.5, null]}, "timestamp": 5}'),
+    ("t", "", {}, b'{"records": [{"value": 1, "timestamp": 1}, {"key": "x", "timestamp": 2}]}'),
+    (
+        "t",
+        "",
+        {},
+        b'{"records": [{"value": 1, "timestamp": 1}], "producer": {"id": "p", "sequence": 0}}',
+    ),
+    (
+        "t",
+        "",
+        {},
+        b'{"records": [{"value": 1, "timestamp": 1}], "producer": {"id": "p", "sequence": 0}}',
+    ),  # a retry: the original answer
+    ("t", "", {}, b'{"records": [{"value": 1}], "producer": {"id": "p", "sequence": 7}}'),
+    ("t", "", {}, b'{"records": [{"value": 1}], "producer": {"id": "", "sequence": 1}}'),
+    ("t", "", {}, b'{"value": 12345678901234567890123456789, "timestamp": 3}'),
+    ("t", "", {}, b'{"value": 1, "partition": 7}'),
+    ("t", "", {}, b'{"value": 1, "partition": true}'),
+    ("t", "", {}, b'{"value": 1, "timestamp": 1.0}'),
+    ("t", "", {}, b'{"value": 1, "timestamp": "4"}'),
+    ("t", "", {}, b'{"key": 1}'),
+    ("t", "", {}, b'{"value": 1, "value_base64": "AA=="}'),
+    ("t", "", {}, b'{"records": [{"value": 1, "value_base64": "AA=="}, {"key": 2}]}'),
+    ("t", "", {}, b'{"records": [{"value": 1}, {"headers": {"h": 1}}]}'),
+    ("t", "", {}, b'{"value": NaN}'),
+    ("t", "", {}, b"\xff"),
+    ("t", "", {}, b"[1]"),
+    ("t", "", {"content-type": "text/plain"}, b"hello"),
+    ("t", "key=k&partition=0", {"content-type": "text/plain"}, b"hello"),
+    ("t", "partition=-1", {"content-type": "text/plain"}, b"hello"),
+    ("t", "partition=x&key=k", {"content-type": "text/plain"}, b"hello"),
+    ("t", "partition=", {"content-type": "application/octet-stream"}, b"\x00"),
+    ("t", "partition=99999999999", {"content-type": "text/plain"}, b"x"),
+    ("t", "key=k", {}, b'{"value": 1}'),
+    ("t", "other=1", {}, b'{"value": 1, "timestamp": 9}'),
+    ("t", "", {"content-type": "application/xml"}, b"<a/>"),
+    ("t", "", {"content-type": ""}, b'{"value": 1, "timestamp": 9}'),
+    ("t", "", {"content-type": "application/json; charset=utf-8"}, b'{"timestamp": 9}'),
+    ("t", "", {}, b'{"value": "' + b"x" * 5000 + b'"}'),  # over max_request_bytes
+    ("bad name", "", {}, b'{"value": 1}'),
+    ("t", "", {"authorization": "Bearer wrong"}, b'{"value": 1}'),
+    ("t", "partition=x", {"authorization": "Bearer wrong"}, b'{"value": 1}'),
+    ("t", "", {"authorization": f"Bearer {AUTH_TOKEN}"}, b'{"value": 1, "timestamp": 9}'),
+    ("t", "", {"authorization": f"Bearer {AUTH_TOKEN}"}, b'{"value": 1, "timestamp": 9}'),
+    ("other", "", {"authorization": f"Bearer {AUTH_TOKEN}"}, b'{"value": 1}'),
+]
+
+
+def test_lean_produce_route_answers_as_the_documented_route(tmp_path: Path) -> None:
+    """The same requests, one server with the lean route and one without: the same answers
+    (status, body, the headers that matter), including errors, auth, limits and retries."""
+    auth = tmp_path / "auth.toml"
+    digest = hashlib.sha256(AUTH_TOKEN.encode()).hexdigest()
+    auth.write_text(
+        "[anonymous]\nwrite = ['t', 'bad name']\nadmin = ['t', 'bad name']\n\n"
+        f"[[principals]]\nname = 'app'\nkey_sha256 = '{digest}'\nwrite = ['t']\n"
+    )
+    settings: dict[str, Any] = {
+        "auth_file": auth,
+        "max_request_bytes": 4096,
+        "produce_rate_limit": 1000,
+    }
+    answers = []
+    with serve_in_thread(tmp_path / "lean", **settings) as lean:
+        answers.append(_answers(lean, PRODUCE_REQUESTS))
+    with serve_without_lean_produce(tmp_path / "fastapi", **settings) as documented:
+        answers.append(_answers(documented, PRODUCE_REQUESTS))
+    assert answers[0] == answers[1]
+    statuses = {status for status, *_ in answers[0]}
+    assert statuses == {200, 401, 403, 404, 409, 413, 415, 422}
+
+
+def test_lean_produce_route_is_rate_limited_as_the_documented_route(tmp_path: Path) -> None:
+    requests: list[ProduceRequest] = [("t", "", {}, b'{"value": 1, "timestamp": 1}')] * 3
+    limits: dict[str, Any] = {"produce_rate_limit": 0.01, "produce_rate_burst": 2}
+    with serve_in_thread(tmp_path / "lean", **limits) as lean:
+        lean_answers = _answers(lean, requests)
+    with serve_without_lean_produce(tmp_path / "fastapi", **limits) as documented:
+        assert _answers(documented, requests) == lean_answers
+    assert [status for status, *_ in lean_answers] == [200, 200, 429]
+    assert lean_answers[2][2]["retry-after"] is not None
+
+
+def _answers(
+    server: RunningServer, requests: list[ProduceRequest]
+) -> list[tuple[int, Any, dict[str, str | None]]]:
+    out = []
+    with server.client() as c:
+        for topic, query, headers, body in requests:
+            headers = {"content-type": "application/json", **headers}
+            request = c.build_request(
+                "POST", f"/v1/topics/{topic}/records?{query}", content=body, headers=headers
+            )
+            response = c.send(request)
+            answer = response.json()
+            # Broker time differs between the servers.
+            for meta in answer.get("offsets", []):
+                meta["timestamp"] = "now" if meta["timestamp"] > 10**12 else meta["timestamp"]
+            if "retry_after_seconds" in answer.get("error", {}).get("details", {}):
+                answer["error"]["details"]["retry_after_seconds"] = "later"
+            kept = ("content-type", "www-authenticate", "retry-after")
+            out.append((response.status_code, answer, {h: response.headers.get(h) for h in kept}))
+    return out
+
+
+def test_lean_produce_route_is_labelled_in_request_metrics(client: httpx.Client) -> None:
+    produce(client, "m", {"value": 1})
+    metrics = client.get("/metrics").text
+    assert (
+        'eddy_http_request_duration_seconds_count{method="POST",'
+        'route="/v1/topics/{topic}/records",status="200"} 1.0'
+    ) in metrics
+
+
+def test_chunked_produce_bodies_are_read_whole_and_limited(tmp_path: Path) -> None:
+    def chunks(body: bytes) -> Iterator[bytes]:
+        for i in range(0, len(body), 100):
+            yield body[i : i + 100]
+
+    batch = {"records": [{"key": f"k{i}", "value": {"n": i}} for i in range(50)]}
+    with serve_in_thread(tmp_path / "d", max_request_bytes=4096) as server, server.client() as c:
+        body = json.dumps(batch).encode()
+        response = c.post("/v1/topics/t/records", content=chunks(body))
+        assert response.status_code == 200, response.text
+        assert len(response.json()["offsets"]) == 50
+        assert [r["value"] for r in fetch(c, "t", 0, limit=100)["records"]] == [
+            {"n": i} for i in range(50)
+        ]
+        big = c.post("/v1/topics/t/records", content=chunks(b'{"value": "' + b"x" * 5000 + b'"}'))
+        assert_error(big, 413, "payload_too_large")
