@@ -1,0 +1,205 @@
+"""What one subscription has to deliver next: plain state, no asyncio, no sockets.
+
+Per assigned partition a subscription keeps the next offset to hand to its connection and
+whether the partition is *live* (read from the partition's in-memory tail, right after each
+commit) or *replaying* (read from storage at the reader's pace, because the position is older
+than anything the tail holds). A driver (`broker/subscriber.py`) runs it over a connection:
+
+- `assign` / `revoke` change the partitions (consumer groups rebalance at any time). Every
+  (re)assignment gets a new epoch, so a storage read that was in flight when its partition was
+  revoked is thrown away (`replayed` ignores it).
+- `poll(tails)` says what the live partitions have to send now and moves their positions past
+  it: everything from the next offset to the end of the tail. A live partition whose next
+  offset the tail no longer holds (it fell behind by more than the tail keeps) goes back to
+  replaying, so nothing is ever skipped.
+- `replay_next()` names the next storage read; `replayed(...)` takes its result. When the
+  position reaches what the tail holds, the partition turns live in the same step (no await in
+  between: nothing committed meanwhile can slip by), and the next `poll` continues from there.
+- Records that a `keys` filter leaves out still move the position (they count as delivered for
+  auto-commit), as do records removed by retention before a replay read reached them.
+
+Positions only ever move forward within one assignment, and every record between the start and
+the position has been offered exactly once: the property tests in `tests/test_subscription.py`
+check that no interleaving loses or repeats a record.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from broker.tail import PartitionTail, TailEntry
+from storage import StoredRecord
+
+
+@dataclass(slots=True)
+class _Cursor:
+    next_offset: int
+    epoch: int
+    live: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRead:
+    """A storage read a replaying partition needs: records from `offset` on."""
+
+    partition: int
+    offset: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Records of one partition to hand to the connection now: the tail's records from
+    `start` to `end`, all of them (`entries` None) or only the ones in `entries`."""
+
+    partition: int
+    tail: PartitionTail
+    start: int
+    end: int
+    entries: Sequence[TailEntry] | None
+
+
+class Tails(Protocol):
+    def get(self, partition: int) -> PartitionTail | None: ...
+
+
+class Overflow(enum.Enum):
+    """What a subscription whose connection holds too much unsent data does."""
+
+    CLOSE = "close"  # end it (WebSocket close 4408): the client resumes by offset
+    HOLD = "hold"  # send nothing live until the connection drains, then catch up
+
+
+class OverflowPolicy(Protocol):
+    """Swappable: closing is today's rule; per-key conflation holds and, when the connection
+    has drained, sends only the newest record of each key (`poll(conflate=True)` to come)."""
+
+    def on_overflow(self, subscription: Subscription, buffered: int) -> Overflow: ...
+
+
+class CloseWhenFull:
+    def on_overflow(self, subscription: Subscription, buffered: int) -> Overflow:
+        return Overflow.CLOSE
+
+
+class Subscription:
+    def __init__(self, keys: frozenset[str] | None = None) -> None:
+        self.keys = keys
+        self._cursors: dict[int, _Cursor] = {}
+        self._epochs = itertools.count(1)
+        self.held = False  # Overflow.HOLD: live partitions wait until `resume`
+        # Set when a partition starts (or falls back to) replaying: the driver starts a reader.
+        self.replay_pending = False
+
+    # --- assignment -------------------------------------------------------------------------
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._cursors)
+
+    def assign(self, positions: Mapping[int, int], tails: Tails) -> None:
+        """Make `positions` (partition -> start offset) the assigned partitions: revoke the
+        others; partitions already assigned continue where they are; new ones start at their
+        offset, live if the tail holds it, else replaying."""
+        for partition in [p for p in self._cursors if p not in positions]:
+            self.revoke(partition)
+        for partition, offset in positions.items():
+            if partition not in self._cursors:
+                cursor = _Cursor(offset, next(self._epochs))
+                self._cursors[partition] = cursor
+                self._go_live_if_tail_holds(partition, cursor, tails)
+
+    def revoke(self, partition: int) -> None:
+        self._cursors.pop(partition, None)
+
+    def next_offsets(self) -> dict[int, int]:
+        """Per assigned partition, the offset after the last record handed over (or skipped)."""
+        return {p: c.next_offset for p, c in self._cursors.items()}
+
+    def is_live(self, partition: int) -> bool:
+        cursor = self._cursors.get(partition)
+        return cursor is not None and cursor.live
+
+    def _go_live_if_tail_holds(self, partition: int, cursor: _Cursor, tails: Tails) -> None:
+        tail = tails.get(partition)
+        cursor.live = tail is not None and tail.start <= cursor.next_offset <= tail.end
+        if not cursor.live:
+            self.replay_pending = True
+
+    # --- live ---------------------------------------------------------------------------------
+    def poll(self, tails: Tails) -> list[Delivery]:
+        """What the live partitions send now (positions move past it)."""
+        out: list[Delivery] = []
+        if self.held:
+            return out
+        for partition, cursor in self._cursors.items():
+            if not cursor.live:
+                continue
+            tail = tails.get(partition)
+            offset = cursor.next_offset
+            if tail is None or offset < tail.start or offset > tail.end:
+                cursor.live = False  # fell behind what the tail keeps: read from storage
+                self.replay_pending = True
+                continue
+            end = tail.end
+            if offset == end:
+                continue
+            cursor.next_offset = end
+            if self.keys is None:
+                out.append(Delivery(partition, tail, offset, end, None))
+            else:
+                keys = self.keys
+                chosen = [e for e in tail.entries(offset) if e.key in keys]
+                if chosen:
+                    out.append(Delivery(partition, tail, offset, end, chosen))
+        return out
+
+    def hold(self) -> None:
+        self.held = True
+
+    def resume(self) -> None:
+        """After a hold: the next `poll` catches up from the tail, or from storage for the
+        partitions whose position the tail no longer holds."""
+        self.held = False
+
+    # --- replay -------------------------------------------------------------------------------
+    def replay_next(self) -> ReplayRead | None:
+        """The next storage read to do (lowest replaying partition first), or None."""
+        for partition in sorted(self._cursors):
+            cursor = self._cursors[partition]
+            if not cursor.live:
+                return ReplayRead(partition, cursor.next_offset, cursor.epoch)
+        return None
+
+    def replayed(
+        self,
+        read: ReplayRead,
+        records: Sequence[StoredRecord],
+        high_watermark_before: int,
+        tails: Tails,
+    ) -> list[StoredRecord]:
+        """The result of `read` (records at offset >= read.offset, in order, read when the high
+        watermark was `high_watermark_before`): the records to send. Stale reads (revoked or
+        reassigned meanwhile) give nothing."""
+        cursor = self._cursors.get(read.partition)
+        if cursor is None or cursor.epoch != read.epoch or cursor.live:
+            return []
+        if cursor.next_offset != read.offset:
+            return []  # another read already moved it (not done by the driver, but harmless)
+        chosen: list[StoredRecord] = []
+        keys = self.keys
+        for record in records:
+            if record.offset < cursor.next_offset:
+                continue
+            cursor.next_offset = record.offset + 1
+            if keys is None or record.key in keys:
+                chosen.append(record)
+        if not records:
+            # Nothing at or after the offset when the read began: anything below that high
+            # watermark was removed (retention, compaction). Never skip past it.
+            cursor.next_offset = max(cursor.next_offset, high_watermark_before)
+        self._go_live_if_tail_holds(read.partition, cursor, tails)
+        return chosen
