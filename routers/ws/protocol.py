@@ -59,11 +59,14 @@ class FastSend:
 
 
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
+    handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
+        self._handshake_timer = self.loop.call_later(
+            self.handshake_timeout, self._handshake_expired
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_handshake_timer()
@@ -77,7 +80,7 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if not self.handshake_complete and not self.transport.is_closing():
-            self.logger.info("WebSocket handshake not completed in %.0f s", HANDSHAKE_TIMEOUT)
+            self.logger.info("WebSocket handshake not completed in %.1f s", self.handshake_timeout)
             self.transport.close()
 
     def handle_connect(self, event: Request) -> None:
