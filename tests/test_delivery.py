@@ -31,7 +31,7 @@ async def next_frame(ws: ClientConnection) -> dict[str, Any]:
 
 
 async def collect(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     while len(out) < count:
         frame = await next_frame(ws)
         assert frame["type"] == "record", frame

@@ -10,6 +10,7 @@ filter leaves it out or retention removed it before anyone read it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,6 +77,7 @@ def test_tail_bounds_bytes() -> None:
 
 # --- the subscription: random interleavings --------------------------------------------------
 KEYS = ["a", "b", None]
+Op = tuple[Any, ...]
 
 operation = st.one_of(
     st.tuples(
@@ -152,7 +154,7 @@ class Model:
             self.deliver(d.partition, offsets)
         return bool(deliveries)
 
-    def run(self, op: tuple) -> None:  # type: ignore[type-arg]
+    def run(self, op: Op) -> None:
         kind = op[0]
         if kind == "commit":
             partition, keys = op[1], op[2]
@@ -238,9 +240,9 @@ class Model:
     tail_records=st.integers(1, 6),
 )
 def test_no_interleaving_loses_or_repeats_a_record(
-    ops: list[tuple],
+    ops: list[Op],
     keys: frozenset[str] | None,
-    tail_records: int,  # type: ignore[type-arg]
+    tail_records: int,
 ) -> None:
     model = Model(keys, tail_records)
     model.run(("assign", [(0, 0), (1, 0)]))
