@@ -150,21 +150,22 @@ class Subscriber:
             self._replayer = asyncio.get_running_loop().create_task(self._replay_loop())
         if not deliveries:
             return 0, 0
-        encoder, topic = self._encoder, self.topic
-        records = 0
-        if len(deliveries) == 1 and deliveries[0].entries is None:
-            d = deliveries[0]
-            data = d.tail.joined(d.start, encoder)
-            records = d.end - d.start
+        encoder = self._encoder
+        if len(deliveries) == 1 and deliveries[0][4] is None:
+            _, tail, start, end, _ = deliveries[0]
+            data = tail.joined(start, encoder)
+            records = end - start
         else:
+            records = 0
             parts: list[bytes] = []
-            for d in deliveries:
-                if d.entries is None:
-                    parts.append(d.tail.joined(d.start, encoder))
-                    records += d.end - d.start
+            for _, tail, start, end, entries in deliveries:
+                if entries is None:
+                    parts.append(tail.joined(start, encoder))
+                    records += end - start
                 else:
-                    parts.extend(e.encoded(topic, encoder) for e in d.entries)
-                    records += len(d.entries)
+                    topic = self.topic
+                    parts.extend(e.encoded(topic, encoder) for e in entries)
+                    records += len(entries)
             data = b"".join(parts)
         self._connection.write(data)
         self._check_buffer()

@@ -40,6 +40,7 @@ class _Cursor:
     next_offset: int
     epoch: int
     live: bool = False
+    tail: PartitionTail | None = None  # the partition's tail, once it is live
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +52,10 @@ class ReplayRead:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Records of one partition to hand to the connection now: the tail's records from
-    `start` to `end`, all of them (`entries` None) or only the ones in `entries`."""
-
-    partition: int
-    tail: PartitionTail
-    start: int
-    end: int
-    entries: Sequence[TailEntry] | None
+# Records of one partition to hand to the connection now: (partition, tail, start, end,
+# entries): the tail's records from `start` to `end`, all of them (`entries` None) or only the
+# ones in `entries`. A plain tuple: one is made per subscriber and commit on the hot path.
+Delivery = tuple[int, PartitionTail, int, int, Sequence[TailEntry] | None]
 
 
 class Tails(Protocol):
@@ -126,6 +121,7 @@ class Subscription:
     def _go_live_if_tail_holds(self, partition: int, cursor: _Cursor, tails: Tails) -> None:
         tail = tails.get(partition)
         cursor.live = tail is not None and tail.start <= cursor.next_offset <= tail.end
+        cursor.tail = tail
         if not cursor.live:
             self.replay_pending = True
 
@@ -136,25 +132,24 @@ class Subscription:
         if self.held:
             return out
         for partition, cursor in self._cursors.items():
-            if not cursor.live:
+            tail = cursor.tail
+            if not cursor.live or tail is None:
                 continue
-            tail = tails.get(partition)
-            offset = cursor.next_offset
-            if tail is None or offset < tail.start or offset > tail.end:
+            offset, end = cursor.next_offset, tail.end
+            if offset == end:
+                continue
+            if offset < tail.start or offset > end:
                 cursor.live = False  # fell behind what the tail keeps: read from storage
                 self.replay_pending = True
                 continue
-            end = tail.end
-            if offset == end:
-                continue
             cursor.next_offset = end
-            if self.keys is None:
-                out.append(Delivery(partition, tail, offset, end, None))
+            keys = self.keys
+            if keys is None:
+                out.append((partition, tail, offset, end, None))
             else:
-                keys = self.keys
                 chosen = [e for e in tail.entries(offset) if e.key in keys]
                 if chosen:
-                    out.append(Delivery(partition, tail, offset, end, chosen))
+                    out.append((partition, tail, offset, end, chosen))
         return out
 
     def hold(self) -> None:

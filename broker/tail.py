@@ -72,6 +72,7 @@ class PartitionTail:
         self._entries: list[TailEntry] = []
         self._head = 0  # index of the first live entry (evicted ones are dropped in bulk)
         self._start = start
+        self.end = start  # the offset after the last record held (read on every delivery)
         self._bytes = 0
         self._max_records = max_records
         self._max_bytes = max_bytes
@@ -83,11 +84,6 @@ class PartitionTail:
     def start(self) -> int:
         """The first offset held."""
         return self._start
-
-    @property
-    def end(self) -> int:
-        """The offset after the last record held."""
-        return self._start + len(self._entries) - self._head
 
     def __len__(self) -> int:
         return len(self._entries) - self._head
@@ -103,6 +99,7 @@ class PartitionTail:
         for record in records:
             self._entries.append(TailEntry(record))
             self._bytes += _size(record)
+        self.end = self._start + len(self._entries) - self._head
         self._joined.clear()
         self._evict()
 

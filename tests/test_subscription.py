@@ -142,16 +142,16 @@ class Model:
 
     def poll(self) -> bool:
         deliveries = self.sub.poll(self.tails)
-        for d in deliveries:
-            if d.entries is None:
+        for partition, tail, start, end, entries in deliveries:
+            if entries is None:
                 assert self.keys is None
-                offsets = list(range(d.start, d.end))
-                assert d.tail.joined(d.start, ENCODER) == b"".join(
-                    ENCODER.record(TOPIC, r) for r in self.log[d.partition][d.start : d.end]
+                offsets = list(range(start, end))
+                assert tail.joined(start, ENCODER) == b"".join(
+                    ENCODER.record(TOPIC, r) for r in self.log[partition][start:end]
                 )
             else:
-                offsets = [e.offset for e in d.entries]
-            self.deliver(d.partition, offsets)
+                offsets = [e.offset for e in entries]
+            self.deliver(partition, offsets)
         return bool(deliveries)
 
     def run(self, op: Op) -> None:
