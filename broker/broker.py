@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,14 +382,53 @@ class Broker:
         principal: Principal,
     ) -> End:
         """Run one subscription until it ends; returns how it ended (None: the client left).
+        (`open_subscription` is the same without a task, for plain subscriptions.)
 
         Raises `EddyError` before anything is sent if the request is refused.
         """
+        subscriber = await self._new_subscriber(topic, params, connection, principal)
+        if params.group is not None:
+            return await self._run_group_member(subscriber, params, incoming, client)
+        self._start_plain(subscriber, params)
+        try:
+            return await subscriber.run(incoming)
+        finally:
+            self.hub.unregister(subscriber)
+
+    async def open_subscription(
+        self,
+        topic: str,
+        params: SubscribeParams,
+        connection: Connection,
+        principal: Principal,
+        on_end: Callable[[End], None],
+    ) -> Subscriber:
+        """Start a plain subscription (not a group member) that runs without a task: the
+        transport gives it the client's frames (`Subscriber.receive_frame`) and ends it with
+        `finish(None)` when the client leaves; `on_end` is told once how it ended.
+
+        Raises `EddyError` before anything is sent if the request is refused.
+        """
+        if params.group is not None:
+            raise InvalidRequest("group members run with `subscribe`")
+        subscriber = await self._new_subscriber(topic, params, connection, principal)
+
+        def ended(end: End) -> None:
+            self.hub.unregister(subscriber)
+            on_end(end)
+
+        subscriber.on_end = ended
+        self._start_plain(subscriber, params)
+        return subscriber
+
+    async def _new_subscriber(
+        self, topic: str, params: SubscribeParams, connection: Connection, principal: Principal
+    ) -> Subscriber:
         self._authorize(principal, Action.READ, topic)
         if params.group is not None:
             self._authorize_group(principal, Action.GROUP, params.group)
-        meta = await self._topic_for_use(principal, topic)
-        subscriber = Subscriber(
+        await self._topic_for_use(principal, topic)
+        return Subscriber(
             topic=topic,
             keys=params.keys,
             connection=connection,
@@ -398,19 +437,18 @@ class Broker:
             max_buffer_bytes=self.config.ws_buffer_bytes,
             follow_new_partitions=params.group is None and params.partitions is None,
         )
-        if params.group is not None:
-            return await self._run_group_member(subscriber, params, incoming, client)
-        states = [self.engine.partition_state(topic, p) for p in range(meta.partitions)]
+
+    def _start_plain(self, subscriber: Subscriber, params: SubscribeParams) -> None:
+        """Positions, registration and the `subscribed` event in one step (no await: the
+        positions cannot go stale before the first delivery)."""
+        topic = subscriber.topic
+        partitions = self.engine.get_topic(topic).partitions
+        states = [self.engine.partition_state(topic, p) for p in range(partitions)]
         positions = start_positions(topic, states, params)
-        # From here to the first delivery nothing awaits: the positions cannot go stale.
         self.hub.register(subscriber)
-        try:
-            subscriber.assign(positions)
-            subscriber.send_event(Subscribed(positions))
-            subscriber.kick()
-            return await subscriber.run(incoming)
-        finally:
-            self.hub.unregister(subscriber)
+        subscriber.assign(positions)
+        subscriber.send_event(Subscribed(positions))
+        subscriber.kick()
 
     async def _run_group_member(
         self,

@@ -38,6 +38,7 @@ REPLAY_CHUNK_RECORDS = 500
 REPLAY_CHUNK_BYTES = 256 * 1024
 
 FrameHandler = Callable[[str | bytes], Awaitable[None]]
+REFUSAL = "this subscription does not accept frames from the client"
 
 
 class Connection(Protocol):
@@ -87,6 +88,9 @@ class Subscriber:
         self._cancelled_runner = False
         self.done = False
         self.end: End = None
+        # For a subscription without a task of its own (`receive_frame` takes the client's
+        # frames): told once how it ended.
+        self.on_end: Callable[[End], None] | None = None
         self._records_out = metrics.records_out.labels(topic, "websocket")
         self._bytes_out = metrics.bytes_out.labels(topic, "websocket")
         self._slow_closes = metrics.slow_consumer_closes
@@ -203,6 +207,13 @@ class Subscriber:
         if runner is not None and runner is not asyncio.current_task():
             self._cancelled_runner = True
             runner.cancel()  # it waits for the client's next frame
+        if self.on_end is not None:
+            on_end, self.on_end = self.on_end, None
+            on_end(end)
+
+    def receive_frame(self, _frame: str | bytes) -> None:
+        """A client frame on a plain subscription (without a task): answered with an error."""
+        self.send_event(Refused(InvalidRequest(REFUSAL)))
 
     async def run(
         self, incoming: AsyncIterator[str | bytes], on_frame: FrameHandler | None = None
@@ -230,9 +241,8 @@ class Subscriber:
                 await asyncio.gather(self._replayer, return_exceptions=True)
         return self.end
 
-    async def _refuse_frame(self, _frame: str | bytes) -> None:
-        refusal = InvalidRequest("this subscription does not accept frames from the client")
-        self.send_event(Refused(refusal))
+    async def _refuse_frame(self, frame: str | bytes) -> None:
+        self.receive_frame(frame)
 
     async def _replay_loop(self) -> None:
         try:
@@ -259,19 +269,28 @@ class Subscriber:
             read = subscription.replay_next()
             if read is None:
                 return
-            high_watermark_before = engine.high_watermark(topic, read.partition)
-            records = await engine.read(
-                topic, read.partition, read.offset, REPLAY_CHUNK_RECORDS, REPLAY_CHUNK_BYTES
-            )
-            if self.done:
-                return
-            chosen = subscription.replayed(read, records, high_watermark_before, self._tails)
-            if chosen:
-                encoder = self._encoder
-                data = b"".join(encoder.record(topic, r) for r in chosen)
+            tail = self._tails.get(read.partition)
+            if tail is not None and tail.start <= read.offset < tail.end:
+                # Close to the end: the tail has them, encoded already; no storage read.
+                entries = tail.entries(read.offset)[:REPLAY_CHUNK_RECORDS]
+                chosen = subscription.replayed(read, entries, tail.end, self._tails)
+                count = len(chosen)
+                data = b"".join(e.encoded(topic, self._encoder) for e in chosen)
+                await asyncio.sleep(0)  # no I/O on this path: let others run between chunks
+            else:
+                high_watermark_before = engine.high_watermark(topic, read.partition)
+                records = await engine.read(
+                    topic, read.partition, read.offset, REPLAY_CHUNK_RECORDS, REPLAY_CHUNK_BYTES
+                )
+                if self.done:
+                    return
+                found = subscription.replayed(read, records, high_watermark_before, self._tails)
+                count = len(found)
+                data = b"".join(self._encoder.record(topic, r) for r in found)
+            if data:
                 self._connection.write(data)
-                self._records_out.inc(len(chosen))
+                self._records_out.inc(count)
                 self._bytes_out.inc(len(data))
-            # A partition that reached the tail is live now: send the tail's part at once.
+            # A partition that reached the end is live now: send what came meanwhile at once.
             self.kick()
             await self._connection.drained()  # replay at the reader's pace

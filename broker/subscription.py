@@ -1,9 +1,10 @@
 """What one subscription has to deliver next: plain state, no asyncio, no sockets.
 
 Per assigned partition a subscription keeps the next offset to hand to its connection and
-whether the partition is *live* (read from the partition's in-memory tail, right after each
-commit) or *replaying* (read from storage at the reader's pace, because the position is older
-than anything the tail holds). A driver (`broker/subscriber.py`) runs it over a connection:
+whether the partition is *live* (written from the partition's in-memory tail right after each
+commit, whatever the reader's pace: the overflow policy guards the connection) or *replaying*
+(catching up on older records at the reader's pace). A driver (`broker/subscriber.py`) runs
+it over a connection:
 
 - `assign` / `revoke` change the partitions (consumer groups rebalance at any time). Every
   (re)assignment gets a new epoch, so a storage read that was in flight when its partition was
@@ -12,9 +13,10 @@ than anything the tail holds). A driver (`broker/subscriber.py`) runs it over a 
   it: everything from the next offset to the end of the tail. A live partition whose next
   offset the tail no longer holds (it fell behind by more than the tail keeps) goes back to
   replaying, so nothing is ever skipped.
-- `replay_next()` names the next storage read; `replayed(...)` takes its result. When the
-  position reaches what the tail holds, the partition turns live in the same step (no await in
-  between: nothing committed meanwhile can slip by), and the next `poll` continues from there.
+- `replay_next()` names the next read (from the tail if it still holds the position, else from
+  storage); `replayed(...)` takes its result. When the position reaches the end of the tail,
+  the partition turns live in the same step (no await in between: nothing committed meanwhile
+  can slip by), and the next `poll` continues from there.
 - Records that a `keys` filter leaves out still move the position (they count as delivered for
   auto-commit), as do records removed by retention before a replay read reached them.
 
@@ -29,10 +31,9 @@ import enum
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from broker.tail import PartitionTail, TailEntry
-from storage import StoredRecord
 
 
 @dataclass(slots=True)
@@ -56,6 +57,19 @@ class ReplayRead:
 # entries): the tail's records from `start` to `end`, all of them (`entries` None) or only the
 # ones in `entries`. A plain tuple: one is made per subscriber and commit on the hot path.
 Delivery = tuple[int, PartitionTail, int, int, Sequence[TailEntry] | None]
+
+
+class Keyed(Protocol):
+    """A record or a tail entry: what the subscription needs to know of it."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=Keyed)
 
 
 class Tails(Protocol):
@@ -119,8 +133,10 @@ class Subscription:
         return cursor is not None and cursor.live
 
     def _go_live_if_tail_holds(self, partition: int, cursor: _Cursor, tails: Tails) -> None:
+        # Live only at the end: records behind it, even ones the tail still holds, are caught up
+        # by the replay reader at the client's pace (it reads the tail when it can).
         tail = tails.get(partition)
-        cursor.live = tail is not None and tail.start <= cursor.next_offset <= tail.end
+        cursor.live = tail is not None and cursor.next_offset == tail.end
         cursor.tail = tail
         if not cursor.live:
             self.replay_pending = True
@@ -172,19 +188,19 @@ class Subscription:
     def replayed(
         self,
         read: ReplayRead,
-        records: Sequence[StoredRecord],
+        records: Sequence[R],
         high_watermark_before: int,
         tails: Tails,
-    ) -> list[StoredRecord]:
-        """The result of `read` (records at offset >= read.offset, in order, read when the high
-        watermark was `high_watermark_before`): the records to send. Stale reads (revoked or
-        reassigned meanwhile) give nothing."""
+    ) -> list[R]:
+        """The result of `read` (records, or tail entries, at offset >= read.offset, in order,
+        read when the high watermark was `high_watermark_before`): the ones to send. Stale reads
+        (revoked or reassigned meanwhile) give nothing."""
         cursor = self._cursors.get(read.partition)
         if cursor is None or cursor.epoch != read.epoch or cursor.live:
             return []
         if cursor.next_offset != read.offset:
             return []  # another read already moved it (not done by the driver, but harmless)
-        chosen: list[StoredRecord] = []
+        chosen: list[R] = []
         keys = self.keys
         for record in records:
             if record.offset < cursor.next_offset:

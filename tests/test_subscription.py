@@ -9,13 +9,14 @@ filter leaves it out or retention removed it before anyone read it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.subscription import ReplayRead, Subscription
+from broker.subscription import Keyed, ReplayRead, Subscription
 from broker.tail import PartitionTail
 from storage import StoredRecord, ValueFormat
 
@@ -121,7 +122,7 @@ class Model:
         self.keys = keys
         self.segments: list[Segment] = []
         self.current: dict[int, Segment] = {}
-        self.in_flight: list[tuple[ReplayRead, list[StoredRecord], int]] = []
+        self.in_flight: list[tuple[ReplayRead, Sequence[Keyed], int]] = []
 
     def hwm(self, partition: int) -> int:
         return len(self.log[partition])
@@ -131,11 +132,15 @@ class Model:
         assert segment is not None, f"delivered partition {partition}, which is not assigned"
         segment.delivered.extend(offsets)
 
-    def read(self, read: ReplayRead, limit: int) -> tuple[list[StoredRecord], int]:
+    def read(self, read: ReplayRead, limit: int) -> tuple[Sequence[Keyed], int]:
+        """As the driver reads: from the tail while it holds the position, else from storage."""
+        tail = self.tails[read.partition]
+        if tail.start <= read.offset < tail.end:
+            return tail.entries(read.offset)[:limit], tail.end
         start = max(read.offset, self.log_start[read.partition])
         return self.log[read.partition][start : start + limit], self.hwm(read.partition)
 
-    def apply(self, read: ReplayRead, records: list[StoredRecord], hwm_before: int) -> None:
+    def apply(self, read: ReplayRead, records: Sequence[Keyed], hwm_before: int) -> None:
         chosen = self.sub.replayed(read, records, hwm_before, self.tails)
         if chosen:
             self.deliver(read.partition, [r.offset for r in chosen])

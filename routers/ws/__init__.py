@@ -10,43 +10,55 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from broker.access import Principal
-from broker.events import End
+from models.errors import EddyError
 from routers.deps import BrokerDep
 from routers.ws.params import parse_publish_params, parse_subscribe_params
-from routers.ws.session import WebSocketConnection, client_address, incoming_frames, run_session
+from routers.ws.session import WebSocketSession, client_address, incoming_frames
 
 router = APIRouter(tags=["websocket"])
 
 
 @router.websocket("/v1/topics/{topic}/ws")
 async def subscribe(websocket: WebSocket, topic: str, broker: BrokerDep) -> None:
-    """Stream a topic's records: `subscribed` frame, stored records, then live ones."""
-    query = dict(websocket.query_params)
-
-    async def session(principal: Principal, connection: WebSocketConnection) -> End:
-        params = parse_subscribe_params(query)
-        return await broker.subscribe(
-            topic,
-            params,
-            connection,
-            incoming_frames(websocket),
-            client_address(websocket),
+    """Stream a topic's records: `subscribed` frame, stored records, then live ones. A plain
+    subscription runs without a task once started; a group member keeps this one (it awaits
+    its commits)."""
+    session = await WebSocketSession.accept(websocket, broker, "subscribe")
+    if session is None:
+        return
+    try:
+        principal = session.authenticate()
+        params = parse_subscribe_params(dict(websocket.query_params))
+    except EddyError as exc:
+        session.end(exc)
+        return
+    connection = session.connection
+    if params.group is None:
+        await session.run_detached(
             principal,
+            lambda on_end: broker.open_subscription(topic, params, connection, principal, on_end),
         )
-
-    await run_session(websocket, broker, "subscribe", session)
+    else:
+        incoming = incoming_frames(websocket)
+        client = client_address(websocket)
+        await session.run(
+            principal, broker.subscribe(topic, params, connection, incoming, client, principal)
+        )
 
 
 @router.websocket("/v1/topics/{topic}/publish")
 async def publish(websocket: WebSocket, topic: str, broker: BrokerDep) -> None:
     """Publish records, one JSON object per frame; each gets an ack or error, in order."""
-    query = dict(websocket.query_params)
-
-    async def session(principal: Principal, connection: WebSocketConnection) -> End:
-        producer_id = parse_publish_params(query)
-        return await broker.publish(
-            topic, producer_id, connection, incoming_frames(websocket), principal
-        )
-
-    await run_session(websocket, broker, "publish", session)
+    session = await WebSocketSession.accept(websocket, broker, "publish")
+    if session is None:
+        return
+    try:
+        principal = session.authenticate()
+        producer_id = parse_publish_params(dict(websocket.query_params))
+    except EddyError as exc:
+        session.end(exc)
+        return
+    incoming = incoming_frames(websocket)
+    await session.run(
+        principal, broker.publish(topic, producer_id, session.connection, incoming, principal)
+    )

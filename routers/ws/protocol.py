@@ -1,13 +1,16 @@
 """Eddy's WebSocket protocol class for uvicorn (`uvicorn_config` selects it with `ws=`).
 
 It is uvicorn's sans-I/O implementation (timers for pings, no task of its own per connection)
-with two additions:
+with three additions:
 
 - the `eddy.fast_send` ASGI extension: the app writes pre-built frame bytes straight to the
   connection's transport and reads its outgoing buffer size, with no await, task wake-up or
   framing per message. FastAPI still does the handshake, routing, dependencies and docs; only the
   hot path bypasses ASGI `send`. A close goes out at once, even while the peer is not reading
   (ASGI `send` would wait for the buffer to drain first, and a slow reader may never read).
+- detaching: the app may hand the accepted connection to callbacks (`FastSend.detach`) and
+  return; the connection stays open, client frames and the disconnect go to the callbacks, and
+  an idle subscriber costs no task and no coroutine stack at all.
 - a handshake deadline: a connection whose upgrade the app has neither accepted nor refused
   within HANDSHAKE_TIMEOUT seconds is closed, so half-open upgrades cannot pile up.
 """
@@ -16,11 +19,15 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import TimerHandle
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+
+FrameCallback = Callable[[str | bytes], None]
 
 FAST_SEND = "eddy.fast_send"
 HANDSHAKE_TIMEOUT = 5.0  # seconds from the upgrade to the app's accept or refusal
@@ -57,10 +64,18 @@ class FastSend:
         """Send a close frame now (behind what is queued) and start the closing handshake."""
         self._protocol.close_now(code, reason)
 
+    def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
+        """From now on the client's frames go to `on_frame` and the end of the connection (client
+        close, lost connection, failed ping) to `on_gone`, called once; the app may return and
+        the connection stays open. What arrived before is handed over first."""
+        self._protocol.detach(on_frame, on_gone)
+
 
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
+    _on_frame: FrameCallback | None = None
+    _on_gone: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -71,6 +86,62 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_handshake_timer()
         super().connection_lost(exc)
+        self._gone()
+
+    # --- detached connections ------------------------------------------------------------------
+    def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
+        self._on_frame, self._on_gone = on_frame, on_gone
+        while not self.queue.empty():  # frames (or the disconnect) the app has not read
+            message = self.queue.get_nowait()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                on_frame(text if text is not None else message.get("bytes") or b"")
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.disconnected:
+            self.loop.call_soon(self._gone)
+
+    def _gone(self) -> None:
+        on_gone, self._on_gone, self._on_frame = self._on_gone, None, None
+        if on_gone is not None:
+            on_gone()
+
+    def send_receive_event_to_app(self) -> None:
+        on_frame = self._on_frame
+        if on_frame is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                on_frame(data.decode())
+            except UnicodeDecodeError:  # RFC 6455: invalid UTF-8 in a text frame closes 1007
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+        else:
+            on_frame(data)
+
+    async def run_asgi(self) -> None:
+        """uvicorn's, except that a detached connection stays open when the app returns."""
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.close_timer is None and self._on_gone is None:
+            self.transport.close()
 
     def _cancel_handshake_timer(self) -> None:
         if self._handshake_timer is not None:

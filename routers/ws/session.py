@@ -19,6 +19,7 @@ from fastapi import WebSocket
 from broker import Broker
 from broker.access import Principal
 from broker.events import End, Event, Refused
+from broker.subscriber import Subscriber
 from broker.tail import Encoder
 from models.errors import EddyError, Forbidden, Unauthorized
 from routers.deps import bearer_token
@@ -59,7 +60,7 @@ class WebSocketConnection:
         self._fast.write(event_frame(event))
 
 
-Session = Callable[[Principal, WebSocketConnection], Awaitable[End]]
+Start = Callable[[Callable[[End], None]], Awaitable[Subscriber]]
 
 
 async def incoming_frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
@@ -87,70 +88,141 @@ def client_address(websocket: WebSocket) -> str:
     return f"{client.host}:{client.port}" if client else "unknown"
 
 
-async def run_session(
-    websocket: WebSocket, broker: Broker, endpoint: str, session: Session
-) -> None:
-    """Accept, check who is calling, run the session, and close as it ended. Errors are sent as
-    a frame before the close because browsers cannot see the HTTP status of a refused upgrade."""
-    fast: FastSend | None = websocket.scope.get("extensions", {}).get(FAST_SEND)
-    await websocket.accept()
-    if fast is None:  # served by a server without Eddy's protocol class (see app/server.py)
-        log.error("WebSocket refused: run Eddy with app.server.uvicorn_config (eddy serve)")
-        with contextlib.suppress(Exception):
-            await websocket.close(CLOSE_INTERNAL_ERROR)
-        return
-    if not broker.open_websocket():
-        fast.close(CLOSE_TRY_AGAIN_LATER, "too many connections; retry later")
-        return
-    gauge = broker.metrics.websockets_open.labels(endpoint)
-    gauge.inc()
-    connection = WebSocketConnection(fast)
-    try:
-        try:
-            check_origin(broker, websocket.headers.get("origin"), websocket.headers.get("host"))
-            principal = broker.access.authenticate(bearer_token(websocket, allow_query=True))
-            end = await _run_while_authorized(broker, principal, session(principal, connection))
-        except EddyError as exc:  # refused (bad parameters, no such topic, credentials)
-            end = exc
+class WebSocketSession:
+    """One accepted WebSocket: its slot, its metrics gauge and how it ends (once)."""
+
+    def __init__(self, websocket: WebSocket, broker: Broker, endpoint: str, fast: FastSend) -> None:
+        self.websocket = websocket
+        self.broker = broker
+        self.fast = fast
+        self.connection = WebSocketConnection(fast)
+        self._gauge = broker.metrics.websockets_open.labels(endpoint)
+        self._gauge.inc()
+        self._watch: CredentialWatch | None = None
+        self.ended = False
+
+    @classmethod
+    async def accept(
+        cls, websocket: WebSocket, broker: Broker, endpoint: str
+    ) -> WebSocketSession | None:
+        """Accept the upgrade and take a connection slot; None if the session cannot start
+        (it has been closed already)."""
+        fast: FastSend | None = websocket.scope.get("extensions", {}).get(FAST_SEND)
+        await websocket.accept()
+        if fast is None:  # served by a server without Eddy's protocol class (see app/server.py)
+            log.error("WebSocket refused: run Eddy with app.server.uvicorn_config (eddy serve)")
+            with contextlib.suppress(Exception):
+                await websocket.close(CLOSE_INTERNAL_ERROR)
+            return None
+        if not broker.open_websocket():
+            fast.close(CLOSE_TRY_AGAIN_LATER, "too many connections; retry later")
+            return None
+        return cls(websocket, broker, endpoint, fast)
+
+    def authenticate(self) -> Principal:
+        """Check the origin and the credentials (raises `EddyError`)."""
+        headers = self.websocket.headers
+        check_origin(self.broker, headers.get("origin"), headers.get("host"))
+        return self.broker.access.authenticate(bearer_token(self.websocket, allow_query=True))
+
+    def end(self, end: End) -> None:
+        """Close as the session ended (an error frame first for an error) and free the slot."""
+        if self.ended:
+            return
+        self.ended = True
+        if self._watch is not None:
+            self._watch.cancel()
         if isinstance(end, EddyError):
-            connection.send_event(Refused(end))
+            self.connection.send_event(Refused(end))
         code = close_code(end)
         if code is not None:
-            fast.close(code)
-    finally:
-        gauge.dec()
-        broker.websocket_closed()
+            self.fast.close(code)
+        self._gauge.dec()
+        self.broker.websocket_closed()
+
+    async def run(self, principal: Principal, running: Awaitable[End]) -> None:
+        """Run a session in this task until it ends (publishers, group members)."""
+        try:
+            end = await _run_while_authorized(self.broker, principal, running)
+        except EddyError as exc:
+            end = exc
+        except asyncio.CancelledError:  # the server stops this task
+            self.end(None)
+            raise
+        except Exception:
+            log.exception("WebSocket session failed")
+            end = EddyError("internal error")
+        self.end(end)
+
+    async def run_detached(self, principal: Principal, start: Start) -> None:
+        """Start a subscription that runs without this task: the connection's callbacks take
+        the client's frames and its end, a timer watches the credentials, and this returns."""
+        try:
+            subscriber = await start(self.end)
+        except EddyError as exc:
+            self.end(exc)
+            return
+        if subscriber.done:  # ended while starting (its end is handled)
+            return
+        self.fast.detach(subscriber.receive_frame, lambda: subscriber.finish(None))
+        self._watch = watch_credentials(
+            self.broker,
+            principal,
+            lambda: subscriber.finish(Unauthorized("credentials expired or revoked")),
+        )
+
+
+class CredentialWatch:
+    """Calls `expired` once the principal's credentials expire or are revoked: a timer that
+    re-arms itself every recheck interval (no task per connection)."""
+
+    def __init__(self, broker: Broker, principal: Principal, expired: Callable[[], None]) -> None:
+        self._broker = broker
+        self._principal = principal
+        self._expired = expired
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(self._delay(), self._check)
+
+    def _delay(self) -> float:
+        wait = self._broker.config.auth_recheck_interval
+        expires_at = self._principal.expires_at
+        if expires_at is not None:
+            wait = min(wait, max(expires_at - time.time(), 0.0) + 0.01)
+        return wait
+
+    def _check(self) -> None:
+        if self._broker.access.still_valid(self._principal):
+            self._timer = self._loop.call_later(self._delay(), self._check)
+        else:
+            self._expired()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def watch_credentials(
+    broker: Broker, principal: Principal, expired: Callable[[], None]
+) -> CredentialWatch | None:
+    if not broker.access.enabled or not principal.authenticated:
+        return None  # nothing can expire
+    return CredentialWatch(broker, principal, expired)
 
 
 async def _run_while_authorized(
     broker: Broker, principal: Principal, running: Awaitable[End]
 ) -> End:
-    """Run the session; end it with 4401 if the credentials expire or are revoked meanwhile.
-    A timer checks them (no task per connection); expiry cancels the session's await."""
-    if not broker.access.enabled or not principal.authenticated:
-        return await running  # nothing can expire
+    """Run the session; end it with 4401 if the credentials expire or are revoked meanwhile
+    (the timer cancels this task's await)."""
     task = asyncio.current_task()
     assert task is not None
-    loop = asyncio.get_running_loop()
     expired = False
-    timer: asyncio.TimerHandle | None = None
 
-    def schedule() -> None:
-        nonlocal timer
-        wait = broker.config.auth_recheck_interval
-        if principal.expires_at is not None:
-            wait = min(wait, max(principal.expires_at - time.time(), 0.0) + 0.01)
-        timer = loop.call_later(wait, check)
-
-    def check() -> None:
+    def on_expired() -> None:
         nonlocal expired
-        if broker.access.still_valid(principal):
-            schedule()
-        else:
-            expired = True
-            task.cancel()
+        expired = True
+        task.cancel()
 
-    schedule()
+    watch = watch_credentials(broker, principal, on_expired)
     try:
         return await running
     except asyncio.CancelledError:
@@ -159,5 +231,5 @@ async def _run_while_authorized(
         task.uncancel()
         raise Unauthorized("credentials expired or revoked") from None
     finally:
-        if timer is not None:
-            timer.cancel()
+        if watch is not None:
+            watch.cancel()
