@@ -28,6 +28,21 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.http11 import Request
 
 FrameCallback = Callable[[str | bytes], None]
+# What uvicorn still reads of a detached connection's scope (its log lines).
+_SCOPE_KEPT = {"type", "scheme", "server", "client", "root_path", "path", "query_string"}
+
+
+class _NoQueue:
+    """A detached connection's ASGI receive queue: nobody reads it any more."""
+
+    def put_nowait(self, message: object) -> None:
+        pass
+
+    def empty(self) -> bool:
+        return True
+
+
+_NO_QUEUE = _NoQueue()
 
 FAST_SEND = "eddy.fast_send"
 HANDSHAKE_TIMEOUT = 5.0  # seconds from the upgrade to the app's accept or refusal
@@ -71,11 +86,48 @@ class FastSend:
         self._protocol.detach(on_frame, on_gone)
 
 
+class _Writable:
+    """`asyncio.Event` for the protocol's "transport is writable" flag, without the Event's
+    preallocated waiter deque (about 0.8 KB per idle connection)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
     _on_frame: FrameCallback | None = None
     _on_gone: Callable[[], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writable = _Writable()  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -91,8 +143,10 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     # --- detached connections ------------------------------------------------------------------
     def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
         self._on_frame, self._on_gone = on_frame, on_gone
-        while not self.queue.empty():  # frames (or the disconnect) the app has not read
-            message = self.queue.get_nowait()
+        queue = self.queue
+        self.queue = _NO_QUEUE  # type: ignore[assignment]
+        while not queue.empty():  # frames (or the disconnect) the app has not read
+            message = queue.get_nowait()
             if message["type"] == "websocket.receive":
                 text = message.get("text")
                 on_frame(text if text is not None else message.get("bytes") or b"")
@@ -101,6 +155,12 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
         if self.disconnected:
             self.loop.call_soon(self._gone)
+        # An idle connection should cost little: drop what only the handshake and the app's
+        # call needed (the request and response, the app's additions to the scope).
+        if getattr(self, "request", None) is not None:
+            self.request.headers.clear()  # websockets' parser keeps the request alive
+        self.request = self.response = None  # type: ignore[assignment]
+        self.scope = {k: v for k, v in self.scope.items() if k in _SCOPE_KEPT}  # type: ignore[assignment]
 
     def _gone(self) -> None:
         on_gone, self._on_gone, self._on_frame = self._on_gone, None, None

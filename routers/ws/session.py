@@ -92,7 +92,7 @@ class WebSocketSession:
     """One accepted WebSocket: its slot, its metrics gauge and how it ends (once)."""
 
     def __init__(self, websocket: WebSocket, broker: Broker, endpoint: str, fast: FastSend) -> None:
-        self.websocket = websocket
+        self.websocket: WebSocket | None = websocket  # until the session runs detached
         self.broker = broker
         self.fast = fast
         self.connection = WebSocketConnection(fast)
@@ -121,9 +121,11 @@ class WebSocketSession:
 
     def authenticate(self) -> Principal:
         """Check the origin and the credentials (raises `EddyError`)."""
-        headers = self.websocket.headers
+        websocket = self.websocket
+        assert websocket is not None
+        headers = websocket.headers
         check_origin(self.broker, headers.get("origin"), headers.get("host"))
-        return self.broker.access.authenticate(bearer_token(self.websocket, allow_query=True))
+        return self.broker.access.authenticate(bearer_token(websocket, allow_query=True))
 
     def end(self, end: End) -> None:
         """Close as the session ended (an error frame first for an error) and free the slot."""
@@ -164,6 +166,7 @@ class WebSocketSession:
             return
         if subscriber.done:  # ended while starting (its end is handled)
             return
+        self.websocket = None  # its scope is not needed any more
         self.fast.detach(subscriber.receive_frame, lambda: subscriber.finish(None))
         self._watch = watch_credentials(
             self.broker,
