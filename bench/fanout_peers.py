@@ -129,19 +129,27 @@ def run_fanout(harness: Path, env: dict[str, str], out: Path, rounds: int, durat
     subprocess.run(["./interleave-eddy.sh"], cwd=harness, env=run_env, check=True)
 
 
+# Eddy pings every WebSocket (5 s by default, to notice vanished consumers): at 10,000
+# connections that is most of its idle CPU, so the idle rows also show a 20 s interval.
+SLOW_PINGS = "--ws-ping-interval 20 --ws-ping-timeout 10"
+
+
 def run_idle(harness: Path, env: dict[str, str], out: Path, conns: int, hold: int) -> None:
-    for name, peer in PEERS.items():
-        log(f"{conns} idle WebSockets: {name}")
+    targets = [(name, name, env) for name in PEERS]
+    targets.append(("eddy", "eddy-ping20", {**env, "EDDY_ARGS": SLOW_PINGS}))
+    for name, label, target_env in targets:
+        peer = PEERS[name]
+        log(f"{conns} idle WebSockets: {label}")
         sh(
             [
-                ".venv/bin/python", "-m", "loadgen", "idle", "--label", LABELS[name],
+                ".venv/bin/python", "-m", "loadgen", "idle", "--label", label,
                 "--adapter", peer["adapter"], "--sub-url", peer["sub"],
                 "--server-port", peer["port"], "--before-each", peer["restart"],
                 "--conns", str(conns), "--hold", str(hold), "--runs", "1",
-                "--out", str(out / f"idle-{name}.json"),
+                "--out", str(out / f"idle-{label}.json"),
             ],
             harness,
-            env,
+            target_env,
         )  # fmt: skip
         subprocess.run(peer["stop"], cwd=harness, env=env, shell=True, check=False)
 
@@ -194,7 +202,7 @@ def report(out: Path, loads_before: str, loads_after: str) -> str:
             f"| {fmt(median(runs['eddy'], 'publish_rate_achieved'))} of {rate} | {lost} |"
         )
     idle: dict[str, dict[str, float | None]] = {}
-    for name in PEERS:
+    for name in [*PEERS, "eddy-ping20"]:
         path = out / f"idle-{name}.json"
         if path.exists():
             runs = json.loads(path.read_text())["results"][0]["runs"]
@@ -204,8 +212,9 @@ def report(out: Path, loads_before: str, loads_after: str) -> str:
     if idle:
         lines += [
             "",
-            "| 10,000 idle WebSockets | nchan | Python pre-built frame | Eddy | Eddy / nchan |",
-            "|---|---|---|---|---|",
+            "| 10,000 idle WebSockets | nchan | Python pre-built frame | Eddy | Eddy / nchan "
+            "| Eddy, pings every 20 s |",
+            "|---|---|---|---|---|---|",
         ]
         for metric, what in (
             ("rss_per_conn_kb", "RSS per connection, KB"),
@@ -213,10 +222,11 @@ def report(out: Path, loads_before: str, loads_after: str) -> str:
             ("connect_s", "time to connect all, s"),
             ("open", "connections open"),
         ):
-            values = {name: idle.get(name, {}).get(metric) for name in PEERS}
+            values = {name: idle.get(name, {}).get(metric) for name in [*PEERS, "eddy-ping20"]}
             lines.append(
                 f"| {what} | {fmt(values['nchan'], 2)} | {fmt(values['rawframe'], 2)} "
-                f"| {fmt(values['eddy'], 2)} | {ratio(values['eddy'], values['nchan'])} |"
+                f"| {fmt(values['eddy'], 2)} | {ratio(values['eddy'], values['nchan'])} "
+                f"| {fmt(values['eddy-ping20'], 2)} |"
             )
     produce = {}
     for subs in (1, 1000):

@@ -2,8 +2,9 @@
 records to the partition's tail (`tail.py`) and runs a fan-out pass over the topic's subscribers,
 each of which writes the tail's pre-encoded bytes from its own position (`Subscriber.deliver_live`).
 
-A pass visits at most `FANOUT_STEP` subscribers per event-loop step and then yields, so however
-many subscribers a topic has, produce requests, /healthz and /metrics are answered in between.
+A pass visits at most `FANOUT_STEP` subscribers (and spends about `STEP_SECONDS`) per
+event-loop step and then yields, so however many subscribers a topic has, produce requests,
+/healthz and /metrics are answered in between.
 Commits that arrive during a pass are picked up by the subscribers it has not reached yet (they
 write both commits at once) and by one more pass for the others: each subscriber always writes
 from its own position, so per-partition order holds however passes and commits interleave.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eddy.hub")
 
-FANOUT_STEP = 250  # subscribers written to per event-loop step (about 1-3 ms of work)
+FANOUT_STEP = 250  # at most this many subscribers written to per event-loop step
+STEP_SECONDS = 0.001  # and for at most about this long: a produce request waits little for it
+CLOCK_EVERY = 16  # subscribers between looks at the clock
 
 
 class TopicSession(Protocol):
@@ -149,10 +153,13 @@ class FanoutHub:
                 return
             fanout.dirty = False
             fanout.pass_, fanout.index = list(fanout.subscribers), 0
-        batch = fanout.pass_[fanout.index : fanout.index + FANOUT_STEP]
-        fanout.index += len(batch)
+        subscribers, index = fanout.pass_, fanout.index
+        stop = min(index + FANOUT_STEP, len(subscribers))
+        deadline = time.perf_counter() + STEP_SECONDS
         records = size = 0
-        for subscriber in batch:
+        while index < stop:
+            subscriber = subscribers[index]
+            index += 1
             try:
                 sent, written = subscriber.deliver_live()
             except Exception:  # one broken session must not stop the others' delivery
@@ -161,6 +168,9 @@ class FanoutHub:
                 continue
             records += sent
             size += written
+            if index % CLOCK_EVERY == 0 and time.perf_counter() > deadline:
+                break
+        fanout.index = index
         if records:
             self._metrics.records_out.labels(fanout.topic, "websocket").inc(records)
             self._metrics.bytes_out.labels(fanout.topic, "websocket").inc(size)
