@@ -18,6 +18,9 @@ import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from app.factory import create_app
+from app.server import EddyServer, uvicorn_config
+from app.settings import Settings
 from broker.hub import FANOUT_STEP
 from broker.tail import TAIL_RECORDS
 from routers.ws.protocol import EddyWebSocketProtocol
@@ -202,3 +205,42 @@ def test_an_upgrade_the_app_never_answers_is_closed() -> None:
         sock.settimeout(30)  # a socket.timeout here: the server never closed it
         data = b"".join(iter(lambda: sock.recv(4096), b""))  # until the server closes
         assert not data.startswith(b"HTTP/1.1 101")
+
+
+def test_idle_subscribers_cost_no_task(tmp_path: Path) -> None:
+    """A plain subscription runs without a task once started (the hub writes its frames, the
+    connection's callbacks take its client frames): 100 idle subscribers add no tasks."""
+    config = Settings(host="127.0.0.1", port=free_port(), data_dir=tmp_path / "d")
+    app = create_app(config)
+    server = EddyServer(uvicorn_config(app, config), app)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=15)
+    loop = server.servers[0].get_loop()
+
+    async def count_tasks() -> int:
+        return len(asyncio.all_tasks())
+
+    def tasks() -> int:
+        return asyncio.run_coroutine_threadsafe(count_tasks(), loop).result(10)
+
+    async def scenario(ws_url: str) -> None:
+        before = tasks()
+        sockets = [
+            await connect(f"{ws_url}/v1/topics/idle/ws", open_timeout=30) for _ in range(100)
+        ]
+        for ws in sockets:
+            assert (await next_frame(ws))["type"] == "subscribed"
+        assert tasks() <= before + 2  # (a request of the test itself may be in flight)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.port}") as client:
+            await client.post("/v1/topics/idle/records", json={"value": 1})
+        for ws in sockets:
+            assert (await next_frame(ws))["value"] == 1
+        for ws in sockets:
+            await ws.close()
+
+    try:
+        asyncio.run(scenario(f"ws://127.0.0.1:{config.port}"))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
