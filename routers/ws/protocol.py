@@ -64,8 +64,9 @@ class FastSend:
     def write(self, frames: bytes) -> None:
         """Queue complete, unmasked server frames (after the app accepted the connection)."""
         protocol = self._protocol
-        if not (protocol.close_sent or protocol.disconnected):
-            protocol.transport.write(frames)
+        transport = protocol.transport
+        if not (protocol.close_sent or protocol.disconnected or transport.is_closing()):
+            transport.write(frames)
 
     def buffered(self) -> int:
         """Bytes written and not yet taken by the kernel (the peer is not reading them)."""
