@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from app.settings import Settings
 from broker import Broker
+from routers.ws.protocol import EddyWebSocketProtocol
 
 WEBSOCKET_CLOSE_WAIT = 1.0  # seconds
 
@@ -28,6 +29,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         "port": settings.port,
         "log_level": "warning",  # Eddy logs its own start-up line
         "access_log": False,
+        "ws": EddyWebSocketProtocol,  # fast-send extension for pre-built frames (routers/ws)
         "ws_max_size": settings.max_request_bytes,
         "ws_ping_interval": settings.ws_ping_interval,
         "ws_ping_timeout": settings.ws_ping_timeout,

@@ -8,29 +8,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broker.access import AccessPolicy, Action, AuthFileError, Principal, load_access_policy
 from broker.drafts import RecordDraft
+from broker.events import End, Subscribed
 from broker.fetcher import Fetcher
 from broker.groups import GroupCoordinator, ResetTo
 from broker.hub import FanoutHub
 from broker.metrics import Metrics
-from broker.positions import (
-    SubscribeParams,
-    parse_publish_params,
-    parse_subscribe_params,
-    start_positions,
-)
+from broker.positions import SubscribeParams, start_positions
 from broker.producer import Producer
-from broker.publisher import PublishSession
+from broker.publisher import AnswerSink, PublishSession
 from broker.rate_limit import RateLimiter
 from broker.retention import Cleaner
-from broker.subscriber import FrameSink, Subscriber
+from broker.subscriber import Connection, Subscriber
 from broker.topic_rules import (
     effective_config,
     validate_config,
@@ -38,14 +33,12 @@ from broker.topic_rules import (
     validate_partition_count,
     validate_topic_name,
 )
-from models.errors import EddyError, Forbidden, InvalidRequest, TopicNotFound, Unauthorized
+from models.errors import EddyError, InvalidRequest, TopicNotFound, Unauthorized
 from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
 from storage import PRODUCER_WINDOW, AppendedRecord, Engine, ProducerSequence, TopicMeta
 
 log = logging.getLogger("eddy.broker")
-
-CLOSE_GOING_AWAY = 1001
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class Broker:
             config.produce_rate_limit, config.produce_rate_burst or config.produce_rate_limit
         )
         self.metrics = Metrics()
-        self.hub = FanoutHub()
+        self.hub = FanoutHub(engine, self.metrics)
         self.producer = Producer(engine, self.metrics, config.produce_queue_timeout)
         self.fetcher = Fetcher(engine, self.hub, self.metrics)
         self.groups = GroupCoordinator(engine, self.metrics, config.auto_commit_interval)
@@ -117,17 +110,18 @@ class Broker:
             self._auth_watcher = asyncio.create_task(self._watch_auth_file(self._auth_file))
 
     def begin_shutdown(self) -> None:
-        """The server stops: close WebSockets with 1001 and answer long-polls now (appends in
-        flight still commit); called before the server waits for open requests to finish."""
-        self.hub.close_all(CLOSE_GOING_AWAY)
+        """The server stops: end streaming sessions (WebSockets close with 1001) and answer
+        long-polls now (appends in flight still commit); called before the server waits for
+        open requests to finish."""
+        self.hub.close_all()
 
     async def stop(self) -> None:
-        """Close WebSockets (1001), commit queued appends, close storage."""
+        """End streaming sessions, commit queued appends, close storage."""
         if self._auth_watcher is not None:
             self._auth_watcher.cancel()
             await asyncio.gather(self._auth_watcher, return_exceptions=True)
         await self.cleaner.stop()
-        self.hub.close_all(CLOSE_GOING_AWAY)
+        self.hub.close_all()
         await self.engine.close()  # commits what is queued first
 
     async def _watch_auth_file(self, path: Path) -> None:
@@ -145,25 +139,6 @@ class Broker:
                 log.info("reloaded auth file %s", path)
             except (OSError, AuthFileError) as exc:
                 log.error("auth file not reloaded, keeping the previous one: %s", exc)
-
-    async def watch_credentials(self, principal: Principal) -> None:
-        """Return when the principal's credentials expire or are revoked (for open sockets)."""
-        while True:
-            wait = self.config.auth_recheck_interval
-            if principal.expires_at is not None:
-                wait = min(wait, max(principal.expires_at - time.time(), 0.0) + 0.01)
-            await asyncio.sleep(wait)
-            if not self.access.still_valid(principal):
-                return
-
-    def check_origin(self, origin: str | None, host: str | None) -> None:
-        """WebSocket upgrades from browsers: only the server's own page or allowed origins."""
-        if origin is None:  # not a browser: nothing to protect against
-            return
-        own = {f"http://{host}", f"https://{host}"} if host else set()
-        if origin in own or origin in self.config.allowed_origins:
-            return
-        raise Forbidden(f"origin '{origin[:100]}' is not allowed", {"origin": origin[:100]})
 
     async def check_ready(self) -> None:
         """Raise `Unavailable` unless storage is open and writable."""
@@ -377,7 +352,7 @@ class Broker:
         await self.groups.delete(group)
         self.access.audit_admin(principal, "delete_group", f"group:{group}", "ok")
 
-    # --- WebSockets ---------------------------------------------------------------------------
+    # --- streaming connection slots ---------------------------------------------------------------
     def open_websocket(self) -> bool:
         """Take a connection slot; False when --max-websockets are open already."""
         if self._open_websockets >= self.config.max_websockets:
@@ -396,54 +371,84 @@ class Broker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._no_websockets.wait(), seconds)
 
-    # --- WebSocket sessions ------------------------------------------------------------------
+    # --- streaming sessions (the transports drive them) -------------------------------------
     async def subscribe(
         self,
         topic: str,
-        query: Mapping[str, str],
-        sink: FrameSink,
+        params: SubscribeParams,
+        connection: Connection,
         incoming: AsyncIterator[str | bytes],
         client: str,
         principal: Principal,
-    ) -> int | None:
-        """Run one subscription until it ends; returns the close code to use (None: client left).
+    ) -> End:
+        """Run one subscription until it ends; returns how it ended (None: the client left).
+        (`open_subscription` is the same without a task, for plain subscriptions.)
 
-        Raises `EddyError` before anything is sent if the request is bad.
+        Raises `EddyError` before anything is sent if the request is refused.
         """
-        params = parse_subscribe_params(query)
+        subscriber = await self._new_subscriber(topic, params, connection, principal)
+        if params.group is not None:
+            return await self._run_group_member(subscriber, params, incoming, client)
+        self._start_plain(subscriber, params)
+        try:
+            return await subscriber.run(incoming)
+        finally:
+            self.hub.unregister(subscriber)
+
+    async def open_subscription(
+        self,
+        topic: str,
+        params: SubscribeParams,
+        connection: Connection,
+        principal: Principal,
+        on_end: Callable[[End], None],
+    ) -> Subscriber:
+        """Start a plain subscription (not a group member) that runs without a task: the
+        transport gives it the client's frames (`Subscriber.receive_frame`) and ends it with
+        `finish(None)` when the client leaves; `on_end` is told once how it ended.
+
+        Raises `EddyError` before anything is sent if the request is refused.
+        """
+        if params.group is not None:
+            raise InvalidRequest("group members run with `subscribe`")
+        subscriber = await self._new_subscriber(topic, params, connection, principal)
+
+        def ended(end: End) -> None:
+            self.hub.unregister(subscriber)
+            on_end(end)
+
+        subscriber.on_end = ended
+        self._start_plain(subscriber, params)
+        return subscriber
+
+    async def _new_subscriber(
+        self, topic: str, params: SubscribeParams, connection: Connection, principal: Principal
+    ) -> Subscriber:
         self._authorize(principal, Action.READ, topic)
         if params.group is not None:
             self._authorize_group(principal, Action.GROUP, params.group)
-        meta = await self._topic_for_use(principal, topic)
-        subscriber = Subscriber(
+        await self._topic_for_use(principal, topic)
+        return Subscriber(
             topic=topic,
             keys=params.keys,
-            sink=sink,
+            connection=connection,
             engine=self.engine,
             metrics=self.metrics,
             max_buffer_bytes=self.config.ws_buffer_bytes,
             follow_new_partitions=params.group is None and params.partitions is None,
         )
-        if params.group is not None:
-            return await self._run_group_member(subscriber, params, incoming, client)
-        states = [self.engine.partition_state(topic, p) for p in range(meta.partitions)]
+
+    def _start_plain(self, subscriber: Subscriber, params: SubscribeParams) -> None:
+        """Positions, registration and the `subscribed` event in one step (no await: the
+        positions cannot go stale before the first delivery)."""
+        topic = subscriber.topic
+        partitions = self.engine.get_topic(topic).partitions
+        states = [self.engine.partition_state(topic, p) for p in range(partitions)]
         positions = start_positions(topic, states, params)
-        # From here to hub.register nothing awaits: the positions cannot go stale.
-        subscriber.assign(positions)
-        subscriber.send_control(
-            {
-                "type": "subscribed",
-                "partitions": {
-                    str(p): {"offset": pos.offset, **({"reset": True} if pos.reset else {})}
-                    for p, pos in positions.items()
-                },
-            }
-        )
         self.hub.register(subscriber)
-        try:
-            return await subscriber.run(incoming)
-        finally:
-            self.hub.unregister(subscriber)
+        subscriber.assign(positions)
+        subscriber.send_event(Subscribed(positions))
+        subscriber.kick()
 
     async def _run_group_member(
         self,
@@ -451,17 +456,21 @@ class Broker:
         params: SubscribeParams,
         incoming: AsyncIterator[str | bytes],
         client: str,
-    ) -> int | None:
+    ) -> End:
         assert params.group is not None
         self.hub.register(subscriber)  # before join: its assignment must see every commit
-        member = self.groups.join(
-            params.group,
-            subscriber.topic,
-            subscriber,
-            params.start_from,
-            params.auto_commit,
-            client,
-        )
+        try:
+            member = self.groups.join(
+                params.group,
+                subscriber.topic,
+                subscriber,
+                params.start_from,
+                params.auto_commit,
+                client,
+            )
+        except BaseException:
+            self.hub.unregister(subscriber)
+            raise
         try:
             return await subscriber.run(
                 incoming, lambda frame: self.groups.handle_frame(member, frame)
@@ -473,13 +482,12 @@ class Broker:
     async def publish(
         self,
         topic: str,
-        query: Mapping[str, str],
-        sink: FrameSink,
+        producer_id: str | None,
+        sink: AnswerSink,
         incoming: AsyncIterator[str | bytes],
         principal: Principal,
-    ) -> int | None:
-        """Run one publishing connection until it ends; returns the close code to use."""
-        producer_id = parse_publish_params(query)
+    ) -> End:
+        """Run one publishing connection until it ends; returns how it ended."""
         self._authorize(principal, Action.WRITE, topic)
         await self._topic_for_use(principal, topic)
 

@@ -127,8 +127,13 @@ def record_dict(topic: str, record: StoredRecord) -> dict[str, Any]:
 
 
 def record_frame(topic: str, record: StoredRecord) -> str:
-    """The WebSocket text frame of a record; built once and sent to every subscriber."""
-    return orjson.dumps({"type": "record", **record_dict(topic, record)}).decode()
+    """The JSON text of a record pushed to a subscriber (`"type": "record"`)."""
+    return record_frame_bytes(topic, record).decode()
+
+
+def record_frame_bytes(topic: str, record: StoredRecord) -> bytes:
+    """The same as UTF-8 bytes: what the transports frame once and send to every subscriber."""
+    return orjson.dumps({"type": "record", **record_dict(topic, record)})
 
 
 def safe_json(value: Any) -> bytes:

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from broker.assignment import assign_partitions
 from broker.codec import parse_json
+from broker.events import Assigned, Committed, Refused
 from broker.metrics import Metrics
 from broker.positions import StartFrom, StartPosition
 from broker.subscriber import Subscriber
@@ -162,20 +163,17 @@ class GroupCoordinator:
             }
             subscriber.assign({**{p: StartPosition(0) for p in subscriber.partitions}, **starts})
             positions = subscriber.next_offsets()
-            subscriber.send_control(
-                {
-                    "type": "assignment",
-                    "generation": state.generation,
-                    "member_id": member_id,
-                    "partitions": {
-                        str(p): {
-                            "offset": positions[p],
-                            **({"reset": True} if p in starts and starts[p].reset else {}),
-                        }
+            subscriber.send_event(
+                Assigned(
+                    state.generation,
+                    member_id,
+                    {
+                        p: StartPosition(positions[p], p in starts and starts[p].reset)
                         for p in sorted(new[member_id])
                     },
-                }
+                )
             )
+            subscriber.kick()
         state.assignment = new
         log.info(
             "group %s on %s: generation %d, %d member(s)",
@@ -210,14 +208,12 @@ class GroupCoordinator:
             if not isinstance(data, dict) or data.get("type") != "commit":
                 raise InvalidRequest('expected {"type": "commit", "offsets": {"0": 42}}')
             offsets = await self.commit_from_member(member, data.get("offsets"))
-            member.subscriber.send_control(
-                {"type": "committed", "offsets": {str(p): o for p, o in offsets.items()}}
-            )
+            member.subscriber.send_event(Committed(offsets))
         except EddyError as exc:
-            member.subscriber.send_control(exc.to_frame())
+            member.subscriber.send_event(Refused(exc))
         except Exception:  # a bug must not end the member's receive loop
             log.exception("commit frame from %s failed", member.member_id)
-            member.subscriber.send_control(InvalidRequest("commit failed").to_frame())
+            member.subscriber.send_event(Refused(InvalidRequest("commit failed")))
 
     async def commit_from_member(self, member: Member, raw: Any) -> dict[int, int]:
         offsets = self._parse_offsets(member.topic, raw)

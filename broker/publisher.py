@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from broker.codec import check_text, control_frame, parse_json, validation_error
+from broker.codec import check_text, parse_json, validation_error
 from broker.drafts import RecordDraft, draft_from_record
-from broker.subscriber import FrameSink
+from broker.events import Acked, End, Event, Refused
 from models.errors import EddyError, InvalidRequest
 from models.frames import PublishFrame
 from storage import AppendedRecord, ProducerSequence
+
+
+class AnswerSink(Protocol):
+    """The transport's side: sends one answer (waits while the peer does not read)."""
+
+    async def answer(self, event: Event) -> None: ...
+
 
 Submit = Callable[
     [Sequence[RecordDraft], ProducerSequence | None], asyncio.Future[list[AppendedRecord]]
@@ -31,7 +38,7 @@ class PublishSession:
         self,
         topic: str,
         submit: Submit,
-        sink: FrameSink,
+        sink: AnswerSink,
         max_in_flight: int,
         producer_id: str | None,
     ) -> None:
@@ -41,14 +48,14 @@ class PublishSession:
         self._sink = sink
         self._answers: asyncio.Queue[tuple[Any, asyncio.Future[list[AppendedRecord]] | EddyError]]
         self._answers = asyncio.Queue(maxsize=max_in_flight)
-        self._done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._done: asyncio.Future[End] = asyncio.get_running_loop().create_future()
 
-    def finish(self, close_code: int | None) -> None:
-        """End the session; `run` returns `close_code` (None: the client is gone)."""
+    def finish(self, end: End) -> None:
+        """End the session; `run` returns `end` (None: the client is gone)."""
         if not self._done.done():
-            self._done.set_result(close_code)
+            self._done.set_result(end)
 
-    async def run(self, incoming: AsyncIterator[str | bytes]) -> int | None:
+    async def run(self, incoming: AsyncIterator[str | bytes]) -> End:
         tasks = [
             asyncio.create_task(self._read_loop(incoming)),
             asyncio.create_task(self._answer_loop()),
@@ -112,15 +119,8 @@ class PublishSession:
             try:
                 if isinstance(outcome, EddyError):
                     raise outcome
-                appended = (await outcome)[0]
-                answer = {
-                    "type": "ack",
-                    "id": record_id,
-                    "partition": appended.partition,
-                    "offset": appended.offset,
-                    "timestamp": appended.timestamp,
-                }
+                answer: Event = Acked(record_id, (await outcome)[0])
             except EddyError as exc:
-                answer = exc.to_frame(id=record_id)
-            await self._sink.send_text(control_frame(answer))
+                answer = Refused(exc, {"id": record_id})
+            await self._sink.answer(answer)
             self._answers.task_done()

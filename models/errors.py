@@ -1,28 +1,29 @@
 """Eddy's error tree and the one JSON shape every error takes.
 
-    EddyError                       code              HTTP  WebSocket close
-    ├── InvalidRequest              invalid_request   422   4400
+    EddyError                       code              HTTP
+    ├── InvalidRequest              invalid_request   422
     ├── NotFound
-    │   ├── TopicNotFound           topic_not_found   404   4404
-    │   ├── PartitionNotFound       partition_not_found 404 4400
-    │   └── RouteNotFound           not_found         404   4400
-    ├── MethodNotAllowed            method_not_allowed 405  4400
-    │   └── GroupNotFound           group_not_found   404   4400
-    ├── TopicExists                 topic_exists      409   4400
-    ├── GroupActive                 group_active      409   4400
-    ├── NotAssigned                 not_assigned      409   (error frame only)
-    ├── OutOfOrderSequence          out_of_order_sequence 409 (error frame only)
-    ├── OffsetOutOfRange            offset_out_of_range 416 4400
-    ├── RecordTooLarge              record_too_large  413   4400
-    ├── PayloadTooLarge             payload_too_large 413   1009
-    ├── Unauthorized                unauthorized      401   4401
-    ├── Forbidden                   forbidden         403   4403
-    ├── RateLimited                 rate_limited      429   (error frame only)
-    ├── UnsupportedMediaType        unsupported_media_type 415 4400
-    └── Unavailable                 unavailable       503   1011
+    │   ├── TopicNotFound           topic_not_found   404
+    │   ├── PartitionNotFound       partition_not_found 404
+    │   └── RouteNotFound           not_found         404
+    ├── MethodNotAllowed            method_not_allowed 405
+    │   └── GroupNotFound           group_not_found   404
+    ├── TopicExists                 topic_exists      409
+    ├── GroupActive                 group_active      409
+    ├── NotAssigned                 not_assigned      409
+    ├── OutOfOrderSequence          out_of_order_sequence 409
+    ├── OffsetOutOfRange            offset_out_of_range 416
+    ├── RecordTooLarge              record_too_large  413
+    ├── PayloadTooLarge             payload_too_large 413
+    ├── Unauthorized                unauthorized      401
+    ├── Forbidden                   forbidden         403
+    ├── RateLimited                 rate_limited      429
+    ├── UnsupportedMediaType        unsupported_media_type 415
+    └── Unavailable                 unavailable       503
 
 Every layer raises these; ``app/errors.py`` turns them into responses in exactly one place and
-the WebSocket sessions turn them into error frames and close codes.
+the WebSocket transport turns them into error frames and close codes (one table in
+``routers/ws/close_codes.py``).
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ from pydantic import BaseModel, Field
 
 
 class EddyError(Exception):
-    """Base class: carries the contract's error code, HTTP status and WebSocket close code."""
+    """Base class: carries the contract's error code and HTTP status."""
 
     code: ClassVar[str] = "internal_error"
     http_status: ClassVar[int] = 500
-    ws_close_code: ClassVar[int] = 1011
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -62,13 +62,11 @@ class EddyError(Exception):
 class InvalidRequest(EddyError):
     code = "invalid_request"
     http_status = 422
-    ws_close_code = 4400
 
 
 class TopicNotFound(EddyError):
     code = "topic_not_found"
     http_status = 404
-    ws_close_code = 4404
 
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic '{topic}' does not exist", {"topic": topic})
@@ -77,7 +75,6 @@ class TopicNotFound(EddyError):
 class PartitionNotFound(EddyError):
     code = "partition_not_found"
     http_status = 404
-    ws_close_code = 4400
 
     def __init__(self, topic: str, partition: int, partitions: int) -> None:
         super().__init__(
@@ -89,19 +86,16 @@ class PartitionNotFound(EddyError):
 class RouteNotFound(EddyError):
     code = "not_found"
     http_status = 404
-    ws_close_code = 4400
 
 
 class MethodNotAllowed(EddyError):
     code = "method_not_allowed"
     http_status = 405
-    ws_close_code = 4400
 
 
 class TopicExists(EddyError):
     code = "topic_exists"
     http_status = 409
-    ws_close_code = 4400
 
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic '{topic}' already exists", {"topic": topic})
@@ -110,7 +104,6 @@ class TopicExists(EddyError):
 class GroupNotFound(EddyError):
     code = "group_not_found"
     http_status = 404
-    ws_close_code = 4400
 
     def __init__(self, group: str) -> None:
         super().__init__(f"consumer group '{group}' does not exist", {"group": group})
@@ -119,7 +112,6 @@ class GroupNotFound(EddyError):
 class GroupActive(EddyError):
     code = "group_active"
     http_status = 409
-    ws_close_code = 4400
 
 
 class NotAssigned(EddyError):
@@ -127,7 +119,6 @@ class NotAssigned(EddyError):
 
     code = "not_assigned"
     http_status = 409
-    ws_close_code = 4400
 
 
 class OutOfOrderSequence(EddyError):
@@ -135,13 +126,11 @@ class OutOfOrderSequence(EddyError):
 
     code = "out_of_order_sequence"
     http_status = 409
-    ws_close_code = 4400
 
 
 class OffsetOutOfRange(EddyError):
     code = "offset_out_of_range"
     http_status = 416
-    ws_close_code = 4400
 
     def __init__(
         self, topic: str, partition: int, offset: int, log_start_offset: int, high_watermark: int
@@ -162,25 +151,21 @@ class OffsetOutOfRange(EddyError):
 class RecordTooLarge(EddyError):
     code = "record_too_large"
     http_status = 413
-    ws_close_code = 4400
 
 
 class Unauthorized(EddyError):
     code = "unauthorized"
     http_status = 401
-    ws_close_code = 4401
 
 
 class Forbidden(EddyError):
     code = "forbidden"
     http_status = 403
-    ws_close_code = 4403
 
 
 class RateLimited(EddyError):
     code = "rate_limited"
     http_status = 429
-    ws_close_code = 4429
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, {"retry_after_seconds": round(retry_after, 3)})
@@ -190,19 +175,16 @@ class RateLimited(EddyError):
 class PayloadTooLarge(EddyError):
     code = "payload_too_large"
     http_status = 413
-    ws_close_code = 1009
 
 
 class UnsupportedMediaType(EddyError):
     code = "unsupported_media_type"
     http_status = 415
-    ws_close_code = 4400
 
 
 class Unavailable(EddyError):
     code = "unavailable"
     http_status = 503
-    ws_close_code = 1011
 
     def __init__(
         self, message: str, details: dict[str, Any] | None = None, retry_after: float | None = None

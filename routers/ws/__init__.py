@@ -1,0 +1,81 @@
+"""The WebSocket transport: subscribe (records pushed live) and publish (records in, acks out).
+
+FastAPI routes the upgrade and resolves the dependencies; `session.py` drives the session over
+Eddy's protocol class (`protocol.py`), whose fast path writes the frames `frames.py` builds once.
+Query strings are parsed in `params.py`; `close_codes.py` is the one table of close codes. The
+frames are described in openapi/asyncapi.yaml.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+from starlette.routing import WebSocketRoute
+
+from broker import Broker
+from models.errors import EddyError
+from routers.ws.params import parse_publish_params, parse_subscribe_params
+from routers.ws.session import WebSocketSession, client_address, incoming_frames
+
+router = APIRouter(tags=["websocket"])
+
+
+def _broker(websocket: WebSocket) -> Broker:
+    broker: Broker = websocket.state.broker  # set by the lifespan
+    return broker
+
+
+async def subscribe(websocket: WebSocket) -> None:
+    """Stream a topic's records: `subscribed` frame, stored records, then live ones. A plain
+    subscription runs without a task once started; a group member keeps this one (it awaits
+    its commits)."""
+    topic: str = websocket.path_params["topic"]
+    broker = _broker(websocket)
+    session = await WebSocketSession.accept(websocket, broker, "subscribe")
+    if session is None:
+        return
+    try:
+        principal = session.authenticate()
+        params = parse_subscribe_params(dict(websocket.query_params))
+    except EddyError as exc:
+        session.end(exc)
+        return
+    connection = session.connection
+    if params.group is None:
+        await session.run_detached(
+            principal,
+            lambda on_end: broker.open_subscription(topic, params, connection, principal, on_end),
+        )
+    else:
+        incoming = incoming_frames(websocket)
+        client = client_address(websocket)
+        await session.run(
+            principal, broker.subscribe(topic, params, connection, incoming, client, principal)
+        )
+
+
+async def publish(websocket: WebSocket) -> None:
+    """Publish records, one JSON object per frame; each gets an ack or error, in order."""
+    topic: str = websocket.path_params["topic"]
+    broker = _broker(websocket)
+    session = await WebSocketSession.accept(websocket, broker, "publish")
+    if session is None:
+        return
+    try:
+        principal = session.authenticate()
+        producer_id = parse_publish_params(dict(websocket.query_params))
+    except EddyError as exc:
+        session.end(exc)
+        return
+    incoming = incoming_frames(websocket)
+    await session.run(
+        principal, broker.publish(topic, producer_id, session.connection, incoming, principal)
+    )
+
+
+# Plain Starlette routes inside FastAPI's router: the handshake skips dependency resolution,
+# which was a large part of its cost (phones reconnect in herds). WebSocket routes are not in
+# the OpenAPI document either way; openapi/asyncapi.yaml describes them.
+router.routes += [
+    WebSocketRoute("/v1/topics/{topic}/ws", subscribe, name="subscribe"),
+    WebSocketRoute("/v1/topics/{topic}/publish", publish, name="publish"),
+]

@@ -1,0 +1,86 @@
+"""Server-to-client WebSocket frames, built once as bytes (RFC 6455 section 5.2: server frames are
+not masked), and the JSON messages they carry.
+
+A record's frame is built once and the same bytes go to every subscriber's socket: the tail
+caches them per encoder (`FRAMES`). Frames are never compressed: with permessage-deflate
+negotiated an uncompressed frame (RSV1 clear) is still valid (RFC 7692 section 6), and compressing
+per connection would undo the point of building the frame once.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from broker.codec import record_frame_bytes, safe_json
+from broker.events import Acked, Assigned, Committed, Event, Refused, Subscribed
+from broker.positions import StartPosition
+from storage import StoredRecord
+
+_TEXT = 0x81  # FIN + text opcode
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame carrying `payload` (UTF-8 JSON)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((_TEXT, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", _TEXT, 126, n) + payload
+    return struct.pack("!BBQ", _TEXT, 127, n) + payload
+
+
+class WebSocketFrames:
+    """The tail's encoder for WebSocket subscribers: a record as a complete text frame."""
+
+    def record(self, topic: str, record: StoredRecord) -> bytes:
+        return text_frame(record_frame_bytes(topic, record))
+
+    def __repr__(self) -> str:
+        return "WebSocketFrames()"
+
+
+FRAMES = WebSocketFrames()
+
+
+def _positions(positions: dict[int, StartPosition] | Any) -> dict[str, Any]:
+    return {
+        str(p): {"offset": pos.offset, **({"reset": True} if pos.reset else {})}
+        for p, pos in sorted(positions.items())
+    }
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    """The JSON object of a non-record message (documented in openapi/asyncapi.yaml)."""
+    if isinstance(event, Subscribed):
+        return {"type": "subscribed", "partitions": _positions(event.positions)}
+    if isinstance(event, Assigned):
+        return {
+            "type": "assignment",
+            "generation": event.generation,
+            "member_id": event.member_id,
+            "partitions": _positions(event.positions),
+        }
+    if isinstance(event, Committed):
+        return {"type": "committed", "offsets": {str(p): o for p, o in event.offsets.items()}}
+    if isinstance(event, Acked):
+        appended = event.appended
+        return {
+            "type": "ack",
+            "id": event.id,
+            "partition": appended.partition,
+            "offset": appended.offset,
+            "timestamp": appended.timestamp,
+        }
+    return event.error.to_frame(**event.extra)
+
+
+def event_payload(event: Event) -> bytes:
+    return safe_json(event_message(event))
+
+
+def event_frame(event: Event) -> bytes:
+    return text_frame(event_payload(event))
+
+
+__all__ = ["FRAMES", "Refused", "event_frame", "event_message", "text_frame"]

@@ -1,0 +1,249 @@
+"""Eddy's WebSocket protocol class for uvicorn (`uvicorn_config` selects it with `ws=`).
+
+It is uvicorn's sans-I/O implementation (timers for pings, no task of its own per connection)
+with three additions:
+
+- the `eddy.fast_send` ASGI extension: the app writes pre-built frame bytes straight to the
+  connection's transport and reads its outgoing buffer size, with no await, task wake-up or
+  framing per message. FastAPI still does the handshake, routing, dependencies and docs; only the
+  hot path bypasses ASGI `send`. A close goes out at once, even while the peer is not reading
+  (ASGI `send` would wait for the buffer to drain first, and a slow reader may never read).
+- detaching: the app may hand the accepted connection to callbacks (`FastSend.detach`) and
+  return; the connection stays open, client frames and the disconnect go to the callbacks, and
+  an idle subscriber costs no task and no coroutine stack at all.
+- a handshake deadline: a connection whose upgrade the app has neither accepted nor refused
+  within HANDSHAKE_TIMEOUT seconds is closed, so half-open upgrades cannot pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import TimerHandle
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+FrameCallback = Callable[[str | bytes], None]
+# What uvicorn still reads of a detached connection's scope (its log lines).
+_SCOPE_KEPT = {"type", "scheme", "server", "client", "root_path", "path", "query_string"}
+
+
+class _NoQueue:
+    """A detached connection's ASGI receive queue: nobody reads it any more."""
+
+    def put_nowait(self, message: object) -> None:
+        pass
+
+    def empty(self) -> bool:
+        return True
+
+
+_NO_QUEUE = _NoQueue()
+
+FAST_SEND = "eddy.fast_send"
+HANDSHAKE_TIMEOUT = 5.0  # seconds from the upgrade to the app's accept or refusal
+
+
+class FastSend:
+    """Direct access to one WebSocket connection (scope["extensions"]["eddy.fast_send"])."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: EddyWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def open(self) -> bool:
+        protocol = self._protocol
+        return not (protocol.close_sent or protocol.disconnected)
+
+    def write(self, frames: bytes) -> None:
+        """Queue complete, unmasked server frames (after the app accepted the connection)."""
+        protocol = self._protocol
+        transport = protocol.transport
+        if not (protocol.close_sent or protocol.disconnected or transport.is_closing()):
+            transport.write(frames)
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel (the peer is not reading them)."""
+        return self._protocol.transport.get_write_buffer_size()
+
+    async def drained(self) -> None:
+        """Return once the transport is below its high-water mark (at once if it is)."""
+        await self._protocol.writable.wait()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame now (behind what is queued) and start the closing handshake."""
+        self._protocol.close_now(code, reason)
+
+    def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
+        """From now on the client's frames go to `on_frame` and the end of the connection (client
+        close, lost connection, failed ping) to `on_gone`, called once; the app may return and
+        the connection stays open. What arrived before is handed over first."""
+        self._protocol.detach(on_frame, on_gone)
+
+
+class _Writable:
+    """`asyncio.Event` for the protocol's "transport is writable" flag, without the Event's
+    preallocated waiter deque (about 0.8 KB per idle connection)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
+class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
+    handshake_timeout = HANDSHAKE_TIMEOUT
+    _handshake_timer: TimerHandle | None = None
+    _on_frame: FrameCallback | None = None
+    _on_gone: Callable[[], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writable = _Writable()  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._handshake_timer = self.loop.call_later(
+            self.handshake_timeout, self._handshake_expired
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_handshake_timer()
+        super().connection_lost(exc)
+        self._gone()
+
+    # --- detached connections ------------------------------------------------------------------
+    def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
+        self._on_frame, self._on_gone = on_frame, on_gone
+        queue = self.queue
+        self.queue = _NO_QUEUE  # type: ignore[assignment]
+        while not queue.empty():  # frames (or the disconnect) the app has not read
+            message = queue.get_nowait()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                on_frame(text if text is not None else message.get("bytes") or b"")
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.disconnected:
+            self.loop.call_soon(self._gone)
+        # An idle connection should cost little: drop what only the handshake and the app's
+        # call needed (the request and response, the app's additions to the scope).
+        if getattr(self, "request", None) is not None:
+            self.request.headers.clear()  # websockets' parser keeps the request alive
+        self.request = self.response = None  # type: ignore[assignment]
+        self.scope = {k: v for k, v in self.scope.items() if k in _SCOPE_KEPT}  # type: ignore[assignment]
+
+    def _gone(self) -> None:
+        on_gone, self._on_gone, self._on_frame = self._on_gone, None, None
+        if on_gone is not None:
+            on_gone()
+
+    def send_receive_event_to_app(self) -> None:
+        on_frame = self._on_frame
+        if on_frame is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                on_frame(data.decode())
+            except UnicodeDecodeError:  # RFC 6455: invalid UTF-8 in a text frame closes 1007
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+        else:
+            on_frame(data)
+
+    async def run_asgi(self) -> None:
+        """uvicorn's, except that a detached connection stays open when the app returns."""
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.close_timer is None and self._on_gone is None:
+            self.transport.close()
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self.handshake_complete and not self.transport.is_closing():
+            self.logger.info("WebSocket handshake not completed in %.1f s", self.handshake_timeout)
+            self.transport.close()
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None:  # a valid upgrade: the app runs (from the next loop step)
+            scope["extensions"][FAST_SEND] = FastSend(self)
+
+    def close_now(self, code: int, reason: str = "") -> None:
+        """The close branch of uvicorn's `send`, without waiting for the buffer to drain."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "websocket.accept":
+            self._cancel_handshake_timer()
+        elif (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and self.initial_response is None
+        ):
+            # A close needs no room in the buffer; a second one (the fast path closed already)
+            # is not an error.
+            self.close_now(message.get("code", 1000), message.get("reason") or "")
+            return
+        await super().send(message)
