@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1_048_576, ge=1024, description="Largest HTTP request body or WebSocket frame"
     )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="Largest HTTP request head (request line and headers; 431)"
+    )
+    max_headers: int = Field(100, ge=8, description="Most headers an HTTP request may have (431)")
+    head_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a whole request head (then 408)"
+    )
+    max_topics: int = Field(
+        10_000, ge=1, description="Most topics that may exist (more are refused, also auto-create)"
+    )
     ws_ping_interval: float = Field(
         5.0, gt=0, description="Seconds between WebSocket pings (detects vanished clients)"
     )

@@ -5,11 +5,12 @@
     ├── NotFound
     │   ├── TopicNotFound           topic_not_found   404   4404
     │   ├── PartitionNotFound       partition_not_found 404 4400
-    │   └── RouteNotFound           not_found         404   4400
+    │   └── RouteNotFound           not_found         404   4404
     ├── MethodNotAllowed            method_not_allowed 405  4400
     │   └── GroupNotFound           group_not_found   404   4400
     ├── TopicExists                 topic_exists      409   4400
     ├── GroupActive                 group_active      409   4400
+    ├── TopicLimitReached           topic_limit_reached 409 4400
     ├── NotAssigned                 not_assigned      409   (error frame only)
     ├── OutOfOrderSequence          out_of_order_sequence 409 (error frame only)
     ├── OffsetOutOfRange            offset_out_of_range 416 4400
@@ -19,7 +20,10 @@
     ├── Forbidden                   forbidden         403   4403
     ├── RateLimited                 rate_limited      429   (error frame only)
     ├── UnsupportedMediaType        unsupported_media_type 415 4400
-    └── Unavailable                 unavailable       503   1011
+    ├── Unavailable                 unavailable       503   1011
+    ├── MalformedRequest            malformed_request 400   (HTTP only: bad framing)
+    ├── RequestTimeout              request_timeout   408   (HTTP only: head too slow)
+    └── HeadersTooLarge             headers_too_large 431   (HTTP only: head too large)
 
 Every layer raises these; ``app/errors.py`` turns them into responses in exactly one place and
 the WebSocket sessions turn them into error frames and close codes.
@@ -89,7 +93,7 @@ class PartitionNotFound(EddyError):
 class RouteNotFound(EddyError):
     code = "not_found"
     http_status = 404
-    ws_close_code = 4400
+    ws_close_code = 4404
 
 
 class MethodNotAllowed(EddyError):
@@ -120,6 +124,20 @@ class GroupActive(EddyError):
     code = "group_active"
     http_status = 409
     ws_close_code = 4400
+
+
+class TopicLimitReached(EddyError):
+    """--max-topics exist already: creating another (explicitly or by auto-create) is refused."""
+
+    code = "topic_limit_reached"
+    http_status = 409
+    ws_close_code = 4400
+
+    def __init__(self, topic: str, limit: int) -> None:
+        super().__init__(
+            f"cannot create topic '{topic}': the server's limit of {limit} topics is reached",
+            {"topic": topic, "max_topics": limit},
+        )
 
 
 class NotAssigned(EddyError):
@@ -203,6 +221,27 @@ class Unavailable(EddyError):
     code = "unavailable"
     http_status = 503
     ws_close_code = 1011
+
+
+class MalformedRequest(EddyError):
+    """The request's framing cannot be trusted (e.g. HTTP/1.0 with Transfer-Encoding)."""
+
+    code = "malformed_request"
+    http_status = 400
+
+
+class RequestTimeout(EddyError):
+    """The client did not send its request head in time (slowloris)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class HeadersTooLarge(EddyError):
+    """The request head has more bytes or more headers than the server accepts."""
+
+    code = "headers_too_large"
+    http_status = 431
 
 
 class ErrorBody(BaseModel):
