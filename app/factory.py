@@ -56,6 +56,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         produce_rate_burst=settings.produce_rate_burst,
         auth_recheck_interval=settings.auth_recheck_interval,
         allowed_origins=settings.origins,
+        max_topics=settings.max_topics,
     )
 
 
