@@ -1,0 +1,33 @@
+"""Shared pieces of the fault-injection suite (tests/test_fault_*.py).
+
+Each fault test runs a few trials in the normal suite (CI) and the rest only with `-m fault`;
+EDDY_FAULT_TRIALS sets how many trials a fault test runs in all (default 10).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psutil
+import pytest
+
+FAULT_TRIALS = int(os.environ.get("EDDY_FAULT_TRIALS", "10"))
+
+
+def trials(in_ci: int) -> list[Any]:
+    """Trial numbers 0..FAULT_TRIALS-1: the first `in_ci` always run, the others are `fault`."""
+    total = max(FAULT_TRIALS, in_ci)
+    return [
+        pytest.param(i, id=f"trial{i}", marks=() if i < in_ci else pytest.mark.fault)
+        for i in range(total)
+    ]
+
+
+def open_fds(pid: int) -> int:
+    """Descriptors the process holds (its sockets among them)."""
+    return psutil.Process(pid).num_fds()
+
+
+def rss_mib(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
