@@ -159,9 +159,26 @@ class EddyHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel_head_timer()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        limits = self.limits
+        parser = self.parser
+        if (
+            len(self.headers) > limits.max_headers
+            or self._head_bytes + self._chunk_bytes > limits.max_bytes
+            or parser.should_upgrade()
+            or parser.get_http_version() == "1.0"
+        ):
+            self._check_head()  # the rare cases: may refuse
+        super().on_headers_complete()
+
+    def _check_head(self) -> None:
+        """Raise `_Refused` if the complete head breaks a limit (the slow path, for heads that
+        might: many headers, many bytes read, an upgrade, HTTP/1.0)."""
         headers = self.headers
         limits = self.limits
+        parser = self.parser
         if len(headers) > limits.max_headers:
             raise _Refused(
                 HeadersTooLarge(
@@ -169,12 +186,8 @@ class EddyHttpProtocol(HttpToolsProtocol):
                     {"max_headers": limits.max_headers},
                 )
             )
-        if (
-            self._head_bytes + self._chunk_bytes > limits.max_bytes
-            and head_size(self.url, headers) > limits.max_bytes
-        ):
+        if head_size(self.url, headers) > limits.max_bytes:
             raise _Refused(self._too_large())
-        parser = self.parser
         if parser.get_http_version() == "1.0" and any(
             name == b"transfer-encoding" for name, _ in headers
         ):
@@ -185,7 +198,6 @@ class EddyHttpProtocol(HttpToolsProtocol):
             problem = websocket_head_problem(parser.get_method(), self.url, headers)
             if problem is not None:
                 raise _Refused(HeadersTooLarge(problem, {"max_line_bytes": WS_MAX_LINE}))
-        super().on_headers_complete()
 
     # --- refusals ---------------------------------------------------------------------------
     def _too_large(self) -> HeadersTooLarge:
