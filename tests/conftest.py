@@ -92,7 +92,11 @@ class ServerProcess:
 
 
 def start_server_process(
-    data_dir: Path, *extra_args: str, wait: bool = True, env: dict[str, str] | None = None
+    data_dir: Path,
+    *extra_args: str,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 20,
 ) -> ServerProcess:
     """`python -m app serve` as a subprocess (for restarts, kills and start-up behaviour)."""
     port = free_port()
@@ -116,7 +120,7 @@ def start_server_process(
     )
     running = ServerProcess(process, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir)
     if wait:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {process.communicate()[0]}")

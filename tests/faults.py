@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 
 FAULT_TRIALS = int(os.environ.get("EDDY_FAULT_TRIALS", "10"))
+# Seconds a server process may take to start: generous, because fault trials run while the
+# machine is loaded (by the trial's own clients, and by whatever else CI runs).
+STARTUP = 60.0
 
 
 def trials(in_ci: int) -> list[Any]:

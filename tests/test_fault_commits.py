@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_server_process
-from tests.faults import trials
+from tests.faults import STARTUP, trials
 
 TOPIC = "commits"
 PARTITIONS = 4
@@ -63,7 +63,7 @@ def producer(base_url: str, stop: threading.Event, errors: list[str]) -> None:
 @pytest.mark.parametrize("trial", trials(in_ci=1))
 def test_racing_group_commits_all_land(tmp_path: Path, trial: int) -> None:
     data = tmp_path / "data"
-    server = start_server_process(data)
+    server = start_server_process(data, startup_timeout=STARTUP)
     last: dict[tuple[str, int], int] = {}
     errors: list[str] = []
     try:
@@ -93,7 +93,7 @@ def test_racing_group_commits_all_land(tmp_path: Path, trial: int) -> None:
     finally:
         assert server.stop() == 0
     assert "Traceback" not in server.output, server.output
-    restarted = start_server_process(data)
+    restarted = start_server_process(data, startup_timeout=STARTUP)
     try:
         with httpx.Client(base_url=restarted.base_url, timeout=10) as client:
             for group in {g for g, _ in last}:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess, start_server_process, wait_until
-from tests.faults import open_fds, trials
+from tests.faults import STARTUP, open_fds, trials
 from tests.rawhttp import WEBSOCKET_UPGRADE, connect, request_head
 
 CUTS_PER_TRIAL = 150
@@ -23,7 +23,9 @@ CUTS_PER_TRIAL = 150
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    running = start_server_process(tmp_path_factory.mktemp("cuts") / "data")
+    running = start_server_process(
+        tmp_path_factory.mktemp("cuts") / "data", startup_timeout=STARTUP
+    )
     yield running
     assert running.stop() == 0
     for bad in ("Traceback", "unhandled error", "ERROR"):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess, start_server_process, wait_until
-from tests.faults import open_fds, rss_mib, trials
+from tests.faults import STARTUP, open_fds, rss_mib, trials
 from tests.rawhttp import WEBSOCKET_UPGRADE, connect, exchange, read_until_closed, request_head
 
 HEAD_TIMEOUT = 1.0
@@ -23,7 +23,10 @@ MEMORY_SLACK_MIB = 24  # what the server may grow by while refusing (allocator n
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     running = start_server_process(
-        tmp_path_factory.mktemp("heads") / "data", "--head-timeout", str(HEAD_TIMEOUT)
+        tmp_path_factory.mktemp("heads") / "data",
+        "--head-timeout",
+        str(HEAD_TIMEOUT),
+        startup_timeout=STARTUP,
     )
     yield running
     assert running.stop() == 0
@@ -85,6 +88,7 @@ def test_an_endless_header_line_does_not_grow_memory(server: ServerProcess, tria
         assert healthy(server)  # another client is served meanwhile
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     assert memory.peak - before < MEMORY_SLACK_MIB, (before, memory.peak)
+    print(f"\nfault-heads: {size} MiB header line, RSS {before:.0f} -> peak {memory.peak:.0f} MiB")
 
 
 @pytest.mark.parametrize("trial", trials(in_ci=1))
@@ -122,8 +126,13 @@ def test_slowloris_connections_are_closed_and_their_descriptors_freed(
         for sock in socks:  # ...however slowly they trickle
             with contextlib.suppress(OSError):
                 sock.sendall(b"a")
+        held = open_fds(pid) - baseline
         wait_until(lambda: settled_fds(server, baseline), timeout=30)  # ...and then freed
         assert healthy(server)
+        print(
+            f"\nfault-heads: {len(socks)} slowloris connections, {held} descriptors held, "
+            f"{open_fds(pid) - baseline} after the deadline"
+        )
     finally:
         for sock in socks:
             sock.close()
