@@ -139,7 +139,10 @@ class EddyHttpProtocol(HttpToolsProtocol):
                 self._refuse(MalformedRequest("invalid HTTP request"))
             return
         if self._in_head:
-            if was_in_head:  # the whole read was head (a head that began in it is not counted)
+            # Count the read if it was all head: it continued one, or it began the first
+            # request of the connection. (A head that began after another request in the same
+            # read is counted from the next read on: the bound is then one read larger.)
+            if was_in_head or self.cycle is None:
                 self._head_bytes += len(data)
                 if self._head_bytes > self.limits.max_bytes:
                     self._refuse(self._too_large())

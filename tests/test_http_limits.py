@@ -84,6 +84,17 @@ def test_an_unterminated_header_line_is_refused_once_it_passes_the_limit(
     assert response.closed
 
 
+def test_an_unfinished_head_over_the_limit_is_refused_without_waiting_for_more(
+    limited: RunningServer,
+) -> None:
+    """20 KB of head in one write, then nothing: 431 (not the deadline's 408)."""
+    with connect(limited.base_url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 20_000)
+        data, closed = read_until_closed(sock)
+    assert parse_response(data, closed).status == 431
+    assert closed
+
+
 def test_heads_within_the_limits_are_served(limited: RunningServer) -> None:
     headers = {**{f"X-H{i}": "1" for i in range(40)}, "X-Big": "b" * 12_000, "Connection": "close"}
     response = exchange(limited.base_url, request_head("GET", "/healthz", headers))
