@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.topic_rules import INT_MAX, LONG_MAX
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDDY_", extra="forbid")
@@ -20,13 +22,19 @@ class Settings(BaseSettings):
         True, description="Create unknown topics on produce or subscribe"
     )
     default_retention_ms: int = Field(
-        604_800_000, ge=-1, description="retention.ms of topics that do not set it (-1: forever)"
+        604_800_000,
+        ge=-1,
+        le=LONG_MAX,
+        description="retention.ms of topics that do not set it (-1: forever)",
     )
     default_retention_bytes: int = Field(
-        -1, ge=-1, description="retention.bytes per partition of topics that do not set it"
+        -1,
+        ge=-1,
+        le=LONG_MAX,
+        description="retention.bytes per partition of topics that do not set it",
     )
     default_max_message_bytes: int = Field(
-        1_048_576, ge=1, description="max.message.bytes of topics that do not set it"
+        1_048_576, ge=1, le=INT_MAX, description="max.message.bytes of topics that do not set it"
     )
     retention_check_interval: float = Field(
         300.0, gt=0, description="Seconds between retention/compaction passes"
