@@ -30,6 +30,7 @@ class RunningServer:
     base_url: str
     ws_url: str
     data_dir: Path
+    app: Any = None  # the FastAPI app (in-thread servers): for reaching into the running broker
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10)
@@ -57,7 +58,7 @@ def serve_in_thread(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir)
+        yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir, app)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -153,6 +153,18 @@ def test_the_cleaner_survives_an_old_data_dir_and_cleans_the_other_topics(
 
 
 # --- /readyz ---------------------------------------------------------------------------------
+def test_readyz_answers_503_naming_a_stopped_background_task(rserver: RunningServer) -> None:
+    with rserver.client() as client:
+        assert client.get("/readyz").status_code == 200
+        task = rserver.app.state.broker.cleaner._task
+        task.get_loop().call_soon_threadsafe(task.cancel)  # stands for any way the loop ends
+        wait_until(lambda: client.get("/readyz").status_code == 503)
+        error = client.get("/readyz").json()["error"]
+        assert error["code"] == "unavailable"
+        assert error["details"] == {"tasks": ["cleaner"]}
+        assert client.get("/healthz").status_code == 200  # the process is up all the same
+
+
 async def test_readyz_names_a_background_task_that_is_not_running(tmp_path: Path) -> None:
     broker = Broker(SQLiteEngine(tmp_path), BrokerConfig(retention_check_interval=60))
     await broker.start()
