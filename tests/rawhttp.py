@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
 
 @dataclass
 class RawResponse:
@@ -87,9 +90,31 @@ def request_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def json_post(path: str, body: object, **headers: str) -> bytes:
+    """A complete POST request with a JSON body (to send whole, or cut short)."""
+    data = json.dumps(body).encode()
+    head = request_head(
+        "POST",
+        path,
+        {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers},
+    )
+    return head + data
+
+
 WEBSOCKET_UPGRADE = {
     "Upgrade": "websocket",
     "Connection": "Upgrade",
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     "Sec-WebSocket-Version": "13",
 }
+
+
+def websocket_refusal(url: str) -> tuple[dict[str, Any], int | None]:
+    """Open a WebSocket the server refuses after accepting it: (its error frame, close code)."""
+    with ws_connect(url) as ws:
+        frame: dict[str, Any] = json.loads(ws.recv(timeout=10))
+        try:
+            extra = ws.recv(timeout=10)
+        except ConnectionClosed as closed:
+            return frame, closed.rcvd.code if closed.rcvd is not None else None
+    raise AssertionError(f"the connection stayed open and sent {extra!r}")

@@ -3,17 +3,14 @@ code (4404) rather than an HTTP refusal."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import RunningServer, wait_until
-from tests.rawhttp import connect, request_head
+from tests.rawhttp import connect, request_head, websocket_refusal
 
 
 def request_counts(client: httpx.Client, method: str, route: str) -> dict[str, float]:
@@ -65,14 +62,8 @@ def test_a_client_leaving_mid_body_is_not_a_server_error(
 def test_a_websocket_to_an_unmatched_path_is_closed_with_4404(
     server: RunningServer, path: str
 ) -> None:
-    with ws_connect(server.ws_url + path) as ws:
-        frame = json.loads(ws.recv(timeout=10))
-        assert frame["type"] == "error"
-        assert frame["code"] == "not_found"
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=10)
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4404
+    frame, code = websocket_refusal(server.ws_url + path)
+    assert (frame["type"], frame["code"], code) == ("error", "not_found", 4404)
 
 
 def test_a_client_vanishing_mid_websocket_leaves_no_error(

@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import ServerProcess, start_server_process, wait_until
 from tests.faults import STARTUP, trials
-from tests.test_crash import PARTITIONS, TOPIC, Ledger, check_records
+from tests.test_crash import PARTITIONS, TOPIC, Ledger, check_records, record_acks
 
 # What a publisher keeps in flight: within what the server remembers per producer (the
 # contract's last 5 sequences), so each resend of a committed record is answered with its ack.
@@ -85,14 +85,8 @@ def rest_producer(target: Target, ledger: Ledger, name: str, stop: threading.Eve
         except httpx.TransportError as exc:
             ledger.error(f"{name}: no answer within {GIVE_UP} s: {exc}")
             return
-        if response.status_code != 200:
-            ledger.error(f"{name}: {response.status_code} {response.text}")
+        if not record_acks(ledger, name, values, response):
             return
-        offsets = response.json()["offsets"]
-        if len(offsets) != size:
-            ledger.error(f"{name}: {size} records, {len(offsets)} offsets")
-        for value, meta in zip(values, offsets, strict=False):
-            ledger.ack(value, meta["partition"], meta["offset"])
         seq += size
         sequence += 1
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ServerProcess, start_server_process, wait_until
 from tests.faults import STARTUP, open_fds, trials
-from tests.rawhttp import WEBSOCKET_UPGRADE, connect, request_head
+from tests.rawhttp import WEBSOCKET_UPGRADE, connect, json_post, request_head
 
 CUTS_PER_TRIAL = 150
 
@@ -45,23 +45,11 @@ def masked_text_frame(text: str, rng: random.Random) -> bytes:
 
 def produce_request(rng: random.Random) -> bytes:
     records = [{"key": f"k{i}", "value": "v" * rng.randrange(1, 400)} for i in range(5)]
-    body = json.dumps({"records": records}).encode()
-    head = request_head(
-        "POST",
-        "/v1/topics/cuts/records",
-        {"Content-Type": "application/json", "Content-Length": str(len(body))},
-    )
-    return head + body
+    return json_post("/v1/topics/cuts/records", {"records": records})
 
 
 def create_request(rng: random.Random) -> bytes:
-    body = json.dumps({"name": f"cut-{rng.randrange(10**6)}", "partitions": 2}).encode()
-    head = request_head(
-        "POST",
-        "/v1/topics",
-        {"Content-Type": "application/json", "Content-Length": str(len(body))},
-    )
-    return head + body
+    return json_post("/v1/topics", {"name": f"cut-{rng.randrange(10**6)}", "partitions": 2})
 
 
 def publish_session(rng: random.Random) -> bytes:

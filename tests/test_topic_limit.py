@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from tests.conftest import RunningServer, serve_in_thread, start_server_process
+from tests.rawhttp import websocket_refusal
 
 
 @pytest.fixture
@@ -49,14 +47,8 @@ def test_auto_create_by_websocket_is_refused_with_an_error_frame(small: RunningS
         for name in ("a", "b", "c"):
             assert client.post("/v1/topics", json={"name": name}).status_code == 201
     for endpoint in ("ws", "publish"):
-        with connect(f"{small.ws_url}/v1/topics/new/{endpoint}") as ws:
-            frame = json.loads(ws.recv(timeout=10))
-            assert frame["type"] == "error"
-            assert frame["code"] == "topic_limit_reached"
-            with pytest.raises(ConnectionClosed) as closed:
-                ws.recv(timeout=10)
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == 4400
+        frame, code = websocket_refusal(f"{small.ws_url}/v1/topics/new/{endpoint}")
+        assert (frame["type"], frame["code"], code) == ("error", "topic_limit_reached", 4400)
 
 
 def test_concurrent_creates_do_not_pass_the_limit(small: RunningServer) -> None:
