@@ -85,6 +85,22 @@ def serve(
         int | None,
         typer.Option(help="Largest request body / WebSocket frame [env EDDY_MAX_REQUEST_BYTES]"),
     ] = None,
+    max_header_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest request head, else 431 [env EDDY_MAX_HEADER_BYTES; 64 KiB]"),
+    ] = None,
+    max_headers: Annotated[
+        int | None,
+        typer.Option(help="Most headers per request, else 431 [env EDDY_MAX_HEADERS; 100]"),
+    ] = None,
+    head_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to send a request head, else 408 [env EDDY_HEAD_TIMEOUT; 10]"),
+    ] = None,
+    max_topics: Annotated[
+        int | None,
+        typer.Option(help="Most topics, also for auto-create [env EDDY_MAX_TOPICS; 10000]"),
+    ] = None,
     ws_ping_interval: Annotated[
         float | None,
         typer.Option(help="Seconds between WebSocket pings [env EDDY_WS_PING_INTERVAL]"),
@@ -141,6 +157,10 @@ def serve(
         max_websockets=max_websockets,
         ws_buffer_bytes=ws_buffer_bytes,
         max_request_bytes=max_request_bytes,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        head_timeout=head_timeout,
+        max_topics=max_topics,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
         auto_commit_interval=auto_commit_interval,

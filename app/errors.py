@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import math
 
-from fastapi import FastAPI, Request
+import orjson
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.codec import safe_json
 from models.errors import (
@@ -20,8 +23,13 @@ from models.errors import (
     Unauthorized,
     Unavailable,
 )
+from routers.ws.close_codes import error_close_code
 
 log = logging.getLogger("eddy.errors")
+
+# nginx's "client closed request": what the request metrics count when the client left before
+# its request was read. Never sent (no one is listening); not a server error.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _json(body: object, status: int) -> Response:
@@ -52,8 +60,15 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return error_response(InvalidRequest(message, {"errors": problems}))
 
 
+async def _client_disconnected(request: Request, _: Exception) -> Response:
+    log.debug("client left during %s %s", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps body-reading errors in 400s
+        return await _client_disconnected(request, exc.__cause__)
     if exc.status_code == 404:
         error: EddyError = RouteNotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8)
@@ -75,7 +90,32 @@ async def _unexpected(_: Request, exc: Exception) -> Response:
     )
 
 
+async def close_unmatched_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket to a path no WebSocket route serves: accepted, told why (an error frame,
+    as every 44xx close is), closed with 4404. Starlette's default refuses the handshake with
+    HTTP 403, which a browser cannot tell from an authorization failure."""
+    websocket = WebSocket(scope, receive, send)
+    error = RouteNotFound(f"no WebSocket route {websocket.url.path}")
+    await websocket.accept()
+    await websocket.send_text(orjson.dumps(error.to_frame()).decode())
+    await websocket.close(error_close_code(error), "no such route")
+
+
+def websocket_fallback(default: ASGIApp) -> ASGIApp:
+    """The router's no-match handler: WebSockets as above, HTTP to `default` (a 404 error)."""
+
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await close_unmatched_websocket(scope, receive, send)
+        else:
+            await default(scope, receive, send)
+
+    return fallback
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.router.default = websocket_fallback(app.router.default)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(EddyError, _eddy_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import install_error_handlers
+from app.errors import close_unmatched_websocket, install_error_handlers
 from app.openapi import build_openapi, operation_id
 from app.settings import Settings
 from broker import Broker, BrokerConfig
@@ -57,6 +57,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
         produce_queue_timeout=settings.produce_queue_timeout,
         auth_recheck_interval=settings.auth_recheck_interval,
         allowed_origins=settings.origins,
+        max_topics=settings.max_topics,
     )
 
 
@@ -71,6 +72,17 @@ def access_policy(settings: Settings) -> AccessPolicy:
             )
         return AccessPolicy()
     return load_access_policy(settings.auth_file)
+
+
+class StaticOnlyOverHttp(StaticFiles):
+    """The console's files; a WebSocket under /static is closed like any unmatched one
+    (StaticFiles itself fails on one)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await close_unmatched_websocket(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 class RequestMetrics:
@@ -148,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(groups.router)
     app.include_router(ops.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", StaticOnlyOverHttp(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:

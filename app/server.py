@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from app.http_protocol import HeadLimits, http_protocol
 from app.settings import Settings
 from broker import Broker
 from routers.ws.protocol import EddyWebSocketProtocol
@@ -29,6 +30,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         "port": settings.port,
         "log_level": "warning",  # Eddy logs its own start-up line
         "access_log": False,
+        "http": http_protocol(
+            HeadLimits(settings.max_header_bytes, settings.max_headers, settings.head_timeout)
+        ),
         "ws": EddyWebSocketProtocol,  # fast-send extension for pre-built frames (routers/ws)
         "ws_max_size": settings.max_request_bytes,
         "ws_ping_interval": settings.ws_ping_interval,

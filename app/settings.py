@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.topic_rules import INT_MAX, LONG_MAX
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDDY_", extra="forbid")
@@ -20,13 +22,19 @@ class Settings(BaseSettings):
         True, description="Create unknown topics on produce or subscribe"
     )
     default_retention_ms: int = Field(
-        604_800_000, ge=-1, description="retention.ms of topics that do not set it (-1: forever)"
+        604_800_000,
+        ge=-1,
+        le=LONG_MAX,
+        description="retention.ms of topics that do not set it (-1: forever)",
     )
     default_retention_bytes: int = Field(
-        -1, ge=-1, description="retention.bytes per partition of topics that do not set it"
+        -1,
+        ge=-1,
+        le=LONG_MAX,
+        description="retention.bytes per partition of topics that do not set it",
     )
     default_max_message_bytes: int = Field(
-        1_048_576, ge=1, description="max.message.bytes of topics that do not set it"
+        1_048_576, ge=1, le=INT_MAX, description="max.message.bytes of topics that do not set it"
     )
     retention_check_interval: float = Field(
         300.0, gt=0, description="Seconds between retention/compaction passes"
@@ -44,6 +52,16 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(
         16 * 1_048_576, ge=1024, description="Largest HTTP request body or WebSocket frame"
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="Largest HTTP request head (request line and headers; 431)"
+    )
+    max_headers: int = Field(100, ge=8, description="Most headers an HTTP request may have (431)")
+    head_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a whole request head (then 408)"
+    )
+    max_topics: int = Field(
+        10_000, ge=1, description="Most topics that may exist (more are refused, also auto-create)"
     )
     ws_ping_interval: float = Field(
         5.0, gt=0, description="Seconds between WebSocket pings (detects vanished clients)"

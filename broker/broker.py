@@ -33,7 +33,15 @@ from broker.topic_rules import (
     validate_partition_count,
     validate_topic_name,
 )
-from models.errors import EddyError, InvalidRequest, TopicNotFound, Unauthorized
+from models.errors import (
+    EddyError,
+    InvalidRequest,
+    TopicExists,
+    TopicLimitReached,
+    TopicNotFound,
+    Unauthorized,
+    Unavailable,
+)
 from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
 from storage import PRODUCER_WINDOW, AppendedRecord, Engine, ProducerSequence, TopicMeta
@@ -68,6 +76,7 @@ class BrokerConfig:
     produce_rate_burst: float = 0.0  # bucket size (default: one second's worth)
     auth_recheck_interval: float = 5.0  # how often open WebSockets re-check their credentials
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the server's own
+    max_topics: int = 10_000  # topics that may exist; each costs files (and memory) on the server
 
 
 class Broker:
@@ -99,12 +108,17 @@ class Broker:
             engine, self._config_of, self.metrics, config.retention_check_interval
         )
         self._creating: dict[str, asyncio.Lock] = {}
+        # Topics against max_topics: kept as a count (listing is O(n log n) per create),
+        # recounted exactly whenever it says the limit is reached.
+        self._topic_count = 0
+        self._creations_in_flight = 0
         self._open_websockets = 0
         self._no_websockets = asyncio.Event()
         self._no_websockets.set()
 
     async def start(self) -> None:
         await self.engine.open()
+        self._topic_count = len(self.engine.list_topics())
         self.cleaner.start()
         if self._auth_file is not None:
             self._auth_watcher = asyncio.create_task(self._watch_auth_file(self._auth_file))
@@ -139,10 +153,26 @@ class Broker:
                 log.info("reloaded auth file %s", path)
             except (OSError, AuthFileError) as exc:
                 log.error("auth file not reloaded, keeping the previous one: %s", exc)
+            except Exception:  # unforeseen: keep watching (the old policy stays in force)
+                log.exception("auth file check failed, keeping the previous policy")
+                self.metrics.background_errors.labels("auth-watcher", "").inc()
 
     async def check_ready(self) -> None:
-        """Raise `Unavailable` unless storage is open and writable."""
+        """Raise `Unavailable` unless storage is open and writable and the background tasks
+        run."""
         await self.engine.check_writable()
+        stopped = self.stopped_background_tasks()
+        if stopped:
+            raise Unavailable(
+                f"background task not running: {', '.join(stopped)}", {"tasks": stopped}
+            )
+
+    def stopped_background_tasks(self) -> list[str]:
+        """Server-wide loops that should run and do not (each one logged when it ended)."""
+        stopped = [] if self.cleaner.running else ["cleaner"]
+        if self._auth_watcher is not None and self._auth_watcher.done():
+            stopped.append("auth-watcher")
+        return stopped
 
     # --- topics -------------------------------------------------------------------------------
     def _config_of(self, meta: TopicMeta) -> dict[str, Any]:
@@ -168,7 +198,14 @@ class Broker:
         validate_topic_name(name)
         self.access.require(principal, Action.ADMIN, name)
         count = validate_partition_count(partitions or self.config.default_partitions)
-        meta = await self.engine.create_topic(name, count, validate_config(config))
+        checked = validate_config(config)
+        self._check_topic_limit(name)
+        self._creations_in_flight += 1
+        try:
+            meta = await self.engine.create_topic(name, count, checked)
+        finally:
+            self._creations_in_flight -= 1
+        self._topic_count += 1
         self.access.audit_admin(principal, "create_topic", f"topic:{name}", "ok")
         log.info("created topic %s with %d partitions", name, count)
         return self._summary(meta)
@@ -239,8 +276,23 @@ class Broker:
         validate_topic_name(name)
         self.access.require(principal, Action.ADMIN, name)
         await self.engine.delete_topic(name)
+        self._topic_count -= 1
         self.access.audit_admin(principal, "delete_topic", f"topic:{name}", "ok")
         log.info("deleted topic %s", name)
+
+    def _check_topic_limit(self, name: str) -> None:
+        """Raise `TopicLimitReached` if creating `name` would pass --max-topics (`TopicExists`
+        if it exists: that is the better answer)."""
+        limit = self.config.max_topics
+        if self._topic_count + self._creations_in_flight < limit:
+            return
+        self._topic_count = len(self.engine.list_topics())
+        if self._topic_count + self._creations_in_flight < limit:
+            return
+        with contextlib.suppress(TopicNotFound):
+            self.engine.get_topic(name)
+            raise TopicExists(name)
+        raise TopicLimitReached(name, limit)
 
     def _topic(self, name: str) -> TopicMeta:
         validate_topic_name(name)

@@ -53,6 +53,12 @@ class Metrics:
             ["group", "topic"],
             registry=self.registry,
         )
+        self.background_errors = Counter(
+            "eddy_background_errors",
+            "Failures of background work (task: cleaner; topic: the one it failed on, if any)",
+            ["task", "topic"],
+            registry=self.registry,
+        )
         self.request_latency = Histogram(
             "eddy_http_request_duration_seconds",
             "HTTP request latency",
@@ -76,6 +82,8 @@ class Metrics:
         for reason in ("retention", "compaction"):
             with contextlib.suppress(KeyError):
                 self.records_removed.remove(topic, reason)
+        with contextlib.suppress(KeyError):
+            self.background_errors.remove("cleaner", topic)
         for metric in (self.records_out, self.bytes_out):
             for via in ("fetch", "websocket"):
                 with contextlib.suppress(KeyError):

@@ -4,6 +4,11 @@ Every `interval` seconds it walks all topics. Each step (delete up to CHUNK reco
 offset range, vacuum 1 MiB) is a short transaction that holds the topic's write lock only for
 itself, and the loop yields between steps, so producers and consumers keep going while a large
 backlog is removed.
+
+It is supervised work: a failure on one topic (a broken file, a config an old version let in)
+is logged with the topic, counted in `eddy_background_errors_total{task="cleaner",topic}`,
+and retried at the next pass, and the other topics are cleaned regardless. Should the loop
+itself end, `running` turns false and /readyz says so.
 """
 
 from __future__ import annotations
@@ -41,6 +46,17 @@ class Cleaner:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cleaner")
+        self._task.add_done_callback(self._ended)
+
+    @property
+    def running(self) -> bool:
+        """False once started and ended (stop() resets it: a stopped cleaner is not a fault)."""
+        return self._task is None or not self._task.done()
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the cleaner stopped; retention no longer runs", exc_info=task.exception())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -51,17 +67,25 @@ class Cleaner:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # e.g. listing the topics failed: try again next pass
+                log.exception("a cleaner pass failed")
+                self._metrics.background_errors.labels("cleaner", "").inc()
 
     async def run_once(self) -> None:
-        """One pass over every topic."""
+        """One pass over every topic; a topic that fails does not stop the others."""
         for meta in self._engine.list_topics():
             try:
                 await self._clean_topic(meta)
             except TopicNotFound:
                 continue  # deleted meanwhile
-            except EddyError as exc:
+            except EddyError as exc:  # storage trouble (disk full, unavailable): said already
                 log.warning("cleaning topic %s failed: %s", meta.name, exc.message)
+                self._metrics.background_errors.labels("cleaner", meta.name).inc()
+            except Exception:
+                log.exception("cleaning topic %s failed; retrying at the next pass", meta.name)
+                self._metrics.background_errors.labels("cleaner", meta.name).inc()
 
     async def _clean_topic(self, meta: TopicMeta) -> None:
         engine, topic = self._engine, meta.name

@@ -14,6 +14,10 @@ _TOPIC_NAME = re.compile(TOPIC_NAME_PATTERN)
 MAX_PARTITIONS = 1024  # each partition is a table; keep the schema a sane size
 
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+# Kafka's config types: times and sizes are Java longs, max.message.bytes an int. SQLite's
+# INTEGER is the same signed 64 bits, so nothing accepted here overflows a query.
+LONG_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
 
 
 def validate_topic_name(name: str) -> str:
@@ -44,11 +48,12 @@ def validate_partition_count(partitions: int) -> int:
     return partitions
 
 
-def _int_at_least(minimum: int) -> Any:
+def _int_between(minimum: int, maximum: int) -> Any:
     def check(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             raise InvalidRequest(
-                f"config '{key}' must be an integer >= {minimum}", {"key": key, "value": value}
+                f"config '{key}' must be an integer from {minimum} to {maximum}",
+                {"key": key, "value": value},
             )
         return value
 
@@ -68,11 +73,11 @@ def _cleanup_policy(key: str, value: Any) -> str:
 
 # Kafka's topic config names that Eddy knows, with their validators.
 _VALIDATORS = {
-    "retention.ms": _int_at_least(-1),
-    "retention.bytes": _int_at_least(-1),
+    "retention.ms": _int_between(-1, LONG_MAX),
+    "retention.bytes": _int_between(-1, LONG_MAX),
     "cleanup.policy": _cleanup_policy,
-    "max.message.bytes": _int_at_least(1),
-    "delete.retention.ms": _int_at_least(0),
+    "max.message.bytes": _int_between(1, INT_MAX),
+    "delete.retention.ms": _int_between(0, LONG_MAX),
 }
 
 
@@ -108,6 +113,12 @@ class CleanupPlan:
         return self.delete_before_timestamp is not None or self.max_bytes is not None
 
 
+def _as_long(value: int) -> int:
+    """Clamped to a signed 64-bit integer (what SQLite can bind). Configs are validated into
+    that range, but a data directory written before the check may hold anything."""
+    return max(-LONG_MAX - 1, min(LONG_MAX, value))
+
+
 def cleanup_plan(config: Mapping[str, Any], now_ms: int) -> CleanupPlan:
     """Kafka's semantics: `delete` applies retention.ms/.bytes (-1: unlimited), `compact` keeps
     the newest record per key, and "compact,delete" does both."""
@@ -116,10 +127,12 @@ def cleanup_plan(config: Mapping[str, Any], now_ms: int) -> CleanupPlan:
     retention_ms = int(config["retention.ms"])
     retention_bytes = int(config["retention.bytes"])
     return CleanupPlan(
-        delete_before_timestamp=now_ms - retention_ms if deleting and retention_ms >= 0 else None,
-        max_bytes=retention_bytes if deleting and retention_bytes >= 0 else None,
+        delete_before_timestamp=_as_long(now_ms - retention_ms)
+        if deleting and retention_ms >= 0
+        else None,
+        max_bytes=_as_long(retention_bytes) if deleting and retention_bytes >= 0 else None,
         compact="compact" in policies,
-        tombstones_before=now_ms - int(config["delete.retention.ms"]),
+        tombstones_before=_as_long(now_ms - int(config["delete.retention.ms"])),
     )
 
 

@@ -10,6 +10,7 @@
     │   └── GroupNotFound           group_not_found   404
     ├── TopicExists                 topic_exists      409
     ├── GroupActive                 group_active      409
+    ├── TopicLimitReached           topic_limit_reached 409
     ├── NotAssigned                 not_assigned      409
     ├── OutOfOrderSequence          out_of_order_sequence 409
     ├── OffsetOutOfRange            offset_out_of_range 416
@@ -19,7 +20,10 @@
     ├── Forbidden                   forbidden         403
     ├── RateLimited                 rate_limited      429
     ├── UnsupportedMediaType        unsupported_media_type 415
-    └── Unavailable                 unavailable       503
+    ├── Unavailable                 unavailable       503
+    ├── MalformedRequest            malformed_request 400   (HTTP only: bad framing)
+    ├── RequestTimeout              request_timeout   408   (HTTP only: head too slow)
+    └── HeadersTooLarge             headers_too_large 431   (HTTP only: head too large)
 
 Every layer raises these; ``app/errors.py`` turns them into responses in exactly one place and
 the WebSocket transport turns them into error frames and close codes (one table in
@@ -114,6 +118,19 @@ class GroupActive(EddyError):
     http_status = 409
 
 
+class TopicLimitReached(EddyError):
+    """--max-topics exist already: creating another (explicitly or by auto-create) is refused."""
+
+    code = "topic_limit_reached"
+    http_status = 409
+
+    def __init__(self, topic: str, limit: int) -> None:
+        super().__init__(
+            f"cannot create topic '{topic}': the server's limit of {limit} topics is reached",
+            {"topic": topic, "max_topics": limit},
+        )
+
+
 class NotAssigned(EddyError):
     """A commit for a partition the member does not own (any more)."""
 
@@ -191,6 +208,27 @@ class Unavailable(EddyError):
     ) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after  # seconds, when waiting is known to help (Retry-After)
+
+
+class MalformedRequest(EddyError):
+    """The request's framing cannot be trusted (e.g. HTTP/1.0 with Transfer-Encoding)."""
+
+    code = "malformed_request"
+    http_status = 400
+
+
+class RequestTimeout(EddyError):
+    """The client did not send its request head in time (slowloris)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class HeadersTooLarge(EddyError):
+    """The request head has more bytes or more headers than the server accepts."""
+
+    code = "headers_too_large"
+    http_status = 431
 
 
 class ErrorBody(BaseModel):

@@ -24,7 +24,7 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": ErrorResponse}})
 async def readyz(broker: BrokerDep) -> Health:
-    """Storage is open and writable."""
+    """Storage is open and writable, and the background tasks run (503 names what is not)."""
     await broker.check_ready()
     return Health(status="ready")
 

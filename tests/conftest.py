@@ -30,6 +30,7 @@ class RunningServer:
     base_url: str
     ws_url: str
     data_dir: Path
+    app: Any = None  # the FastAPI app (in-thread servers): for reaching into the running broker
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10)
@@ -57,7 +58,7 @@ def serve_in_thread(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir)
+        yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir, app)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -92,7 +93,11 @@ class ServerProcess:
 
 
 def start_server_process(
-    data_dir: Path, *extra_args: str, wait: bool = True, env: dict[str, str] | None = None
+    data_dir: Path,
+    *extra_args: str,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 20,
 ) -> ServerProcess:
     """`python -m app serve` as a subprocess (for restarts, kills and start-up behaviour)."""
     port = free_port()
@@ -116,7 +121,7 @@ def start_server_process(
     )
     running = ServerProcess(process, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", data_dir)
     if wait:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {process.communicate()[0]}")

@@ -83,6 +83,19 @@ class Ledger:
                 self.closes[name] = RESET_WHILE_SENDING if sending else None
 
 
+def record_acks(ledger: Ledger, name: str, values: list[str], response: httpx.Response) -> bool:
+    """Note a produce response's offsets in the ledger; False (and an error) if it failed."""
+    if response.status_code != 200:
+        ledger.error(f"{name}: {response.status_code} {response.text}")
+        return False
+    offsets = response.json()["offsets"]
+    if len(offsets) != len(values):
+        ledger.error(f"{name}: {len(values)} records, {len(offsets)} offsets")
+    for value, meta in zip(values, offsets, strict=False):
+        ledger.ack(value, meta["partition"], meta["offset"])
+    return True
+
+
 def rest_producer(server: ServerProcess, ledger: Ledger, name: str, stop: threading.Event) -> None:
     """Single records and small atomic batches, all keyed, until the server goes away."""
     rng = random.Random(name)
@@ -99,14 +112,8 @@ def rest_producer(server: ServerProcess, ledger: Ledger, name: str, stop: thread
                 response = c.post(f"/v1/topics/{TOPIC}/records", json=body)
             except httpx.TransportError:
                 return  # the server went away (in flight or refused): not acknowledged
-            if response.status_code != 200:
-                ledger.error(f"{name}: {response.status_code} {response.text}")
+            if not record_acks(ledger, name, values, response):
                 return
-            offsets = response.json()["offsets"]
-            if len(offsets) != size:
-                ledger.error(f"{name}: {size} records, {len(offsets)} offsets")
-            for value, meta in zip(values, offsets, strict=False):
-                ledger.ack(value, meta["partition"], meta["offset"])
 
 
 def ws_publisher(server: ServerProcess, ledger: Ledger, name: str, stop: threading.Event) -> None:

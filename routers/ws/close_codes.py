@@ -21,6 +21,7 @@ from models.errors import (
     RecordTooLarge,
     RouteNotFound,
     TopicExists,
+    TopicLimitReached,
     TopicNotFound,
     Unauthorized,
     Unavailable,
@@ -39,9 +40,10 @@ ERROR_CLOSE_CODES: dict[type[EddyError], int] = {
     EddyError: CLOSE_INTERNAL_ERROR,
     InvalidRequest: CLOSE_BAD_REQUEST,
     PartitionNotFound: CLOSE_BAD_REQUEST,
-    RouteNotFound: CLOSE_BAD_REQUEST,
+    RouteNotFound: 4404,  # no WebSocket route at that path
     MethodNotAllowed: CLOSE_BAD_REQUEST,
     TopicExists: CLOSE_BAD_REQUEST,
+    TopicLimitReached: CLOSE_BAD_REQUEST,
     GroupNotFound: CLOSE_BAD_REQUEST,
     GroupActive: CLOSE_BAD_REQUEST,
     NotAssigned: CLOSE_BAD_REQUEST,
@@ -69,7 +71,11 @@ def close_code(end: End) -> int | None:
         return None
     if isinstance(end, SessionEnd):
         return END_CLOSE_CODES[end]
-    for cls in type(end).__mro__:
+    return error_close_code(end)
+
+
+def error_close_code(error: EddyError) -> int:
+    for cls in type(error).__mro__:
         code = ERROR_CLOSE_CODES.get(cls)
         if code is not None:
             return code
