@@ -155,6 +155,27 @@ def fetch_all(
         offset = body["next_offset"]
 
 
+@contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `mount_point`, for running out of disk for real (the suite runs as
+    root, as CI does)."""
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB filesystem to fill up."""
+    with tmpfs(tmp_path / "fs", "8m") as mount_point:
+        yield mount_point
+
+
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll `predicate` until it returns something truthy (instead of sleeping a fixed time)."""
     deadline = time.monotonic() + timeout

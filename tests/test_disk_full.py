@@ -4,24 +4,9 @@ when space returns. Runs on a small tmpfs (the test suite runs as root, as CI do
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import serve_in_thread
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def test_full_disk_gives_503_without_corruption_and_recovers(small_fs: Path) -> None:

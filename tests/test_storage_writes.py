@@ -4,7 +4,6 @@ a full write queue, a full or read-only disk, a topic deleted while it is being 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -30,6 +29,7 @@ from storage import (
     ValueFormat,
 )
 from storage.topic_log import QueueLimits
+from tests.conftest import tmpfs
 
 
 def rec(partition: int, value: bytes = b'"v"', key: str | None = "k") -> NewRecord:
@@ -50,19 +50,6 @@ def disk_offsets(data: Path) -> dict[tuple[str, str, int], int]:
                 "SELECT group_name, topic, partition, next_offset FROM group_offsets"
             )
         }
-
-
-@contextlib.contextmanager
-def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` (the suite runs as root)."""
-    mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], check=True
-    )
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def remount(mount_point: Path, mode: str) -> None:

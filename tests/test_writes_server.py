@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,17 +100,6 @@ def test_twenty_auto_committing_members_never_fail_and_commits_survive_a_kill(
             assert committed(client, "g") == acknowledged
     finally:
         server.stop()
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def test_a_failed_auto_commit_is_retried_at_the_next_interval(
