@@ -22,7 +22,7 @@ from broker.hub import FanoutHub
 from broker.metrics import Metrics
 from broker.positions import SubscribeParams, start_positions
 from broker.producer import Producer
-from broker.publisher import AnswerSink, PublishSession
+from broker.publisher import AnswerSink, FrameSource, PublishSession, submitter
 from broker.rate_limit import RateLimiter
 from broker.retention import Cleaner
 from broker.subscriber import Connection, Subscriber
@@ -536,21 +536,20 @@ class Broker:
         topic: str,
         producer_id: str | None,
         sink: AnswerSink,
-        incoming: AsyncIterator[str | bytes],
+        incoming: FrameSource,
         principal: Principal,
     ) -> End:
         """Run one publishing connection until it ends; returns how it ended."""
         self._authorize(principal, Action.WRITE, topic)
         await self._topic_for_use(principal, topic)
 
-        def submit(
-            drafts: Sequence[RecordDraft], producer: ProducerSequence | None
-        ) -> asyncio.Future[list[AppendedRecord]]:
-            self.rate_limiter.check(principal.name)
+        def target() -> tuple[TopicMeta, dict[str, Any]]:
             meta = self.engine.get_topic(topic)
-            return self.producer.submit(
-                meta, drafts, self._config_of(meta), producer, PRODUCER_WINDOW
-            )
+            return meta, self._config_of(meta)
+
+        submit = submitter(
+            self.producer, target, lambda: self.rate_limiter.check(principal.name), PRODUCER_WINDOW
+        )
 
         # An idempotent publisher may not have more in flight than is remembered, so that
         # every resend after a reconnect gets its original ack.

@@ -52,9 +52,9 @@ def draft_from_record(record: RecordIn) -> RecordDraft:
 # A record object whose fields have exactly RecordIn's types, in range, and nothing that
 # draft_from_record would refuse, becomes a draft here in one pass, without a model; it is the
 # draft RecordIn.model_validate and draft_from_record make of it. On anything else (a coercion
-# pydantic would do, an error to report) `_plain_drafts` gives up and the whole body goes
+# pydantic would do, an error to report) `plain_drafts` gives up and the whole body goes
 # through the models, so their answers and error messages stay the only ones.
-_RECORD_FIELDS = frozenset(RecordIn.model_fields)
+RECORD_FIELDS = frozenset(RecordIn.model_fields)
 _BATCH_FIELDS = frozenset(ProduceBatch.model_fields)
 _JSON, _BINARY = ValueFormat.JSON, ValueFormat.BINARY
 
@@ -67,13 +67,17 @@ def _valid_text(text: str) -> bool:
     return True
 
 
-def _plain_drafts(records: list[Any], text_is_valid: bool) -> list[RecordDraft] | None:
+def plain_drafts(
+    records: list[Any], text_is_valid: bool, fields: frozenset[str] = RECORD_FIELDS
+) -> list[RecordDraft] | None:
     """The drafts of `records` if each is plain (see above), else None. `text_is_valid`: the
-    parser guarantees every string is valid Unicode (orjson refuses lone surrogates)."""
+    parser guarantees every string is valid Unicode (orjson refuses lone surrogates). `fields`:
+    the names a record may have (a model extending RecordIn allows more; the caller checks its
+    own fields' values)."""
     drafts = []
     dumps = orjson.dumps
     for record in records:
-        if type(record) is not dict or not _RECORD_FIELDS.issuperset(record):
+        if type(record) is not dict or not fields.issuperset(record):
             return None
         key = record.get("key")
         headers = record.get("headers")
@@ -129,12 +133,12 @@ def _fast_drafts(
     data: dict[str, Any], text_is_valid: bool
 ) -> tuple[list[RecordDraft], ProducerSequence | None] | None:
     if "records" not in data:
-        single = _plain_drafts([data], text_is_valid)
+        single = plain_drafts([data], text_is_valid)
         return None if single is None else (single, None)
     records = data["records"]
     if not _BATCH_FIELDS.issuperset(data) or type(records) is not list or not records:
         return None
-    drafts = _plain_drafts(records, text_is_valid)
+    drafts = plain_drafts(records, text_is_valid)
     if drafts is None:
         return None
     if data.get("producer") is None:

@@ -19,6 +19,7 @@ from broker.metrics import Metrics
 from broker.partitioner import RoundRobin, partition_for_key
 from broker.topic_rules import is_compacted
 from models.errors import (
+    EddyError,
     InvalidRequest,
     OutOfOrderSequence,
     PartitionNotFound,
@@ -81,6 +82,40 @@ class Producer:
         if producer is None:
             return self._engine.append(meta.name, batch, self._queue_timeout)
         return self._submit_idempotent(meta.name, batch, retry_window)
+
+    def submit_each(
+        self, meta: TopicMeta, drafts: Sequence[RecordDraft], config: Mapping[str, Any]
+    ) -> tuple[asyncio.Future[list[AppendedRecord]] | None, list[int | EddyError]]:
+        """Queue each draft as a request of its own (no producer sequence) in one call: each is
+        validated on its own (its error is its outcome; the others go on), and the valid ones
+        are queued together, in order, as one batch (one job and one future for records that
+        arrived together; they would share the group commit anyway). Returns that future (None
+        if none was valid) and, per draft, its index in the future's result or its error."""
+        now = int(time.time() * 1000)
+        max_bytes = int(config["max.message.bytes"])
+        needs_key = is_compacted(config)
+        records: list[NewRecord] = []
+        sizes: list[int] = []
+        outcomes: list[int | EddyError] = []
+        for draft in drafts:
+            size = record_size(draft.key, draft.value, draft.headers)
+            try:  # index 0: each draft is its own request, so errors read as for a single record
+                record = self._place(meta, 0, draft, now, size, max_bytes, needs_key)
+            except EddyError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(len(records))
+            records.append(record)
+            sizes.append(size)
+        if not records:
+            return None, outcomes
+        try:
+            done = self._engine.append(
+                meta.name, AppendBatch(records, None, sizes), self._queue_timeout
+            )
+        except EddyError as exc:
+            return None, [exc if isinstance(o, int) else o for o in outcomes]
+        return done, outcomes
 
     def _submit_idempotent(
         self, topic: str, batch: AppendBatch, retry_window: int

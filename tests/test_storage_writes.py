@@ -10,7 +10,7 @@ import random
 import sqlite3
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,10 @@ import pytest
 from broker.events import Acked, Event
 from broker.metrics import Metrics
 from broker.producer import Producer
-from broker.publisher import PublishSession
+from broker.publisher import PublishSession, submitter
 from models.errors import TopicNotFound, Unavailable
 from storage import (
+    PRODUCER_WINDOW,
     AppendBatch,
     AppendedRecord,
     NewRecord,
@@ -339,11 +340,25 @@ class Collect:
         self.offsets: list[int] = []
         self.others: list[Event] = []
 
-    async def answer(self, event: Event) -> None:
-        if isinstance(event, Acked):
-            self.offsets.append(event.appended.offset)
-        else:
-            self.others.append(event)
+    async def answer(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, Acked):
+                self.offsets.append(event.appended.offset)
+            else:
+                self.others.append(event)
+
+
+class Frames:
+    """A FrameSource handing out the client's frames as fast as the session takes them."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+        self.pulled = 0
+
+    async def receive(self, limit: int) -> list[str | bytes]:
+        taken: list[str | bytes] = [*self.frames[self.pulled : self.pulled + limit]]
+        self.pulled += len(taken)
+        return taken
 
 
 async def test_a_full_write_queue_stops_reading_a_publishing_socket(tmp_path: Path) -> None:
@@ -353,23 +368,15 @@ async def test_a_full_write_queue_stops_reading_a_publishing_socket(tmp_path: Pa
     config = {"max.message.bytes": 1_000_000, "cleanup.policy": "delete"}
     blocker = sqlite3.connect(tmp_path / "topics" / "t" / "log.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the writer cannot commit: the queue fills up
-    pulled = 0
-
-    async def incoming() -> AsyncIterator[str]:
-        nonlocal pulled
-        for i in range(20):
-            pulled += 1
-            yield json.dumps({"id": i, "value": i})
-
+    incoming = Frames([json.dumps({"id": i, "value": i}) for i in range(20)])
     sink = Collect()
-    session = PublishSession(
-        "t", lambda drafts, p: producer.submit(meta, drafts, config, p), sink, 3, None
-    )
-    running = asyncio.ensure_future(session.run(incoming()))
+    submit = submitter(producer, lambda: (meta, config), lambda: None, PRODUCER_WINDOW)
+    session = PublishSession("t", submit, sink, 3, None)
+    running = asyncio.ensure_future(session.run(incoming))
     await asyncio.sleep(0.2)  # give the session every chance to read on
-    # nothing committed, so the session stopped reading: its 3 queued answers, the one being
-    # awaited and the frame the reader holds; not the 20 the client sent
-    assert pulled <= 3 + 2 and sink.offsets == []
+    # nothing committed, so the session stopped reading at its cap of 3 records in flight; not
+    # the 20 the client sent
+    assert incoming.pulled <= 3 and sink.offsets == []
     blocker.execute("ROLLBACK")
     blocker.close()
     assert await asyncio.wait_for(running, 30) is None  # the client's frames ran out

@@ -66,9 +66,8 @@ async def publish(websocket: WebSocket) -> None:
     except EddyError as exc:
         session.end(exc)
         return
-    incoming = incoming_frames(websocket)
     await session.run(
-        principal, broker.publish(topic, producer_id, session.connection, incoming, principal)
+        principal, broker.publish(topic, producer_id, session.connection, session.fast, principal)
     )
 
 

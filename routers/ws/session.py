@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from fastapi import WebSocket
 
@@ -24,7 +24,7 @@ from broker.tail import Encoder
 from models.errors import EddyError, Forbidden, Unauthorized
 from routers.deps import bearer_token
 from routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, close_code
-from routers.ws.frames import FRAMES, event_frame
+from routers.ws.frames import FRAMES, answer_frame, event_frame
 from routers.ws.protocol import FAST_SEND, FastSend
 
 log = logging.getLogger("eddy.ws")
@@ -55,9 +55,9 @@ class WebSocketConnection:
     async def drained(self) -> None:
         await self._fast.drained()
 
-    async def answer(self, event: Event) -> None:
+    async def answer(self, events: Sequence[Event]) -> None:
         await self._fast.drained()  # a publisher that does not read its acks is not read either
-        self._fast.write(event_frame(event))
+        self._fast.write(b"".join(map(answer_frame, events)))  # one write for all of them
 
 
 Start = Callable[[Callable[[End], None]], Awaitable[Subscriber]]
