@@ -25,10 +25,7 @@ from typing import Any
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-
-from routers.ws.client_frames import BINARY, PING, TEXT, scan
 
 FrameCallback = Callable[[str | bytes], None]
 # What uvicorn still reads of a detached connection's scope (its log lines).
@@ -68,7 +65,6 @@ class FastSend:
         if self._gone:
             return []
         protocol = self._protocol
-        protocol.start_scanning()
         queue = protocol.queue
         frames: list[str | bytes] = []
         message: Any = await queue.get()  # one of the ASGI receive events (TypedDicts)
@@ -153,11 +149,6 @@ class _Writable:
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
-    # The frame scanner (client_frames.py): it may take over only while websockets' parser has
-    # seen no frame bytes (so it is at a frame boundary); it hands back at a frame boundary.
-    _frames_untouched = False
-    _scanning = False
-    _unscanned = b""  # the start of an incomplete frame
     _on_frame: FrameCallback | None = None
     _on_gone: Callable[[], None] | None = None
 
@@ -175,64 +166,6 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
         self._cancel_handshake_timer()
         super().connection_lost(exc)
         self._gone()
-
-    # --- the frame scanner -------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
-        if self._scanning:
-            self._scan(data)
-            return
-        initiated = self.handshake_initiated
-        super().data_received(data)
-        # The chunk that completed the request ended with it: no frame byte reached the parser.
-        self._frames_untouched = (
-            not initiated
-            and self.handshake_initiated
-            and data.endswith(b"\r\n\r\n")
-            and not self.conn.reader.buffer
-        )
-
-    def start_scanning(self) -> None:
-        if self._frames_untouched and not (self.close_sent or self.disconnected):
-            self._frames_untouched = False
-            self._scanning = True
-
-    def _scan(self, data: bytes) -> None:
-        buffer = self._unscanned + data if self._unscanned else data
-        if self.close_sent:  # websockets' parser reads the peer's close reply
-            self._stop_scanning(buffer)
-            return
-        conn = self.conn
-        max_size = conn.max_message_size
-        if conn.max_fragment_size is not None:
-            max_size = min(max_size or conn.max_fragment_size, conn.max_fragment_size)
-        scanned = scan(buffer, max_size)
-        queued = False
-        for opcode, payload in scanned.messages:
-            if opcode == TEXT:
-                self.queue.put_nowait({"type": "websocket.receive", "text": payload})  # type: ignore[typeddict-item]
-                queued = True
-            elif opcode == BINARY:
-                self.queue.put_nowait({"type": "websocket.receive", "bytes": payload})  # type: ignore[typeddict-item]
-                queued = True
-            elif opcode == PING:
-                conn.send_pong(payload)  # type: ignore[arg-type]
-                self.handle_ping()
-            else:
-                self.handle_pong(Frame(Opcode.PONG, payload))  # type: ignore[arg-type]
-        if queued and not self.read_paused:  # as uvicorn: read on once the app took them all
-            self.read_paused = True
-            self.transport.pause_reading()
-        rest = buffer[scanned.consumed :]
-        if scanned.handled:
-            self._unscanned = rest
-        else:
-            self._stop_scanning(rest)
-
-    def _stop_scanning(self, rest: bytes) -> None:
-        self._scanning = False
-        self._unscanned = b""
-        if rest:
-            super().data_received(rest)
 
     # --- detached connections ------------------------------------------------------------------
     def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
