@@ -72,6 +72,7 @@ def _plain_drafts(records: list[Any], text_is_valid: bool) -> list[RecordDraft] 
     parser guarantees every string is valid Unicode (orjson refuses lone surrogates)."""
     drafts = []
     dumps = orjson.dumps
+    new = tuple.__new__  # a RecordDraft without its Python-level __new__: half the cost
     for record in records:
         if type(record) is not dict or not _RECORD_FIELDS.issuperset(record):
             return None
@@ -121,7 +122,7 @@ def _plain_drafts(records: list[Any], text_is_valid: bool) -> list[RecordDraft] 
                 return None
         except (orjson.JSONEncodeError, binascii.Error, ValueError):
             return None
-        drafts.append(RecordDraft(key, encoded, value_format, headers, partition, timestamp))
+        drafts.append(new(RecordDraft, (key, encoded, value_format, headers, partition, timestamp)))
     return drafts
 
 
