@@ -59,8 +59,12 @@ class Producer:
         config: Mapping[str, Any],
         producer: ProducerSequence | None = None,
     ) -> list[AppendedRecord]:
-        """Append `drafts` atomically to the topic; returns when they are committed."""
-        return await asyncio.shield(self.submit(meta, drafts, config, producer))
+        """Append `drafts` atomically to the topic; returns when they are committed.
+
+        Awaited without a shield of its own: a caller that is cancelled cancels only its view
+        of the outcome (the engine's future, or the idempotent path's shield); the batch is
+        queued already and commits anyway, and the engine resolves only futures not done."""
+        return await self.submit(meta, drafts, config, producer)
 
     def submit(
         self,
@@ -103,7 +107,7 @@ class Producer:
                         round_robin = self._round_robin.setdefault(meta.name, RoundRobin())
                     partition = round_robin.next_partition(partitions)
             elif partition is None:
-                partition = partition_for_key(key, partitions)
+                partition = 0 if partitions == 1 else partition_for_key(key, partitions)
             if partition >= partitions:
                 raise PartitionNotFound(meta.name, partition, partitions)
             add_size(size)
