@@ -110,8 +110,8 @@ class RequestMetrics:
             broker: Broker | None = scope.get("state", {}).get("broker")
             if broker is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
-                broker.metrics.request_latency.labels(scope["method"], route, str(status)).observe(
-                    time.perf_counter() - started
+                broker.metrics.observe_request(
+                    scope["method"], route, status, time.perf_counter() - started
                 )
 
 

@@ -76,6 +76,7 @@ def plain_drafts(
     own fields' values)."""
     drafts = []
     dumps = orjson.dumps
+    new = tuple.__new__  # a RecordDraft without its Python-level __new__: half the cost
     for record in records:
         if type(record) is not dict or not fields.issuperset(record):
             return None
@@ -125,7 +126,7 @@ def plain_drafts(
                 return None
         except (orjson.JSONEncodeError, binascii.Error, ValueError):
             return None
-        drafts.append(RecordDraft(key, encoded, value_format, headers, partition, timestamp))
+        drafts.append(new(RecordDraft, (key, encoded, value_format, headers, partition, timestamp)))
     return drafts
 
 

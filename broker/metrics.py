@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -66,6 +67,30 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=self.registry,
         )
+        # Labelled children, looked up once: `labels()` validates and hashes its arguments
+        # under a lock on every call, per request or commit.
+        self._latency_children: dict[tuple[str, str, int], Any] = {}
+        self._topic_children: dict[str, tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request's latency."""
+        child = self._latency_children.get((method, route, status))
+        if child is None:
+            child = self.request_latency.labels(method, route, str(status))
+            if len(self._latency_children) < 4096:  # routes are templates, but stay bounded
+                self._latency_children[(method, route, status)] = child
+        child.observe(seconds)
+
+    def count_appended(self, topic: str, records: int, nbytes: int) -> None:
+        """Records and bytes committed to a topic."""
+        children = self._topic_children.get(topic)
+        if children is None:
+            children = self._topic_children[topic] = (
+                self.records_in.labels(topic),
+                self.bytes_in.labels(topic),
+            )
+        children[0].inc(records)
+        children[1].inc(nbytes)
 
     # --- LogListener ---------------------------------------------------------------------------
     def on_commit(self, topic: str, records: Sequence[StoredRecord]) -> None:
@@ -76,6 +101,7 @@ class Metrics:
 
     def on_topic_deleted(self, topic: str) -> None:
         """Drop a deleted topic's series."""
+        self._topic_children.pop(topic, None)
         for metric in (self.records_in, self.bytes_in):
             with contextlib.suppress(KeyError):
                 metric.remove(topic)
