@@ -46,9 +46,12 @@ class Settings(BaseSettings):
         16 * 1_048_576, ge=1024, description="Largest HTTP request body or WebSocket frame"
     )
     ws_ping_interval: float = Field(
-        5.0, gt=0, description="Seconds between WebSocket pings (detects vanished clients)"
+        20.0,
+        gt=0,
+        description="Seconds a WebSocket peer may stay silent before it is pinged (detects "
+        "vanished clients within interval + timeout)",
     )
-    ws_ping_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a pong")
+    ws_ping_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pong")
     auto_commit_interval: float = Field(
         1.0, gt=0, description="Seconds between commits for auto_commit=true group members"
     )

@@ -13,6 +13,8 @@ with three additions:
   an idle subscriber costs no task and no coroutine stack at all.
 - a handshake deadline: a connection whose upgrade the app has neither accepted nor refused
   within HANDSHAKE_TIMEOUT seconds is closed, so half-open upgrades cannot pile up.
+- one keepalive sweep for all connections (`keepalive.py`) instead of uvicorn's two timers and a
+  freshly framed ping per connection; peers that send anything are not pinged.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+
+from routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for
 
 FrameCallback = Callable[[str | bytes], None]
 # What uvicorn still reads of a detached connection's scope (its log lines).
@@ -123,6 +127,9 @@ class _Writable:
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
+    keepalive: KeepaliveSweep | None = None
+    heard_at = 0.0
+    ping_at: float | None = None
     _on_frame: FrameCallback | None = None
     _on_gone: Callable[[], None] | None = None
 
@@ -140,6 +147,27 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
         self._cancel_handshake_timer()
         super().connection_lost(exc)
         self._gone()
+
+    def data_received(self, data: bytes) -> None:
+        if self.keepalive is not None:
+            self.heard_at = self.loop.time()  # the peer is alive: no ping needed for a while
+        super().data_received(data)
+
+    # --- keepalive (one sweep per server, see keepalive.py) ------------------------------------
+    def start_keepalive(self) -> None:
+        interval = self.ping_interval
+        if interval is not None and interval > 0:
+            sweep_for(self.loop, interval, self.ping_timeout or interval).add(self)
+
+    def stop_keepalive(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.remove(self)
+
+    def send_ping_frame(self) -> bool:
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return False
+        self.transport.write(PING_FRAME)
+        return True
 
     # --- detached connections ------------------------------------------------------------------
     def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
