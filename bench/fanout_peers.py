@@ -132,6 +132,7 @@ def run_fanout(harness: Path, env: dict[str, str], out: Path, rounds: int, durat
 # Eddy pings every silent WebSocket (after 20 s by default, to notice vanished consumers); the
 # idle rows also show the old 5 s interval, where pings were most of the idle CPU.
 FAST_PINGS = "--ws-ping-interval 5 --ws-ping-timeout 5"
+IDLE_HOLD = 25  # seconds held open after connecting: more than the default 20 s ping interval
 
 
 def run_idle(harness: Path, env: dict[str, str], out: Path, conns: int, hold: int) -> None:
@@ -275,7 +276,8 @@ def main() -> None:
         if "fanout" in sections:
             run_fanout(args.harness, env, out / "fanout", rounds, duration)
         if "idle" in sections:
-            run_idle(args.harness, env, out, 10_000, 5 if args.quick else 10)
+            # Held longer than the ping interval, so the idle CPU includes Eddy's keepalive.
+            run_idle(args.harness, env, out, 10_000, IDLE_HOLD)
         if "produce" in sections:
             run_produce(args.harness, env, out, duration)
         before = ", ".join(f"{x:.2f}" for x in loads_before)

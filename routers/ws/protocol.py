@@ -1,7 +1,7 @@
 """Eddy's WebSocket protocol class for uvicorn (`uvicorn_config` selects it with `ws=`).
 
 It is uvicorn's sans-I/O implementation (timers for pings, no task of its own per connection)
-with three additions:
+with these additions:
 
 - the `eddy.fast_send` ASGI extension: the app writes pre-built frame bytes straight to the
   connection's transport and reads its outgoing buffer size, with no await, task wake-up or
