@@ -103,10 +103,14 @@ def serve(
     ] = None,
     ws_ping_interval: Annotated[
         float | None,
-        typer.Option(help="Seconds between WebSocket pings [env EDDY_WS_PING_INTERVAL]"),
+        typer.Option(
+            help="Seconds a silent WebSocket peer waits for a ping (default 20) "
+            "[env EDDY_WS_PING_INTERVAL]"
+        ),
     ] = None,
     ws_ping_timeout: Annotated[
-        float | None, typer.Option(help="Seconds to wait for a pong [env EDDY_WS_PING_TIMEOUT]")
+        float | None,
+        typer.Option(help="Seconds to wait for a pong (default 10) [env EDDY_WS_PING_TIMEOUT]"),
     ] = None,
     auto_commit_interval: Annotated[
         float | None,

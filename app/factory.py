@@ -179,4 +179,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    app.add_middleware(ws.WebSocketFastPath)  # added last: the outermost of them
     return app

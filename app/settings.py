@@ -64,9 +64,12 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Most topics that may exist (more are refused, also auto-create)"
     )
     ws_ping_interval: float = Field(
-        5.0, gt=0, description="Seconds between WebSocket pings (detects vanished clients)"
+        20.0,
+        gt=0,
+        description="Seconds a WebSocket peer may stay silent before it is pinged (detects "
+        "vanished clients within interval + timeout)",
     )
-    ws_ping_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a pong")
+    ws_ping_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a pong")
     auto_commit_interval: float = Field(
         1.0, gt=0, description="Seconds between commits for auto_commit=true group members"
     )

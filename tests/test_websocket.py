@@ -281,16 +281,22 @@ def test_slow_subscriber_is_closed_4408_without_slowing_others(tmp_path: Path) -
                     closed = "eddy_slow_consumer_closes_total 1.0" in client.get("/metrics").text
             assert closed, "slow subscriber was never closed"
             assert received == total
-        # The stalled client finally reads: what was already in flight, then a close frame
-        # with code 4408 (0x1138; unmasked server frame, 2-byte payload, no reason).
+        # The stalled client finally reads: what was already in flight, then an error frame
+        # saying why and a close frame with code 4408 (0x1138) and a short reason (unmasked
+        # server frames, read raw: the records before them are cut off mid-stream).
+        close = b"\x88\x13\x11\x38consumer too slow"
         slow.settimeout(20)
         stream = b""
         while chunk := slow.recv(65536):
             stream += chunk
-            if stream.endswith(b"\x88\x02\x11\x38"):
+            if stream.endswith(close):
                 break
         slow.close()
-        assert stream.endswith(b"\x88\x02\x11\x38")
+        assert stream.endswith(close)
+        error = json.loads(stream[stream.rindex(b'{"type":"error"') : -len(close)])
+        assert error["type"] == "error"
+        assert error["code"] == "slow_consumer"
+        assert error["details"] == {"limit_bytes": 64 * 1024}
 
 
 def test_publish_acks_in_order_with_errors_inline(

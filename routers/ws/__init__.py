@@ -9,7 +9,8 @@ frames are described in openapi/asyncapi.yaml.
 from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
-from starlette.routing import WebSocketRoute
+from starlette.routing import Match, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import Broker
 from models.errors import EddyError
@@ -74,7 +75,35 @@ async def publish(websocket: WebSocket) -> None:
 # Plain Starlette routes inside FastAPI's router: the handshake skips dependency resolution,
 # which was a large part of its cost (phones reconnect in herds). WebSocket routes are not in
 # the OpenAPI document either way; openapi/asyncapi.yaml describes them.
-router.routes += [
+ROUTES = [
     WebSocketRoute("/v1/topics/{topic}/ws", subscribe, name="subscribe"),
     WebSocketRoute("/v1/topics/{topic}/publish", publish, name="publish"),
 ]
+router.routes += ROUTES
+
+
+async def dispatch(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Serve a WebSocket upgrade to a streaming route directly, without the app's middleware
+    (request metrics and CORS concern HTTP only) and the scan of every route: a herd of phones
+    reconnecting after a network blip pays for each handshake. The endpoints do their own
+    origin and credential checks and handle their errors. False: not one of these paths (the
+    app routes it, and refuses unknown ones)."""
+    for route in ROUTES:
+        match, child_scope = route.matches(scope)
+        if match is Match.FULL:
+            scope.update(child_scope)
+            await route.endpoint(WebSocket(scope, receive, send))
+            return True
+    return False
+
+
+class WebSocketFastPath:
+    """The app's outermost middleware: streaming upgrades go straight to `dispatch`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and await dispatch(scope, receive, send):
+            return
+        await self.app(scope, receive, send)

@@ -65,6 +65,24 @@ END_CLOSE_CODES: dict[SessionEnd, int] = {
 }
 
 
+# The short close reason of endings that are not errors (an error's reason is its message).
+END_REASONS: dict[SessionEnd, str] = {
+    SessionEnd.TOO_SLOW: "consumer too slow",
+    SessionEnd.SHUTDOWN: "server shutting down",
+}
+MAX_REASON_BYTES = 123  # RFC 6455 section 5.5: a control frame's payload is at most 125 bytes
+
+
+def close_reason(end: End) -> str:
+    """The close frame's short human-readable reason for how a session ended."""
+    if isinstance(end, SessionEnd):
+        return END_REASONS[end]
+    if end is None:
+        return ""
+    reason = end.message.encode()[:MAX_REASON_BYTES]
+    return reason.decode(errors="ignore")  # cut at a character boundary
+
+
 def close_code(end: End) -> int | None:
     """The close code for how a session ended (None: the client left, nothing to send)."""
     if end is None:

@@ -75,6 +75,22 @@ def event_message(event: Event) -> dict[str, Any]:
     return event.error.to_frame(**event.extra)
 
 
+SLOW_CONSUMER = "slow_consumer"
+
+
+def slow_consumer_frame(limit_bytes: int) -> bytes:
+    """The error frame that goes right before a 4408 close (behind the records still queued:
+    the client learns why after the last record it did get, and resumes from there)."""
+    message = {
+        "type": "error",
+        "code": SLOW_CONSUMER,
+        "message": "consumer too slow: unsent data passed the connection's limit; "
+        "reconnect and resume with offsets=",
+        "details": {"limit_bytes": limit_bytes},
+    }
+    return text_frame(safe_json(message))
+
+
 def event_payload(event: Event) -> bytes:
     return safe_json(event_message(event))
 
@@ -95,4 +111,12 @@ def answer_frame(event: Event) -> bytes:
     )
 
 
-__all__ = ["FRAMES", "Refused", "answer_frame", "event_frame", "event_message", "text_frame"]
+__all__ = [
+    "FRAMES",
+    "Refused",
+    "answer_frame",
+    "event_frame",
+    "event_message",
+    "slow_consumer_frame",
+    "text_frame",
+]

@@ -1,7 +1,7 @@
 """Eddy's WebSocket protocol class for uvicorn (`uvicorn_config` selects it with `ws=`).
 
 It is uvicorn's sans-I/O implementation (timers for pings, no task of its own per connection)
-with three additions:
+with these additions:
 
 - the `eddy.fast_send` ASGI extension: the app writes pre-built frame bytes straight to the
   connection's transport and reads its outgoing buffer size, with no await, task wake-up or
@@ -13,6 +13,11 @@ with three additions:
   an idle subscriber costs no task and no coroutine stack at all.
 - a handshake deadline: a connection whose upgrade the app has neither accepted nor refused
   within HANDSHAKE_TIMEOUT seconds is closed, so half-open upgrades cannot pile up.
+- the handshake's answer (101) waits for the app's first frame (the `subscribed` frame) until
+  the end of the loop step, so both go out in one write (one send syscall less per handshake);
+  anything else that writes sends it first.
+- one keepalive sweep for all connections (`keepalive.py`) instead of uvicorn's two timers and a
+  freshly framed ping per connection; peers that send anything are not pinged.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+
+from routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for
 
 FrameCallback = Callable[[str | bytes], None]
 # What uvicorn still reads of a detached connection's scope (its log lines).
@@ -90,6 +97,8 @@ class FastSend:
     def write(self, frames: bytes) -> None:
         """Queue complete, unmasked server frames (after the app accepted the connection)."""
         protocol = self._protocol
+        if protocol.pending is not None:  # the handshake's answer, held back to go with them
+            frames, protocol.pending = protocol.pending + frames, None
         transport = protocol.transport
         if not (protocol.close_sent or protocol.disconnected or transport.is_closing()):
             transport.write(frames)
@@ -146,9 +155,27 @@ class _Writable:
         await waiter
 
 
+class _Recorder:
+    """Stands in for the transport while uvicorn writes the handshake's answer."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
+    keepalive: KeepaliveSweep | None = None
+    heard_at = 0.0
+    ping_at: float | None = None
+    pending: bytes | None = None  # the handshake's answer, not written yet
     _on_frame: FrameCallback | None = None
     _on_gone: Callable[[], None] | None = None
 
@@ -166,6 +193,38 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
         self._cancel_handshake_timer()
         super().connection_lost(exc)
         self._gone()
+
+    def flush(self) -> None:
+        """Write the handshake's answer if it is still held back."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            if not self.transport.is_closing():
+                self.transport.write(pending)
+
+    def data_received(self, data: bytes) -> None:
+        if self.pending is not None:  # whatever uvicorn answers goes after the 101
+            self.flush()
+        if self.keepalive is not None:
+            self.heard_at = self.loop.time()  # the peer is alive: no ping needed for a while
+        super().data_received(data)
+
+    # --- keepalive (one sweep per server, see keepalive.py) ------------------------------------
+    def start_keepalive(self) -> None:
+        interval = self.ping_interval
+        if interval is not None and interval > 0:
+            sweep_for(self.loop, interval, self.ping_timeout or interval).add(self)
+
+    def stop_keepalive(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.remove(self)
+
+    def send_ping_frame(self) -> bool:
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return False
+        self.flush()
+        self.transport.write(PING_FRAME)
+        return True
 
     # --- detached connections ------------------------------------------------------------------
     def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
@@ -228,6 +287,7 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
             elif result is not None:
                 self.logger.error("ASGI callable should return None, but returned '%s'.", result)
         if self.close_timer is None and self._on_gone is None:
+            self.flush()
             self.transport.close()
 
     def _cancel_handshake_timer(self) -> None:
@@ -251,6 +311,7 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
         """The close branch of uvicorn's `send`, without waiting for the buffer to drain."""
         if self.close_sent or self.disconnected or self.transport.is_closing():
             return
+        self.flush()
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
@@ -260,10 +321,17 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
+    def shutdown(self) -> None:
+        self.flush()
+        super().shutdown()
+
     async def send(self, message: ASGISendEvent) -> None:
         if message["type"] == "websocket.accept":
             self._cancel_handshake_timer()
-        elif (
+            await self._accept(message)
+            return
+        self.flush()
+        if (
             message["type"] == "websocket.close"
             and self.handshake_complete
             and self.initial_response is None
@@ -273,3 +341,17 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_now(message.get("code", 1000), message.get("reason") or "")
             return
         await super().send(message)
+
+    async def _accept(self, message: ASGISendEvent) -> None:
+        """uvicorn's accept, with the answer held back until the app's first write or the end of
+        this loop step, whichever comes first."""
+        transport = self.transport
+        recorder = _Recorder(transport)
+        self.transport = recorder  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+        if recorder.data:
+            self.pending = b"".join(recorder.data)
+            self.loop.call_soon(self.flush)

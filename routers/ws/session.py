@@ -18,13 +18,18 @@ from fastapi import WebSocket
 
 from broker import Broker
 from broker.access import Principal
-from broker.events import End, Event, Refused
+from broker.events import End, Event, Refused, SessionEnd
 from broker.subscriber import Subscriber
 from broker.tail import Encoder
 from models.errors import EddyError, Forbidden, Unauthorized
 from routers.deps import bearer_token
-from routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, close_code
-from routers.ws.frames import FRAMES, answer_frame, event_frame
+from routers.ws.close_codes import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_TRY_AGAIN_LATER,
+    close_code,
+    close_reason,
+)
+from routers.ws.frames import FRAMES, answer_frame, event_frame, slow_consumer_frame
 from routers.ws.protocol import FAST_SEND, FastSend
 
 log = logging.getLogger("eddy.ws")
@@ -136,9 +141,13 @@ class WebSocketSession:
             self._watch.cancel()
         if isinstance(end, EddyError):
             self.connection.send_event(Refused(end))
+        elif end is SessionEnd.TOO_SLOW:
+            # Written although the buffer is full (that is why it ends): a few dozen bytes more,
+            # so the client learns why (contract: every 44xx close follows an error frame).
+            self.fast.write(slow_consumer_frame(self.broker.config.ws_buffer_bytes))
         code = close_code(end)
         if code is not None:
-            self.fast.close(code)
+            self.fast.close(code, close_reason(end))
         self._gauge.dec()
         self.broker.websocket_closed()
 
