@@ -126,13 +126,9 @@ def record_dict(topic: str, record: StoredRecord) -> dict[str, Any]:
     return out
 
 
-def record_frame(topic: str, record: StoredRecord) -> str:
-    """The JSON text of a record pushed to a subscriber (`"type": "record"`)."""
-    return record_frame_bytes(topic, record).decode()
-
-
 def record_frame_bytes(topic: str, record: StoredRecord) -> bytes:
-    """The same as UTF-8 bytes: what the transports frame once and send to every subscriber."""
+    """The JSON of a record pushed to a subscriber (`"type": "record"`), UTF-8: what the
+    transports frame once and send to every subscriber."""
     return orjson.dumps({"type": "record", **record_dict(topic, record)})
 
 
@@ -143,7 +139,3 @@ def safe_json(value: Any) -> bytes:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str).encode()
-
-
-def control_frame(frame: dict[str, Any]) -> str:
-    return safe_json(frame).decode()

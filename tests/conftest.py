@@ -189,7 +189,7 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """A thread left running by a test (an unclosed aiosqlite connection, say) would keep the
+    """A thread left running by a test (a storage thread pool left open, say) would keep the
     interpreter from exiting and hang CI: name it and exit with a failure instead."""
     leftovers = [
         t
