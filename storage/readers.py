@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from storage.writer import Connect, Database, DatabaseClosed, post, settle
+from storage.writer import Connect, Database, DatabaseClosed, post, settle, settling_call
 
 T = TypeVar("T")
 
@@ -49,15 +49,7 @@ class ReaderPool:
         if self._closed:
             raise DatabaseClosed("the reader pool is closed")
 
-        def call() -> None:
-            try:
-                result = fn()
-            except BaseException as exc:
-                post(loop, settle, done, None, exc)
-            else:
-                post(loop, settle, done, result, None)
-
-        self._tasks.put(call)
+        self._tasks.put(settling_call(loop, fn, done))
         return done
 
     def _main(self) -> None:

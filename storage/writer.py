@@ -136,16 +136,7 @@ class WriterThread:
     def run_in(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run `fn` in this thread (in turn with the transactions); a future of its result."""
         done: asyncio.Future[T] = loop.create_future()
-
-        def call() -> None:
-            try:
-                result = fn()
-            except BaseException as exc:
-                post(loop, settle, done, None, exc)
-            else:
-                post(loop, settle, done, result, None)
-
-        self.call(call)
+        self.call(settling_call(loop, fn, done))
         return done
 
     def stop(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
@@ -316,6 +307,22 @@ def post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -
         loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
         log.debug("event loop closed; dropped a writer outcome")
+
+
+def settling_call(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[], T], done: asyncio.Future[T]
+) -> Callable[[], None]:
+    """A callable for a worker thread: runs `fn` there and settles `done` on the loop."""
+
+    def call() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            post(loop, settle, done, None, exc)
+        else:
+            post(loop, settle, done, result, None)
+
+    return call
 
 
 def settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
