@@ -30,7 +30,7 @@ from storage import (
     ValueFormat,
 )
 from storage.topic_log import QueueLimits
-from tests.conftest import tmpfs
+from tests.conftest import fill_disk, tmpfs
 
 
 def rec(partition: int, value: bytes = b'"v"', key: str | None = "k") -> NewRecord:
@@ -64,19 +64,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
 
 
-def fill(fs: Path) -> Path:
-    """Take every free byte of the filesystem; returns the filler to delete."""
-    filler = fs / "filler"
-    with filler.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
-
-
 async def test_concurrent_commits_are_all_durable_in_call_order(tmp_path: Path) -> None:
     engine = await open_engine(tmp_path)
     await engine.create_topic("t", 4, {})
@@ -108,7 +95,7 @@ async def test_a_failed_commit_changes_nothing_and_the_next_one_works(small_fs: 
     engine = await open_engine(data)
     await engine.create_topic("t", 1, {})
     await engine.commit_offsets("g", "t", {0: 1})
-    filler = fill(small_fs)
+    filler = fill_disk(small_fs)
     rows = {p: p for p in range(1)}
     failures = 0
     for i in range(200):  # a commit needs WAL space: sooner or later one fails
@@ -205,7 +192,7 @@ async def test_a_failed_alter_rolls_back_and_the_next_append_works(small_fs: Pat
     data = small_fs / "data"
     engine = await open_engine(data)
     await engine.create_topic("t", 1, {})
-    filler = fill(small_fs)
+    filler = fill_disk(small_fs)
     with pytest.raises(Unavailable):
         await engine.update_topic("t", 1000, {"retention.ms": 5})  # 999 tables do not fit
     meta = engine.get_topic("t")
@@ -222,7 +209,7 @@ async def test_a_failed_alter_rolls_back_and_the_next_append_works(small_fs: Pat
 async def test_a_failed_create_leaves_nothing_behind(small_fs: Path) -> None:
     data = small_fs / "data"
     engine = await open_engine(data)
-    filler = fill(small_fs)
+    filler = fill_disk(small_fs)
     with pytest.raises(Unavailable):
         await engine.create_topic("t", 500, {})
     assert list((data / "tmp").iterdir()) == []

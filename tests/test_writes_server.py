@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 
 from app.errors import error_response
 from models.errors import Unavailable
-from tests.conftest import fetch_all, serve_in_thread, start_server_process, wait_until
+from tests.conftest import fetch_all, fill_disk, serve_in_thread, start_server_process, wait_until
 
 PARTITIONS = 20
 
@@ -113,14 +113,7 @@ def test_a_failed_auto_commit_is_retried_at_the_next_interval(
         assert client.post("/v1/topics", json={"name": "t"}).status_code == 201
         records = [{"value": i} for i in range(50)]
         assert client.post("/v1/topics/t/records", json={"records": records}).status_code == 200
-        filler = small_fs / "filler"
-        with filler.open("wb") as out:  # the disk is full: groups.db cannot grow its log
-            try:
-                while True:
-                    out.write(b"\0" * 65536)
-                    out.flush()
-            except OSError:
-                pass
+        filler = fill_disk(small_fs)  # the disk is full: groups.db cannot grow its log
         consumer = Consumer(server.ws_url, "t", "g")
         consumer.start()
         try:
