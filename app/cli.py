@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from app.factory import create_app
+from app.logs import configure_logging
 from app.server import EddyServer, uvicorn_config
 from app.settings import Settings
 from broker.access import AuthFileError
@@ -145,6 +145,17 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
     ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text or json (one object a line) [env EDDY_LOG_FORMAT]")
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One log line per request [env EDDY_ACCESS_LOG; off]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the broker."""
     settings = _settings(
@@ -175,10 +186,10 @@ def serve(
         produce_rate_burst=produce_rate_burst,
         produce_queue_timeout=produce_queue_timeout,
         log_level=log_level,
+        log_format=log_format,
+        access_log=access_log,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:  # fail fast with a clear message instead of a start-up traceback
         SQLiteEngine.ensure_data_dir_free(settings.data_dir)
     except DataDirLocked as exc:

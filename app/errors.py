@@ -45,19 +45,31 @@ def error_response(error: EddyError) -> Response:
     return response
 
 
-async def _eddy_error(_: Request, exc: Exception) -> Response:
+def _count_rejection(request: Request, code: str) -> None:
+    broker = request.scope.get("state", {}).get("broker")
+    if broker is not None:
+        broker.metrics.count_rejection(code, "http")
+
+
+def _rejected(request: Request, error: EddyError) -> Response:
+    """The error's response, counted in the rejections metric."""
+    _count_rejection(request, error.code)
+    return error_response(error)
+
+
+async def _eddy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EddyError)
-    return error_response(exc)
+    return _rejected(request, exc)
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = [
         {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", ""))} for err in exc.errors()
     ]
     where = ".".join(str(p) for p in problems[0]["loc"]) if problems else "request"
     message = f"{where}: {problems[0]['msg']}" if problems else "invalid request"
-    return error_response(InvalidRequest(message, {"errors": problems}))
+    return _rejected(request, InvalidRequest(message, {"errors": problems}))
 
 
 async def _client_disconnected(request: Request, _: Exception) -> Response:
@@ -76,11 +88,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     else:  # any other 4xx Starlette raises (e.g. a malformed form): same shape, its status
+        _count_rejection(request, "invalid_request")
         return _json(
             {"error": {"code": "invalid_request", "message": str(exc.detail), "details": {}}},
             exc.status_code,
         )
-    return error_response(error)
+    return _rejected(request, error)
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

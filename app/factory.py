@@ -6,7 +6,6 @@ Run it with `eddy serve` (see app/cli.py) or `uvicorn --factory app.factory:crea
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,10 +16,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import close_unmatched_websocket, install_error_handlers
 from app.openapi import build_openapi, operation_id
+from app.request_log import RequestTelemetry
 from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
@@ -85,36 +85,6 @@ class StaticOnlyOverHttp(StaticFiles):
             await super().__call__(scope, receive, send)
 
 
-class RequestMetrics:
-    """Records each HTTP request's latency by method, route template and status."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            broker: Broker | None = scope.get("state", {}).get("broker")
-            if broker is not None:
-                route = getattr(scope.get("route"), "path", "unmatched")
-                broker.metrics.observe_request(
-                    scope["method"], route, status, time.perf_counter() - started
-                )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises AuthFileError if the auth file cannot be used."""
     settings = settings or Settings()
@@ -167,7 +137,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    app.add_middleware(RequestMetrics)
     if settings.origins:
         # Tokens travel in the Authorization header, never in cookies, so credentials mode is
         # off: even "*" cannot be combined with the browser's ambient credentials.
@@ -179,5 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(ws.WebSocketFastPath)  # added last: the outermost of them
+    app.add_middleware(ws.WebSocketFastPath)
+    # Added last, so the outermost: request ids, request metrics and the access log cover the
+    # WebSocket fast path and the lean produce route too.
+    app.add_middleware(RequestTelemetry, access_log=settings.access_log)
     return app

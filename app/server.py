@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.http_protocol import HeadLimits, http_protocol
+from app.logs import uvicorn_log_config
 from app.settings import Settings
 from broker import Broker
 from routers.ws.protocol import EddyWebSocketProtocol
@@ -36,6 +37,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         "host": settings.host,
         "port": settings.port,
         "log_level": "warning",  # Eddy logs its own start-up line
+        # uvicorn's loggers propagate to the root logger: Eddy's format (app/logs.py) for all.
+        "log_config": uvicorn_log_config(),
+        # Off: its lines carry query strings (?token=); Eddy's own access log does not.
         "access_log": False,
         "http": http_protocol(
             HeadLimits(settings.max_header_bytes, settings.max_headers, settings.head_timeout)

@@ -80,7 +80,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds between checks of the auth file and open sockets' tokens"
     )
     cors_origins: str = Field(
-        "", description="Comma-separated browser origins allowed for REST (CORS) and WebSockets"
+        "",
+        description="Comma-separated browser origins allowed for REST (CORS) and WebSockets "
+        "('*': any origin, for both)",
     )
     produce_rate_limit: float = Field(
         0.0, ge=0, description="Produce requests per second per principal (0: no limit)"
@@ -95,6 +97,14 @@ class Settings(BaseSettings):
         0.0, ge=0, description="Burst size of the produce rate limit (0: one second's worth)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event; json: one JSON object per line"
+    )
+    access_log: bool = Field(
+        False,
+        description="Log one line per HTTP request and WebSocket upgrade (method, path without "
+        "query, status, duration, request id, principal)",
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

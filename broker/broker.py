@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.access import AccessPolicy, Action, AuthFileError, Principal, load_access_policy
+from broker.access import (
+    AccessPolicy,
+    Action,
+    AuthenticationFailed,
+    AuthFileError,
+    Principal,
+    load_access_policy,
+)
 from broker.drafts import RecordDraft
 from broker.events import End, Subscribed
 from broker.fetcher import Fetcher
@@ -33,6 +40,7 @@ from broker.topic_rules import (
     validate_partition_count,
     validate_topic_name,
 )
+from models.context import current_call
 from models.errors import (
     EddyError,
     InvalidRequest,
@@ -44,7 +52,14 @@ from models.errors import (
 )
 from models.groups import GroupDetail, GroupSummary
 from models.topics import PartitionInfo, TopicDetail, TopicSummary
-from storage import PRODUCER_WINDOW, AppendedRecord, Engine, ProducerSequence, TopicMeta
+from storage import (
+    PRODUCER_WINDOW,
+    AppendedRecord,
+    Engine,
+    PartitionState,
+    ProducerSequence,
+    TopicMeta,
+)
 
 log = logging.getLogger("eddy.broker")
 
@@ -104,6 +119,9 @@ class Broker:
         # partitions start the new ones before groups rebalance over them.
         for listener in (self.hub, self.groups, self.producer, self.metrics):
             engine.add_listener(listener)
+        self.metrics.watch_partitions(self._partition_states)
+        engine.observe_commits(self.metrics.commit_seconds.observe)
+        self._disk_usage: asyncio.Future[None] | None = None
         self.cleaner = Cleaner(
             engine, self._config_of, self.metrics, config.retention_check_interval
         )
@@ -120,6 +138,7 @@ class Broker:
         await self.engine.open()
         self._topic_count = len(self.engine.list_topics())
         self.cleaner.start()
+        self._prefetch_signing_keys()
         if self._auth_file is not None:
             self._auth_watcher = asyncio.create_task(self._watch_auth_file(self._auth_file))
 
@@ -136,6 +155,8 @@ class Broker:
             await asyncio.gather(self._auth_watcher, return_exceptions=True)
         await self.cleaner.stop()
         self.hub.close_all()
+        if self.access.jwt is not None and self.access.jwt.jwks is not None:
+            await self.access.jwt.jwks.close()
         await self.engine.close()  # commits what is queued first
 
     async def _watch_auth_file(self, path: Path) -> None:
@@ -149,13 +170,70 @@ class Broker:
                 if mtime == last:
                     continue
                 last = mtime
-                self.access = await asyncio.to_thread(load_access_policy, path)
+                policy = await asyncio.to_thread(load_access_policy, path)
+                old = self.access.jwt.jwks if self.access.jwt is not None else None
+                if old is not None and policy.jwt is not None and policy.jwt.jwks is not None:
+                    policy.jwt.jwks.adopt(old)  # same URL: keep the keys fetched already
+                self.access = policy
+                self._prefetch_signing_keys()
                 log.info("reloaded auth file %s", path)
             except (OSError, AuthFileError) as exc:
                 log.error("auth file not reloaded, keeping the previous one: %s", exc)
             except Exception:  # unforeseen: keep watching (the old policy stays in force)
                 log.exception("auth file check failed, keeping the previous policy")
                 self.metrics.background_errors.labels("auth-watcher", "").inc()
+
+    # --- callers ------------------------------------------------------------------------------
+    async def authenticate(self, token: str | None) -> Principal:
+        """The caller for a bearer token (None: none given); raises `Unauthorized`. Names the
+        principal in the call being served (for the access log)."""
+        try:
+            principal = await self.access.authenticate_async(token)
+        except AuthenticationFailed as exc:
+            self.metrics.count_auth_failure(exc.reason)
+            raise
+        if principal.authenticated:
+            call = current_call.get()
+            if call is not None:
+                call.principal = principal.name
+        return principal
+
+    def _prefetch_signing_keys(self) -> None:
+        if self.access.jwt is not None and self.access.jwt.jwks is not None:
+            self.access.jwt.jwks.prefetch()
+
+    # --- metrics ------------------------------------------------------------------------------
+    def _partition_states(self) -> list[tuple[str, list[PartitionState]]]:
+        """Every partition's state, from memory (for the scrape)."""
+        engine = self.engine
+        found = []
+        for meta in engine.list_topics():
+            try:
+                states = [engine.partition_state(meta.name, p) for p in range(meta.partitions)]
+            except EddyError:  # deleted or unavailable meanwhile: not reported
+                continue
+            found.append((meta.name, states))
+        return found
+
+    async def refresh_disk_metrics(self) -> None:
+        """Measure the data dir's disk usage (in a thread; one measurement at a time, shared
+        by concurrent scrapes)."""
+        if self._disk_usage is None:
+            self._disk_usage = asyncio.ensure_future(self._measure_disk())
+        try:
+            await asyncio.shield(self._disk_usage)
+        finally:
+            if self._disk_usage is not None and self._disk_usage.done():
+                self._disk_usage = None
+
+    async def _measure_disk(self) -> None:
+        try:
+            usage = await self.engine.disk_usage()
+        except OSError as exc:
+            log.warning("cannot measure the data dir's disk usage: %s", exc)
+            return
+        if usage is not None:
+            self.metrics.set_disk_usage(*usage)
 
     async def check_ready(self) -> None:
         """Raise `Unavailable` unless storage is open and writable and the background tasks
@@ -560,6 +638,7 @@ class Broker:
             sink,
             min(in_flight, PRODUCER_WINDOW) if producer_id else in_flight,
             producer_id,
+            lambda error: self.metrics.count_rejection(error.code, "websocket"),
         )
         self.hub.register_publisher(session)
         try:

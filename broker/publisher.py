@@ -121,8 +121,10 @@ class PublishSession:
         sink: AnswerSink,
         max_in_flight: int,
         producer_id: str | None,
+        on_refused: Callable[[EddyError], None] | None = None,
     ) -> None:
         self.topic = topic
+        self._on_refused = on_refused  # told of each record answered with an error
         self._producer_id = producer_id
         self._submit = submit
         self._sink = sink
@@ -256,6 +258,8 @@ class PublishSession:
             record_id, outcome = pending[0]
             if isinstance(outcome, EddyError):
                 answers.append(Refused(outcome, {"id": record_id}))
+                if self._on_refused is not None:
+                    self._on_refused(outcome)
             else:
                 future, index = outcome
                 if not future.done():
@@ -265,6 +269,8 @@ class PublishSession:
                     answers.append(Acked(record_id, future.result()[index]))
                 elif isinstance(error, EddyError):
                     answers.append(Refused(error, {"id": record_id}))
+                    if self._on_refused is not None:
+                        self._on_refused(error)
                 else:
                     raise error
             pending.popleft()

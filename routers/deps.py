@@ -37,7 +37,7 @@ def bearer_token(conn: HTTPConnection, allow_query: bool = False) -> str | None:
 
 async def get_principal(conn: HTTPConnection) -> Principal:
     broker: Broker = conn.state.broker
-    return broker.access.authenticate(bearer_token(conn))
+    return await broker.authenticate(bearer_token(conn))
 
 
 NAME_PATTERN = r"^[a-zA-Z0-9._-]+$"

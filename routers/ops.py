@@ -32,4 +32,5 @@ async def readyz(broker: BrokerDep) -> Health:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(broker: BrokerDep) -> Response:
     """Prometheus metrics."""
+    await broker.refresh_disk_metrics()
     return Response(generate_latest(broker.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -177,7 +177,7 @@ class ProduceEndpoint:
                 authorization = value
             elif name == b"content-length" and declared is None:
                 declared = value
-        principal = broker.access.authenticate(
+        principal = await broker.authenticate(
             None if authorization is None else bearer_token_of(authorization.decode("latin-1"))
         )
         query = raw_body_query(scope["query_string"]) if scope["query_string"] else _NO_QUERY

@@ -23,6 +23,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def disk_usage(root: Path) -> tuple[int, int]:
+    """(bytes the files under `root` take on disk, bytes free for unprivileged use on its
+    filesystem). Walks the tree: run it in a thread."""
+    used = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed meanwhile
+                used += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    fs = os.statvfs(root)
+    return used, fs.f_bavail * fs.f_frsize
+
+
 class DataDirLocked(Exception):
     """Another process owns the data dir."""
 

@@ -11,7 +11,7 @@ import abc
 import asyncio
 import enum
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -187,6 +187,10 @@ class LogListener(Protocol):
         """The topic and all its data are gone."""
 
 
+# (bytes the storage's files take on disk, bytes free on their filesystem)
+DiskUsage = tuple[int, int]
+
+
 class Engine(abc.ABC):
     """Durable partition logs. All methods raise `models.errors` exceptions on failure.
 
@@ -220,6 +224,16 @@ class Engine(abc.ABC):
                 listener.on_topic_deleted(topic)
             except Exception:
                 log.exception("log listener %r failed on deletion of %s", listener, topic)
+
+    # --- for the metrics (engines without local files keep these defaults) ---------------------
+    def observe_commits(self, observe: Callable[[float], None]) -> None:
+        """Call `observe(seconds)` after each storage commit (from any thread), with how
+        long the commit took. By default the engine reports none."""
+        return None
+
+    async def disk_usage(self) -> DiskUsage | None:
+        """The disk the storage's files use and has free; None if it has no local files."""
+        return None
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -16,18 +16,19 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from models.errors import TopicExists, TopicNotFound, Unavailable
 from storage import cleaning
-from storage.datadir import DataDir, DataDirLocked
+from storage.datadir import DataDir, DataDirLocked, disk_usage
 from storage.engine import (
     AppendBatch,
     AppendedRecord,
     CommittedOffset,
+    DiskUsage,
     Engine,
     PartitionState,
     ProducerWindow,
@@ -81,13 +82,16 @@ class SQLiteEngine(Engine):
         self._readers: ReaderPool | None = None
         self._groups: GroupOffsets | None = None
         self._announcer = Announcer(self._announce_commit, self._announce_partitions_added)
+        self._observe_commit: Callable[[float], None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         self._dir.acquire()
         connect = Connector(self.sync)
         per_writer = max(2, self._max_open_files // 2 // self._writer_threads)
-        self._writers = writers = WriterPool(self._writer_threads, connect, per_writer)
+        self._writers = writers = WriterPool(
+            self._writer_threads, connect, per_writer, self._observe_commit
+        )
         self._readers = readers = ReaderPool(
             self._reader_threads, connect, max(2, self._max_open_files // 2)
         )
@@ -111,6 +115,12 @@ class SQLiteEngine(Engine):
                 self._broken[path.parent.name] = str(topic)
             else:
                 self._topics[topic.name] = topic
+
+    def observe_commits(self, observe: Callable[[float], None]) -> None:
+        self._observe_commit = observe
+
+    async def disk_usage(self) -> DiskUsage:
+        return await asyncio.to_thread(disk_usage, self.data_dir)
 
     def _load_groups(self, connect: Connector) -> list[CommittedOffset]:
         conn = connect(self._dir.groups_db)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -29,6 +30,7 @@ T = TypeVar("T")
 J = TypeVar("J", bound="Job")
 R = TypeVar("R")
 Connect = Callable[[Path], sqlite3.Connection]
+ObserveCommit = Callable[[float], None]  # seconds a COMMIT took (called in the writer thread)
 
 
 class DatabaseClosed(Exception):
@@ -101,8 +103,15 @@ class Database(Generic[J, R]):
 class WriterThread:
     """Owns some database files: runs their transactions one at a time, round-robin."""
 
-    def __init__(self, name: str, connect: Connect, max_connections: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        connect: Connect,
+        max_connections: int,
+        observe_commit: ObserveCommit | None = None,
+    ) -> None:
         self.lock = threading.Lock()
+        self._observe_commit = observe_commit
         self._wakeup = threading.Condition(self.lock)
         # Databases with queued jobs, and plain calls, in the order they became ready.
         self._ready: deque[Database[Any, Any] | Callable[[], None]] = deque()
@@ -233,7 +242,10 @@ class WriterThread:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = db.owner.run(conn, jobs)
-            conn.execute("COMMIT")
+            started = time.perf_counter()
+            conn.execute("COMMIT")  # with synchronous=FULL, this is where the fsync waits
+            if self._observe_commit is not None:
+                self._observe_commit(time.perf_counter() - started)
         except BaseException:
             self._rollback(db, conn)
             raise
@@ -284,9 +296,15 @@ MAX_WEIGHT = 10_000  # records per transaction: bounds its size and how long it 
 class WriterPool:
     """A fixed set of writer threads; a file always maps to the same one."""
 
-    def __init__(self, size: int, connect: Connect, max_connections_per_thread: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        connect: Connect,
+        max_connections_per_thread: int,
+        observe_commit: ObserveCommit | None = None,
+    ) -> None:
         self.threads = [
-            WriterThread(f"eddy-writer-{i}", connect, max_connections_per_thread)
+            WriterThread(f"eddy-writer-{i}", connect, max_connections_per_thread, observe_commit)
             for i in range(size)
         ]
 

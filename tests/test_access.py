@@ -355,6 +355,30 @@ def test_cors_and_websocket_origin_checks(tmp_path: Path) -> None:
         assert ws("https://evil.example") == "4403"
 
 
+def test_cors_star_allows_every_origin_for_rest_and_websockets(tmp_path: Path) -> None:
+    """`--cors-origins '*'` means the same for both transports: any browser origin."""
+    with (
+        serve_in_thread(tmp_path / "d", cors_origins="*") as server,
+        httpx.Client(base_url=server.base_url) as c,
+    ):
+        preflight = c.options(
+            "/v1/topics",
+            headers={"Origin": "https://any.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        plain = c.get("/v1/topics", headers={"Origin": "https://other.example"})
+        assert plain.headers["access-control-allow-origin"] == "*"
+        for path in ("ws", "publish"):
+            url = f"{server.ws_url}/v1/topics/t/{path}"
+            with connect(url, origin=Origin("https://any.example")) as sock:
+                if path == "ws":
+                    assert json.loads(sock.recv(timeout=10))["type"] == "subscribed"
+                else:
+                    sock.send(json.dumps({"id": 1, "value": "x"}))
+                    assert json.loads(sock.recv(timeout=10))["type"] == "ack"
+
+
 def test_produce_rate_limit_per_principal(tmp_path: Path) -> None:
     with (
         serve_in_thread(tmp_path / "d", produce_rate_limit=2, produce_rate_burst=2) as server,

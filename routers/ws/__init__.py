@@ -35,7 +35,7 @@ async def subscribe(websocket: WebSocket) -> None:
     if session is None:
         return
     try:
-        principal = session.authenticate()
+        principal = await session.authenticate()
         params = parse_subscribe_params(dict(websocket.query_params))
     except EddyError as exc:
         session.end(exc)
@@ -62,7 +62,7 @@ async def publish(websocket: WebSocket) -> None:
     if session is None:
         return
     try:
-        principal = session.authenticate()
+        principal = await session.authenticate()
         producer_id = parse_publish_params(dict(websocket.query_params))
     except EddyError as exc:
         session.end(exc)

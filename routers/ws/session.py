@@ -79,11 +79,13 @@ async def incoming_frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
 
 
 def check_origin(broker: Broker, origin: str | None, host: str | None) -> None:
-    """Upgrades from browsers: only the server's own page or the allowed origins."""
+    """Upgrades from browsers: only the server's own page or the allowed origins ("*": any,
+    as for REST's CORS)."""
     if origin is None:  # not a browser: nothing to protect against
         return
     own = {f"http://{host}", f"https://{host}"} if host else set()
-    if origin in own or origin in broker.config.allowed_origins:
+    allowed = broker.config.allowed_origins
+    if origin in own or origin in allowed or "*" in allowed:
         return
     raise Forbidden(f"origin '{origin[:100]}' is not allowed", {"origin": origin[:100]})
 
@@ -124,13 +126,13 @@ class WebSocketSession:
             return None
         return cls(websocket, broker, endpoint, fast)
 
-    def authenticate(self) -> Principal:
+    async def authenticate(self) -> Principal:
         """Check the origin and the credentials (raises `EddyError`)."""
         websocket = self.websocket
         assert websocket is not None
         headers = websocket.headers
         check_origin(self.broker, headers.get("origin"), headers.get("host"))
-        return self.broker.access.authenticate(bearer_token(websocket, allow_query=True))
+        return await self.broker.authenticate(bearer_token(websocket, allow_query=True))
 
     def end(self, end: End) -> None:
         """Close as the session ended (an error frame first for an error) and free the slot."""
@@ -140,6 +142,7 @@ class WebSocketSession:
         if self._watch is not None:
             self._watch.cancel()
         if isinstance(end, EddyError):
+            self.broker.metrics.count_rejection(end.code, "websocket")
             self.connection.send_event(Refused(end))
         elif end is SessionEnd.TOO_SLOW:
             # Written although the buffer is full (that is why it ends): a few dozen bytes more,
