@@ -8,6 +8,7 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,7 +48,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> RunningServer:
+def server(tmp_path: Path) -> Iterator[RunningServer]:
     auth = tmp_path / "auth.toml"
     auth.write_text(AUTH)
     with serve_in_thread(tmp_path / "d", auth_file=auth) as running:
