@@ -83,8 +83,9 @@ router.routes += ROUTES
 
 
 async def dispatch(scope: Scope, receive: Receive, send: Send) -> bool:
-    """Serve a WebSocket upgrade to a streaming route directly, without the app's middleware
-    (request metrics and CORS concern HTTP only) and the scan of every route: a herd of phones
+    """Serve a WebSocket upgrade to a streaming route directly, without the app's other
+    middleware (CORS concerns HTTP only; the outermost one, app/request_log.py, still gives it
+    a request id and an access-log line) and the scan of every route: a herd of phones
     reconnecting after a network blip pays for each handshake. The endpoints do their own
     origin and credential checks and handle their errors. False: not one of these paths (the
     app routes it, and refuses unknown ones)."""
