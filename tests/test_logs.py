@@ -19,6 +19,7 @@ from app.logs import CallFilter, formatter, redact
 from app.request_log import request_id_of
 from models.context import Call, current_call
 from tests.conftest import start_server_process
+from tests.rawhttp import exchange
 
 API_KEY = "sekrit-api-key-0123456789"
 WRONG_KEY = "wrong-key-9876543210"
@@ -77,6 +78,10 @@ def test_json_logs_with_request_ids_and_an_access_log_never_show_tokens(tmp_path
             assert ws.response is not None
             assert ws.response.headers["x-request-id"] == "req-ws-1"
             assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        # uvicorn's own warning for this goes through the same JSON formatter.
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+        upgrade_h2c = head + b"Connection: close, Upgrade\r\n\r\n"
+        assert exchange(server.base_url, upgrade_h2c).status == 200
         with connect(f"{server.ws_url}/v1/topics/prices/ws?token={WRONG_KEY}") as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "error"
             with contextlib.suppress(ConnectionClosed):
@@ -93,6 +98,7 @@ def test_json_logs_with_request_ids_and_an_access_log_never_show_tokens(tmp_path
     for secret in (API_KEY, WRONG_KEY, QUERY_TOKEN):
         assert secret not in server.output
 
+    assert any(r["logger"] == "uvicorn.error" and r["level"] == "WARNING" for r in records)
     access = [r for r in records if r["logger"] == "eddy.access"]
     produce = next(r for r in access if r["request_id"] == "req-produce-1")
     assert produce["method"] == "POST" and produce["status"] == 200
