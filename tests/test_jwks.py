@@ -4,6 +4,7 @@ audience and issuer checks, key rotation, and the provider being down."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from broker.access import grants_from_claim
-from tests.conftest import RunningServer, serve_in_thread
+from tests.conftest import RunningServer, serve_in_thread, wait_until
 
 AUDIENCE = "https://eddy.example/api"
 ISSUER = "https://idp.example/"
@@ -256,3 +257,17 @@ def test_permission_claim_shapes() -> None:
     for bad in (42, [1], {"read": "not-a-list"}, {"delete": ["x"]}):
         with pytest.raises(ValueError):
             grants_from_claim(bad)
+
+
+def test_keys_survive_an_auth_file_reload_while_the_provider_is_down(
+    tmp_path: Path, jwks: JwksServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="eddy.broker")
+    path = auth_file(tmp_path, jwks.url)
+    with serve_in_thread(tmp_path / "d", auth_file=path, auth_recheck_interval=0.1) as server:
+        key = jwks.keys[0]
+        assert get(server, key.token()).status_code == 200
+        jwks.stop()
+        path.write_text(path.read_text() + "# edited\n")
+        wait_until(lambda: any("reloaded auth file" in r.getMessage() for r in caplog.records))
+        assert get(server, key.token()).status_code == 200  # the keys fetched before the reload
