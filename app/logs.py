@@ -54,10 +54,19 @@ class TextFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         return line if request_id is None else f"{line} request_id={request_id}"
 
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))  # an exception's text may quote a URL
+
+
+class JsonLineFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str | list[str]:
+        text = super().formatException(ei)
+        return redact(text) if isinstance(text, str) else [redact(line) for line in text]
+
 
 def formatter(fmt: LogFormat) -> logging.Formatter:
     if fmt == "json":
-        return JsonFormatter(
+        return JsonLineFormatter(
             "{levelname}{name}{message}",
             style="{",
             rename_fields={"levelname": "level", "name": "logger"},

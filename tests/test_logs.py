@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,15 @@ def test_the_filter_adds_the_request_id_and_redacts() -> None:
     line = json.loads(formatter("json").format(record))
     assert line["request_id"] == "rid-1" and line["message"] == "?token=[redacted]"
     assert line["level"] == "WARNING" and line["logger"] == "uvicorn.error" and "T" in line["time"]
+
+
+def test_tracebacks_are_redacted_too() -> None:
+    try:
+        raise ValueError("GET /v1/topics/t/ws?token=abc123secret failed")
+    except ValueError:
+        record = logging.LogRecord(
+            "eddy", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+    for fmt in ("json", "text"):
+        line = formatter(fmt).format(record)
+        assert "abc123secret" not in line and "token=[redacted]" in line
