@@ -59,9 +59,9 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonLineFormatter(JsonFormatter):
-    def formatException(self, ei: Any) -> str | list[str]:
-        text = super().formatException(ei)
-        return redact(text) if isinstance(text, str) else [redact(line) for line in text]
+    def formatException(self, ei: Any) -> str:
+        text = super().formatException(ei)  # a list only with exc_info_as_array (not used)
+        return redact(text if isinstance(text, str) else "\n".join(text))
 
 
 def formatter(fmt: LogFormat) -> logging.Formatter:
