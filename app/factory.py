@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import close_unmatched_websocket, install_error_handlers
 from app.http_encoding import RequestDecoding, gzip_responses
-from app.openapi import build_openapi, operation_id
+from app.openapi import build_openapi, install_asyncapi, operation_id
 from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
@@ -181,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def console() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    install_asyncapi(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics)
     if settings.origins:

@@ -7,10 +7,12 @@ parameters or a body declares its own 422, and a test checks that none slipped t
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
@@ -98,3 +100,18 @@ def _exact_bounds(node: Any) -> None:
     elif isinstance(node, list):
         for item in node:
             _exact_bounds(item)
+
+
+def install_asyncapi(app: FastAPI) -> None:
+    """`GET /asyncapi.yaml`, the AsyncAPI document of the WebSocket and SSE protocol (package
+    data, so an installed wheel serves it too), and `GET /asyncapi`, the page in static/ that
+    renders it offline (linked from /docs)."""
+    document = resources.files("openapi").joinpath("asyncapi.yaml").read_bytes()
+
+    @app.get("/asyncapi.yaml", include_in_schema=False)
+    async def asyncapi_document() -> Response:
+        return Response(document, media_type="application/yaml")  # RFC 9512
+
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi_page() -> RedirectResponse:
+        return RedirectResponse("/static/asyncapi.html")
