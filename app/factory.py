@@ -20,7 +20,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import close_unmatched_websocket, install_error_handlers
-from app.http_encoding import RequestDecoding, gzip_responses
+from app.http_encoding import GzipGetResponses, RequestDecoding
 from app.openapi import build_openapi, install_asyncapi, operation_id
 from app.settings import Settings
 from broker import Broker, BrokerConfig
@@ -198,6 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Request bodies are decoded inside the response compression, so a 413 or 415 for a
     # compressed body is an ordinary (small, uncompressed) error response.
     app.add_middleware(RequestDecoding, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(gzip_responses)
+    app.add_middleware(GzipGetResponses)
     app.add_middleware(ws.WebSocketFastPath)  # added last: the outermost of them
     return app

@@ -1,9 +1,10 @@
 """HTTP content codings: compressed responses and compressed request bodies.
 
-Responses: Starlette's GZipMiddleware, for clients that send `Accept-Encoding: gzip` and bodies of
-at least `GZIP_MINIMUM_SIZE` bytes (a fetch of 1,000 records shrinks several times). It never
-touches `text/event-stream` (its default exclusions: an SSE stream is passed through unbuffered)
-or WebSockets, and compresses large bodies in a worker thread.
+Responses: Starlette's GZipMiddleware, for GET responses to clients that send
+`Accept-Encoding: gzip`, with bodies of at least `GZIP_MINIMUM_SIZE` bytes (a fetch of 1,000
+records shrinks several times). It never touches `text/event-stream` (its default exclusions: an
+SSE stream is passed through unbuffered) or WebSockets, and compresses large bodies in a worker
+thread.
 
 Requests: `RequestDecoding` decodes a body sent with `Content-Encoding: gzip` (or `deflate`) as it
 is received, so every route (the lean produce route included) reads the decoded bytes. The
@@ -34,8 +35,32 @@ DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 INLINE_DECODE_BYTES = 4096
 
 
-def gzip_responses(app: ASGIApp) -> ASGIApp:
-    return GZipMiddleware(app, minimum_size=GZIP_MINIMUM_SIZE, compresslevel=GZIP_LEVEL)
+class GzipGetResponses:
+    """Starlette's GZipMiddleware for GET and HEAD: the responses worth compressing (fetch,
+    listings, metrics, documents, the console) answer reads. Writes bypass it: it costs about
+    10 us of CPU per request even when it compresses nothing (bench/http_encoding.py), and a
+    produce answer is small (a large batch's acks are the only exception, and compressing them
+    would cost the hot path more CPU than the bytes are worth on the networks producers use)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=GZIP_MINIMUM_SIZE, compresslevel=GZIP_LEVEL)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and _accepts_gzip(scope):
+            await self.gzip(scope, receive, send)
+        else:
+            # A client that takes no gzip gets what GZipMiddleware would send it, minus a
+            # `Vary: Accept-Encoding` that only a compressed answer needs (caches must not give
+            # it to clients that cannot decode it; a plain answer suits everyone).
+            await self.app(scope, receive, send)
+
+
+def _accepts_gzip(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"accept-encoding":
+            return b"gzip" in value
+    return False
 
 
 class BodyDecoder:
