@@ -299,7 +299,7 @@ def test_the_server_serves_its_asyncapi_document(client: httpx.Client) -> None:
     assert page.status_code == 200 and "asyncapi-react/index.js" in page.text
 
 
-def test_the_asyncapi_page_renders_offline_in_a_browser(server: RunningServer) -> None:
+def test_docs_link_to_the_asyncapi_page_which_renders_offline(server: RunningServer) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -322,6 +322,11 @@ def test_the_asyncapi_page_renders_offline_in_a_browser(server: RunningServer) -
                     route.abort()
 
             page.route("**/*", only_the_server)
+            # Swagger UI: an Authorize button (the bearer scheme) and the link to the page.
+            page.goto(server.base_url + "/docs")
+            expect(page.get_by_role("button", name="Authorize")).to_be_visible(timeout=30_000)
+            link = page.get_by_role("link", name="AsyncAPI document")
+            expect(link).to_have_attribute("href", "/asyncapi")
             page.goto(server.base_url + "/asyncapi")
             expect(
                 page.locator("#introduction").get_by_text("Eddy WebSocket and SSE")
