@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import orjson
 from fastapi import FastAPI, Request, WebSocket
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.codec import safe_json
@@ -81,12 +83,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps body-reading errors in 400s
         return await _client_disconnected(request, exc.__cause__)
+    if isinstance(exc.__cause__, EddyError):  # e.g. a compressed body that does not decode
+        return error_response(exc.__cause__)
     if exc.status_code == 404:
         error: EddyError = RouteNotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8)
         error = InvalidRequest(f"the request body cannot be parsed: {exc.detail}")
     elif exc.status_code == 405:
-        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        allowed = allowed_methods(request.app.router.routes, request.scope)
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}", {"allowed": allowed}
+        )
+        response = error_response(error)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     else:  # any other 4xx Starlette raises (e.g. a malformed form): same shape, its status
         _count_rejection(request, "invalid_request")
         return _json(
@@ -94,6 +104,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             exc.status_code,
         )
     return _rejected(request, error)
+
+
+# The methods a 405's Allow header may list (Eddy serves no others).
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """The methods some route serves at this path (RFC 9110 15.5.6: a 405 lists them in
+    `Allow`). Starlette's own 405 names only the first matching route's methods, while Eddy
+    serves e.g. GET, PATCH and DELETE of a topic from three routes, so each method is tried."""
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -19,7 +19,8 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
 from app.errors import close_unmatched_websocket, install_error_handlers
-from app.openapi import build_openapi, operation_id
+from app.http_encoding import GzipGetResponses, RequestDecoding
+from app.openapi import build_openapi, install_asyncapi, operation_id
 from app.request_log import RequestTelemetry
 from app.settings import Settings
 from broker import Broker, BrokerConfig
@@ -33,7 +34,21 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DESCRIPTION = """Eddy is a Kafka-style streaming broker: topics with partitions, keyed records with
 offsets, consumers that resume by offset. Publish with `curl`, subscribe with a WebSocket
-(`/v1/topics/{topic}/ws`, described in `openapi/asyncapi.yaml`)."""
+(`/v1/topics/{topic}/ws`) or Server-Sent Events (`/v1/topics/{topic}/events`): those are
+described in the [AsyncAPI document](/asyncapi) ([YAML](/asyncapi.yaml)).
+
+**Errors** have one shape, `{"error": {"code", "message", "details"}}`; each operation lists
+its statuses with an example per code. Any request can also get 400 `malformed_request`,
+408 `request_timeout` or 431 `headers_too_large` from the HTTP layer for a broken request head,
+and 405 `method_not_allowed` (with `Allow`) for a method the path does not serve.
+
+**Access control** is off unless the server runs with `--auth-file`: then send
+`Authorization: Bearer <API key or JWT>` (Authorize, above); requests without credentials get
+the auth file's anonymous permissions.
+
+**Compression**: responses of 1 KiB or more are gzip-compressed for clients that send
+`Accept-Encoding: gzip`; request bodies may be sent with `Content-Encoding: gzip` or `deflate`
+(decoded size limited like a plain body: 413 `payload_too_large`; other codings: 415)."""
 
 
 def broker_config(settings: Settings) -> BrokerConfig:
@@ -136,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def console() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    install_asyncapi(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     if settings.origins:
         # Tokens travel in the Authorization header, never in cookies, so credentials mode is
@@ -148,6 +164,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    # Request bodies are decoded inside the response compression, so a 413 or 415 for a
+    # compressed body is an ordinary (small, uncompressed) error response.
+    app.add_middleware(RequestDecoding, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(GzipGetResponses)
     app.add_middleware(ws.WebSocketFastPath)
     # Added last, so the outermost: request ids, request metrics and the access log cover the
     # WebSocket fast path and the lean produce route too.

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.errors import InvalidRequest
+from models.topics import MAX_PARTITIONS
 
 TOPIC_NAME_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
 _TOPIC_NAME = re.compile(TOPIC_NAME_PATTERN)
-MAX_PARTITIONS = 1024  # each partition is a table; keep the schema a sane size
 
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 # Kafka's config types: times and sizes are Java longs, max.message.bytes an int. SQLite's

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from broker import Broker
@@ -35,9 +36,23 @@ def bearer_token(conn: HTTPConnection, allow_query: bool = False) -> str | None:
     return conn.query_params.get("token") if allow_query else None
 
 
-async def get_principal(conn: HTTPConnection) -> Principal:
+# The HTTP routes' credentials, as FastAPI's security scheme: the OpenAPI document then declares
+# it on exactly the operations that identify their caller (Swagger UI's Authorize button).
+# auto_error=False: no credentials is anonymous access, which the auth file may allow.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="API key or JWT",
+    description="`Authorization: Bearer <API key or JWT>` (see Access control in the README). "
+    "Only needed when the server runs with `--auth-file`; a request without credentials has "
+    "the auth file's `[anonymous]` permissions.",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+async def get_principal(conn: HTTPConnection, credentials: Credentials) -> Principal:
     broker: Broker = conn.state.broker
-    return await broker.authenticate(bearer_token(conn))
+    return await broker.authenticate(None if credentials is None else credentials.credentials)
 
 
 NAME_PATTERN = r"^[a-zA-Z0-9._-]+$"

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
-from models.errors import ErrorResponse
 from models.groups import CommittedOffsets, GroupDetail, GroupList, OffsetCommit, OffsetReset
 from routers.deps import BrokerDep, GroupPath, PrincipalDep
+from routers.responses import (
+    AUTH,
+    GROUP_ACTIVE,
+    GROUP_NOT_FOUND,
+    INVALID,
+    OFFSET_OUT_OF_RANGE,
+    PARTITION_NOT_FOUND,
+    TOPIC_NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_ENCODING,
+    errors,
+)
 
 router = APIRouter(prefix="/v1/groups", tags=["consumer groups"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
-CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse}}
-INVALID: dict[int | str, dict[str, Any]] = {422: {"model": ErrorResponse}}
 
-
-@router.get("", response_model=GroupList)
+@router.get("", response_model=GroupList, responses=errors(UNAUTHORIZED))
 async def list_groups(broker: BrokerDep, principal: PrincipalDep) -> GroupList:
     """Groups with members or committed offsets (those the caller may use)."""
     return GroupList(groups=broker.list_groups(principal))
 
 
-@router.get("/{group}", response_model=GroupDetail, responses=NOT_FOUND)
+@router.get(
+    "/{group}", response_model=GroupDetail, responses=errors(*AUTH, GROUP_NOT_FOUND, INVALID)
+)
 async def describe_group(
     group: GroupPath, broker: BrokerDep, principal: PrincipalDep
 ) -> GroupDetail:
@@ -34,7 +42,16 @@ async def describe_group(
 @router.post(
     "/{group}/offsets",
     response_model=CommittedOffsets,
-    responses={**NOT_FOUND, **CONFLICT, **INVALID, 416: {"model": ErrorResponse}},
+    responses=errors(
+        *AUTH,
+        TOPIC_NOT_FOUND,
+        PARTITION_NOT_FOUND,
+        GROUP_ACTIVE,
+        OFFSET_OUT_OF_RANGE,
+        UNSUPPORTED_ENCODING,
+        INVALID,
+        UNAVAILABLE,
+    ),
 )
 async def commit_group_offsets(
     group: GroupPath, body: OffsetCommit, broker: BrokerDep, principal: PrincipalDep
@@ -48,7 +65,9 @@ async def commit_group_offsets(
 @router.post(
     "/{group}/reset",
     response_model=CommittedOffsets,
-    responses={**NOT_FOUND, **CONFLICT, **INVALID},
+    responses=errors(
+        *AUTH, TOPIC_NOT_FOUND, GROUP_ACTIVE, UNSUPPORTED_ENCODING, INVALID, UNAVAILABLE
+    ),
 )
 async def reset_group(
     group: GroupPath, body: OffsetReset, broker: BrokerDep, principal: PrincipalDep
@@ -62,7 +81,11 @@ async def reset_group(
     )
 
 
-@router.delete("/{group}", status_code=204, responses={**NOT_FOUND, **CONFLICT})
+@router.delete(
+    "/{group}",
+    status_code=204,
+    responses=errors(*AUTH, GROUP_NOT_FOUND, GROUP_ACTIVE, INVALID, UNAVAILABLE),
+)
 async def delete_group(group: GroupPath, broker: BrokerDep, principal: PrincipalDep) -> Response:
     """Forget the group's committed offsets (409 while it has members)."""
     await broker.delete_group(principal, group)

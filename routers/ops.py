@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from models.errors import ErrorResponse
 from routers.deps import BrokerDep
+from routers.responses import UNAVAILABLE, errors
 
 router = APIRouter(tags=["operations"])
 
@@ -22,7 +22,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": ErrorResponse}})
+@router.get("/readyz", response_model=Health, responses=errors(UNAVAILABLE))
 async def readyz(broker: BrokerDep) -> Health:
     """Storage is open and writable, and the background tasks run (503 names what is not)."""
     await broker.check_ready()

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from broker import Broker, drafts_from_body
 from broker.access import Principal
-from models.errors import ErrorResponse, PayloadTooLarge
+from models.errors import PayloadTooLarge
 from models.records import (
     MAX_INT32,
     MAX_INT64,
@@ -25,6 +25,23 @@ from models.records import (
     ProduceResponse,
 )
 from routers.deps import BrokerDep, PrincipalDep, TopicPath, bearer_token_of
+from routers.responses import (
+    AUTH,
+    BUSY,
+    INVALID,
+    OFFSET_OUT_OF_RANGE,
+    OUT_OF_ORDER,
+    PARTITION_NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    RATE_LIMITED,
+    RECORD_TOO_LARGE,
+    TOPIC_LIMIT,
+    TOPIC_NOT_FOUND,
+    UNAVAILABLE,
+    UNSUPPORTED_ENCODING,
+    UNSUPPORTED_MEDIA_TYPE,
+    errors,
+)
 from storage import AppendedRecord
 
 router = APIRouter(prefix="/v1/topics/{topic}", tags=["records"])
@@ -41,6 +58,16 @@ _BATCH_EXAMPLE = {
 # The body is read by hand (three media types, size-limited before parsing), so its schema is
 # declared here; app/openapi.py adds RecordIn and ProduceBatch to the components.
 PRODUCE_BODY: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "description": "A compressed body (app/http_encoding.py decodes it); its decoded "
+            "size has the same limit as a plain body",
+            "schema": {"type": "string", "enum": ["gzip", "deflate", "identity"]},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -59,7 +86,7 @@ PRODUCE_BODY: dict[str, Any] = {
             "text/plain": {"schema": {"type": "string"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 
@@ -225,13 +252,21 @@ produce_route = LeanRoute(
     "/records",
     response_model=ProduceResponse,
     openapi_extra=PRODUCE_BODY,
-    responses={
-        404: {"model": ErrorResponse},
-        409: {"model": ErrorResponse},
-        413: {"model": ErrorResponse},
-        415: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-    },
+    responses=errors(
+        *AUTH,
+        TOPIC_NOT_FOUND,
+        PARTITION_NOT_FOUND,
+        OUT_OF_ORDER,
+        TOPIC_LIMIT,
+        RECORD_TOO_LARGE,
+        PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        UNSUPPORTED_ENCODING,
+        INVALID,
+        RATE_LIMITED,
+        UNAVAILABLE,
+        BUSY,
+    ),
 )
 async def produce(
     topic: TopicPath,
@@ -262,7 +297,9 @@ async def produce(
 @router.get(
     "/partitions/{partition}/records",
     response_model=FetchResponse,
-    responses={404: {"model": ErrorResponse}, 416: {"model": ErrorResponse}},
+    responses=errors(
+        *AUTH, TOPIC_NOT_FOUND, PARTITION_NOT_FOUND, OFFSET_OUT_OF_RANGE, INVALID, UNAVAILABLE
+    ),
 )
 async def fetch(
     topic: TopicPath,
@@ -292,7 +329,7 @@ async def fetch(
 @router.get(
     "/partitions/{partition}/offsets",
     response_model=OffsetLookup,
-    responses={404: {"model": ErrorResponse}},
+    responses=errors(*AUTH, TOPIC_NOT_FOUND, PARTITION_NOT_FOUND, INVALID, UNAVAILABLE),
 )
 async def offset_for_timestamp(
     topic: TopicPath,

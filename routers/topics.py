@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
-from models.errors import ErrorResponse
 from models.topics import TopicCreate, TopicDetail, TopicList, TopicPatch, TopicSummary
 from routers.deps import BrokerDep, PrincipalDep, TopicPath
+from routers.responses import (
+    AUTH,
+    INVALID,
+    TOPIC_EXISTS,
+    TOPIC_LIMIT,
+    TOPIC_NOT_FOUND,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSUPPORTED_ENCODING,
+    errors,
+)
 
 router = APIRouter(prefix="/v1/topics", tags=["topics"])
-
-ERRORS: dict[int | str, dict[str, Any]] = {422: {"model": ErrorResponse}}
 
 
 @router.post(
     "",
     status_code=201,
     response_model=TopicSummary,
-    responses={409: {"model": ErrorResponse}, **ERRORS},
+    responses=errors(*AUTH, TOPIC_EXISTS, TOPIC_LIMIT, UNSUPPORTED_ENCODING, INVALID, UNAVAILABLE),
 )
 async def create_topic(
     body: TopicCreate, broker: BrokerDep, principal: PrincipalDep
@@ -28,13 +34,15 @@ async def create_topic(
     return await broker.create_topic(principal, body.name, body.partitions, body.config)
 
 
-@router.get("", response_model=TopicList)
+@router.get("", response_model=TopicList, responses=errors(UNAUTHORIZED))
 async def list_topics(broker: BrokerDep, principal: PrincipalDep) -> TopicList:
     """List the topics the caller may read."""
     return TopicList(topics=broker.list_topics(principal))
 
 
-@router.get("/{topic}", response_model=TopicDetail, responses={404: {"model": ErrorResponse}})
+@router.get(
+    "/{topic}", response_model=TopicDetail, responses=errors(*AUTH, TOPIC_NOT_FOUND, INVALID)
+)
 async def describe_topic(
     topic: TopicPath, broker: BrokerDep, principal: PrincipalDep
 ) -> TopicDetail:
@@ -45,7 +53,7 @@ async def describe_topic(
 @router.patch(
     "/{topic}",
     response_model=TopicDetail,
-    responses={404: {"model": ErrorResponse}, **ERRORS},
+    responses=errors(*AUTH, TOPIC_NOT_FOUND, UNSUPPORTED_ENCODING, INVALID, UNAVAILABLE),
 )
 async def update_topic(
     topic: TopicPath, body: TopicPatch, broker: BrokerDep, principal: PrincipalDep
@@ -54,7 +62,11 @@ async def update_topic(
     return await broker.update_topic(principal, topic, body.partitions, body.config)
 
 
-@router.delete("/{topic}", status_code=204, responses={404: {"model": ErrorResponse}})
+@router.delete(
+    "/{topic}",
+    status_code=204,
+    responses=errors(*AUTH, TOPIC_NOT_FOUND, INVALID, UNAVAILABLE),
+)
 async def delete_topic(topic: TopicPath, broker: BrokerDep, principal: PrincipalDep) -> Response:
     """Delete a topic and its data; its open WebSockets are closed with 4404."""
     await broker.delete_topic(principal, topic)

@@ -25,7 +25,14 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
     )
     (wheel,) = wheels.glob("eddy-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"static/index.html", "static/console.js", "routers/ws/protocol.py"} <= names
+    assert {
+        "static/index.html",
+        "static/console.js",
+        "static/asyncapi.html",
+        "static/vendor/asyncapi-react/index.js",
+        "openapi/asyncapi.yaml",
+        "routers/ws/protocol.py",
+    } <= names
 
     site = tmp_path / "site"
     subprocess.run(
@@ -66,6 +73,14 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
         assert console.status_code == 200 and "<html" in console.text.lower()
         assert httpx.get(base + "/static/console.js", timeout=5).status_code == 200
         assert httpx.get(base + "/docs", timeout=5).status_code == 200
+        assert (
+            httpx.get(base + "/asyncapi.yaml", timeout=5).content
+            == (REPO / "openapi" / "asyncapi.yaml").read_bytes()
+        )
+        page = httpx.get(base + "/asyncapi", timeout=5, follow_redirects=True)
+        assert page.status_code == 200 and "asyncapi-react/index.js" in page.text
+        bundle = httpx.get(base + "/static/vendor/asyncapi-react/index.js", timeout=5)
+        assert bundle.status_code == 200
     finally:
         server.terminate()
         server.communicate(timeout=20)

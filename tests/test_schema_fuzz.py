@@ -3,7 +3,8 @@
 Every operation of the checked-in OpenAPI document gets generated requests, valid ones and
 invalid ones (schemathesis' positive and negative modes), sent to a real server. Checks:
 no 5xx (`not_a_server_error`), and every response is documented: its status code, its content
-type, its headers and its body's schema.
+type, its headers, its body's schema and, for an error, its code (one of the examples declared
+for that status); a method the path does not serve gets 405 with `Allow`.
 
 Random topic and group names rarely name something that exists, so generated path parameters
 are sometimes swapped for a topic (3 partitions, with records) and a group (with committed
@@ -32,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from tests.conftest import REPO, RunningServer, serve_in_thread
@@ -47,12 +49,36 @@ set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "eddy-schema-fuzz-hypothes
 schema = schemathesis.openapi.from_path(REPO / "openapi" / "openapi.json")
 schema.config.generation.update(max_examples=MAX_EXAMPLES, deterministic=True)
 
+SPEC = schema.raw_schema
+
+
+def documented_error_code(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
+) -> bool | None:
+    """An error's code is one the operation declares for that status (its examples)."""
+    if response.status_code < 400:
+        return None
+    operation = SPEC["paths"][case.path].get(case.method.lower())
+    if operation is None:
+        return None  # an undeclared method (unsupported_method checks those)
+    declared = operation["responses"]
+    if str(response.status_code) not in declared:
+        return None  # status_code_conformance reports it
+    examples = declared[str(response.status_code)]["content"]["application/json"]["examples"]
+    codes = {example["value"]["error"]["code"] for example in examples.values()}
+    code = response.json()["error"]["code"]
+    assert code in codes, f"{case.method} {case.path}: {response.status_code} {code} not in {codes}"
+    return True
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
+    documented_error_code,
+    unsupported_method,
 ]
 
 
