@@ -18,6 +18,7 @@ from fastapi import WebSocket
 
 from broker import Broker
 from broker.access import Principal
+from broker.codec import record_frame_bytes
 from broker.events import End, Event, Refused, SessionEnd
 from broker.subscriber import Subscriber
 from broker.tail import Encoder
@@ -29,8 +30,15 @@ from routers.ws.close_codes import (
     close_code,
     close_reason,
 )
-from routers.ws.frames import FRAMES, answer_frame, event_frame, slow_consumer_frame
+from routers.ws.frames import (
+    FRAMES,
+    answer_frame,
+    event_frame,
+    slow_consumer_frame,
+    text_frame,
+)
 from routers.ws.protocol import FAST_SEND, FastSend
+from storage import StoredRecord
 
 log = logging.getLogger("eddy.ws")
 
@@ -50,6 +58,9 @@ class WebSocketConnection:
 
     def write(self, data: bytes) -> None:
         self._fast.write(data)
+
+    def conflated_record(self, topic: str, record: StoredRecord, conflated: int) -> bytes:
+        return text_frame(record_frame_bytes(topic, record, conflated))
 
     def send_event(self, event: Event) -> None:
         self._fast.write(event_frame(event))
