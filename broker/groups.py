@@ -193,8 +193,8 @@ class GroupCoordinator:
         state = self._engine.partition_state(topic, partition)
         committed = self._committed(group, topic).get(partition)
         if committed is None:
-            # A partition added after the member joined has no since= lookup: `from` decides
-            # (it is empty then, so both start at its first record).
+            # since= was looked up when the member joined; a partition added to the topic
+            # after that has no entry and starts by `from`, as for members without since=.
             since = (member.since_offsets or {}).get(partition)
             return default_start(state, member.start_from, since)
         if committed < state.log_start_offset:  # removed by retention since the commit
