@@ -32,7 +32,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-BURST_SECONDS = 0.1  # a rate bucket saves up at most this many seconds' worth...
+BURST_SECONDS = 0.25  # a rate bucket saves up at most this many seconds' worth...
 MIN_BURST = 2.0  # ...and at least this many frames (timer lateness must not lose slots)
 
 
