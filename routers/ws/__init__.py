@@ -21,7 +21,7 @@ router = APIRouter(tags=["websocket"])
 
 # The kernel send buffer of an on_slow=conflate subscriber (bytes; the kernel doubles it for its
 # bookkeeping). It caps throughput at about this much per round trip: 64 KiB per 100 ms is
-# 640 KB/s, plenty for a ticker, and a slow phone gets values at most this much old.
+# 640 KB/s, plenty for a ticker; what waits in the kernel cannot be conflated any more.
 CONFLATE_SEND_BUFFER = 64 * 1024
 
 
