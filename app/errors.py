@@ -6,7 +6,6 @@ import logging
 import math
 from collections.abc import Sequence
 
-import orjson
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -25,7 +24,7 @@ from models.errors import (
     Unauthorized,
     Unavailable,
 )
-from routers.ws.close_codes import error_close_code
+from routers.ws.frames import closing
 
 log = logging.getLogger("eddy.errors")
 
@@ -133,10 +132,11 @@ async def close_unmatched_websocket(scope: Scope, receive: Receive, send: Send) 
     as every 44xx close is), closed with 4404. Starlette's default refuses the handshake with
     HTTP 403, which a browser cannot tell from an authorization failure."""
     websocket = WebSocket(scope, receive, send)
-    error = RouteNotFound(f"no WebSocket route {websocket.url.path}")
+    close = closing(RouteNotFound(f"no WebSocket route {websocket.url.path[:200]}"), 0)
+    assert close is not None and close.error is not None
     await websocket.accept()
-    await websocket.send_text(orjson.dumps(error.to_frame()).decode())
-    await websocket.close(error_close_code(error), "no such route")
+    await websocket.send_text(close.error.decode())
+    await websocket.close(close.code, close.reason)
 
 
 def websocket_fallback(default: ASGIApp) -> ASGIApp:

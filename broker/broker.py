@@ -27,12 +27,13 @@ from broker.fetcher import Fetcher
 from broker.groups import GroupCoordinator, ResetTo
 from broker.hub import FanoutHub
 from broker.metrics import Metrics
-from broker.positions import SubscribeParams, start_positions
+from broker.positions import SubscribeParams, partitions_to_look_up, start_positions
 from broker.producer import Producer
 from broker.publisher import AnswerSink, FrameSource, PublishSession, submitter
 from broker.rate_limit import RateLimiter
 from broker.retention import Cleaner
 from broker.subscriber import Connection, Subscriber
+from broker.subscription import CloseWhenFull, ConflateWhenFull
 from broker.topic_rules import (
     effective_config,
     validate_config,
@@ -517,9 +518,10 @@ class Broker:
         Raises `EddyError` before anything is sent if the request is refused.
         """
         subscriber = await self._new_subscriber(topic, params, connection, principal)
+        since_offsets = await self._since_offsets(topic, params)
         if params.group is not None:
-            return await self._run_group_member(subscriber, params, incoming, client)
-        self._start_plain(subscriber, params)
+            return await self._run_group_member(subscriber, params, incoming, client, since_offsets)
+        self._start_plain(subscriber, params, since_offsets)
         try:
             return await subscriber.run(incoming)
         finally:
@@ -542,14 +544,29 @@ class Broker:
         if params.group is not None:
             raise InvalidRequest("group members run with `subscribe`")
         subscriber = await self._new_subscriber(topic, params, connection, principal)
+        since_offsets = await self._since_offsets(topic, params)
 
         def ended(end: End) -> None:
             self.hub.unregister(subscriber)
             on_end(end)
 
         subscriber.on_end = ended
-        self._start_plain(subscriber, params)
+        self._start_plain(subscriber, params, since_offsets)
         return subscriber
+
+    async def _since_offsets(self, topic: str, params: SubscribeParams) -> dict[int, int]:
+        """For `since=`: per partition it decides, the first offset whose timestamp is >= it,
+        or the high watermark read before the lookup when there is none (every record below
+        it is older, and nothing committed during the lookup is skipped)."""
+        offsets: dict[int, int] = {}
+        if params.since is None:
+            return offsets
+        count = self.engine.get_topic(topic).partitions
+        for partition in partitions_to_look_up(params, count):
+            high_watermark = self.engine.high_watermark(topic, partition)
+            found = await self.engine.offset_for_timestamp(topic, partition, params.since)
+            offsets[partition] = high_watermark if found is None else found
+        return offsets
 
     async def _new_subscriber(
         self, topic: str, params: SubscribeParams, connection: Connection, principal: Principal
@@ -566,15 +583,19 @@ class Broker:
             metrics=self.metrics,
             max_buffer_bytes=self.config.ws_buffer_bytes,
             follow_new_partitions=params.group is None and params.partitions is None,
+            policy=ConflateWhenFull() if params.on_slow == "conflate" else CloseWhenFull(),
+            max_rate=params.max_rate,
         )
 
-    def _start_plain(self, subscriber: Subscriber, params: SubscribeParams) -> None:
+    def _start_plain(
+        self, subscriber: Subscriber, params: SubscribeParams, since_offsets: Mapping[int, int]
+    ) -> None:
         """Positions, registration and the `subscribed` event in one step (no await: the
         positions cannot go stale before the first delivery)."""
         topic = subscriber.topic
         partitions = self.engine.get_topic(topic).partitions
         states = [self.engine.partition_state(topic, p) for p in range(partitions)]
-        positions = start_positions(topic, states, params)
+        positions = start_positions(topic, states, params, since_offsets)
         self.hub.register(subscriber)
         subscriber.assign(positions)
         subscriber.send_event(Subscribed(positions))
@@ -586,6 +607,7 @@ class Broker:
         params: SubscribeParams,
         incoming: AsyncIterator[str | bytes],
         client: str,
+        since_offsets: Mapping[int, int],
     ) -> End:
         assert params.group is not None
         self.hub.register(subscriber)  # before join: its assignment must see every commit
@@ -597,6 +619,7 @@ class Broker:
                 params.start_from,
                 params.auto_commit,
                 client,
+                since_offsets if params.since is not None else None,
             )
         except BaseException:
             self.hub.unregister(subscriber)

@@ -126,10 +126,14 @@ def record_dict(topic: str, record: StoredRecord) -> dict[str, Any]:
     return out
 
 
-def record_frame_bytes(topic: str, record: StoredRecord) -> bytes:
+def record_frame_bytes(topic: str, record: StoredRecord, conflated: int = 0) -> bytes:
     """The JSON of a record pushed to a subscriber (`"type": "record"`), UTF-8: what the
-    transports frame once and send to every subscriber."""
-    return orjson.dumps({"type": "record", **record_dict(topic, record)})
+    transports frame once and send to every subscriber. `conflated`: how many dropped records
+    of its key this one stands for (`"conflated": N`, only on the slow path that drops them)."""
+    message = {"type": "record", **record_dict(topic, record)}
+    if conflated:
+        message["conflated"] = conflated
+    return orjson.dumps(message)
 
 
 def safe_json(value: Any) -> bytes:

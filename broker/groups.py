@@ -27,7 +27,7 @@ from broker.assignment import assign_partitions
 from broker.codec import parse_json
 from broker.events import Assigned, Committed, Refused
 from broker.metrics import Metrics
-from broker.positions import StartFrom, StartPosition
+from broker.positions import StartFrom, StartPosition, default_start
 from broker.subscriber import Subscriber
 from broker.topic_rules import validate_group_name
 from models.errors import (
@@ -63,6 +63,8 @@ class Member:
     auto_commit: bool
     client: str
     joined_at: int
+    # since=: per partition of the topic when it joined, where one without a commit starts
+    since_offsets: Mapping[int, int] | None = None
     auto_committer: asyncio.Task[None] | None = None
 
 
@@ -93,6 +95,7 @@ class GroupCoordinator:
         start_from: StartFrom,
         auto_commit: bool,
         client: str,
+        since_offsets: Mapping[int, int] | None = None,
     ) -> Member:
         """Add a member and rebalance (synchronously: its subscriber is assigned on return)."""
         validate_group_name(group)
@@ -105,6 +108,7 @@ class GroupCoordinator:
             auto_commit=auto_commit,
             client=client,
             joined_at=int(time.time() * 1000),
+            since_offsets=since_offsets,
         )
         state = self._groups.setdefault((group, topic), _TopicGroup())
         state.members[member.member_id] = member
@@ -158,7 +162,7 @@ class GroupCoordinator:
         for member_id, member in state.members.items():
             subscriber = member.subscriber
             starts = {
-                p: self._start_position(group, topic, p, member.start_from)
+                p: self._start_position(group, topic, p, member)
                 for p in new[member_id] - subscriber.partitions
             }
             subscriber.assign({**{p: StartPosition(0) for p in subscriber.partitions}, **starts})
@@ -184,13 +188,15 @@ class GroupCoordinator:
         )
 
     def _start_position(
-        self, group: str, topic: str, partition: int, start_from: StartFrom
+        self, group: str, topic: str, partition: int, member: Member
     ) -> StartPosition:
         state = self._engine.partition_state(topic, partition)
         committed = self._committed(group, topic).get(partition)
         if committed is None:
-            offset = state.log_start_offset if start_from == "earliest" else state.high_watermark
-            return StartPosition(offset)
+            # since= was looked up when the member joined; a partition added to the topic
+            # after that has no entry and starts by `from`, as for members without since=.
+            since = (member.since_offsets or {}).get(partition)
+            return default_start(state, member.start_from, since)
         if committed < state.log_start_offset:  # removed by retention since the commit
             return StartPosition(state.log_start_offset, reset=True)
         return StartPosition(min(committed, state.high_watermark))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from broker.events import End, SessionEnd
 from broker.metrics import Metrics
+from broker.pacer import Pacer
 from broker.tail import PartitionTail
 from models.errors import EddyError, TopicNotFound
 from storage import Engine, StoredRecord
@@ -70,6 +71,7 @@ class FanoutHub:
         self._topics: dict[str, _TopicFanout] = {}
         self._publishers: dict[str, set[TopicSession]] = defaultdict(set)
         self._waiters: dict[tuple[str, int], list[asyncio.Future[None]]] = defaultdict(list)
+        self.pacer = Pacer()  # sends what subscribers hold back (max_rate=, on_slow=conflate)
         self.closing = False  # the server is shutting down: long-polls stop waiting
 
     # --- sessions -----------------------------------------------------------------------------
@@ -86,7 +88,7 @@ class FanoutHub:
             }
             fanout = self._topics[topic] = _TopicFanout(topic, tails)
         fanout.subscribers[subscriber] = None
-        subscriber.attach(fanout.tails)
+        subscriber.attach(fanout.tails, self.pacer)
 
     def unregister(self, subscriber: Subscriber) -> None:
         fanout = self._topics.get(subscriber.topic)

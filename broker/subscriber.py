@@ -4,8 +4,16 @@
 Live records are written by the hub's fan-out pass (`deliver_live`), synchronously: the tail's
 pre-encoded bytes from the subscriber's position to the end go to the connection in one write,
 no task wake-up or await per subscriber. The connection buffers what the peer has not read yet;
-past `max_buffer_bytes` of it the overflow policy decides (today: end the session, close 4408),
-so a slow reader never holds back the producer or other subscribers.
+past `max_buffer_bytes` of it the overflow policy decides, so a slow reader never holds back the
+producer or other subscribers: end the session (close 4408), or (`on_slow=conflate`) hold live
+records back in the subscription's backlog, conflated per key, until the connection is down to
+half the limit; the hub's pacer then writes the backlog out. Keyless records are never
+conflated: if those held back alone pass the limit, the session ends as too slow.
+
+With `max_rate=` every record goes through the backlog, and at most that many record frames a
+second leave it (a token bucket): the fan-out pass writes what the bucket allows at once, the
+pacer the rest at the next slots. Frames of records that stand for conflated ones (with their
+`conflated` count) are built here, on this slow path only.
 
 Replays (positions older than the tail) read storage in a task that exists only while some
 partition is replaying, and wait for the connection to drain between chunks (the reader's pace).
@@ -16,21 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
+from broker.conflation import RateBudget, Unsent
 from broker.events import End, Event, Refused, SessionEnd
 from broker.metrics import Metrics
+from broker.pacer import Pacer
 from broker.positions import StartPosition
 from broker.subscription import (
     CloseWhenFull,
+    Keyed,
     Overflow,
     OverflowPolicy,
     Subscription,
 )
-from broker.tail import Encoder, PartitionTail
+from broker.tail import Encoder, PartitionTail, TailEntry
 from models.errors import EddyError, InvalidRequest
-from storage import Engine
+from storage import Engine, StoredRecord
 
 log = logging.getLogger("eddy.subscriber")
 
@@ -49,6 +60,10 @@ class Connection(Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue encoded records for the peer."""
+
+    def conflated_record(self, topic: str, record: StoredRecord, conflated: int) -> bytes:
+        """The encoding of a record frame that stands for `conflated` dropped records of its key
+        as well (`"conflated": N`); built only for these, the others use `encoder`."""
 
     def send_event(self, event: Event) -> None:
         """Queue a non-record message (subscribed, assignment, error...), in order."""
@@ -72,15 +87,21 @@ class Subscriber:
         max_buffer_bytes: int,
         follow_new_partitions: bool = False,
         policy: OverflowPolicy | None = None,
+        max_rate: float | None = None,
     ) -> None:
         self.topic = topic
-        self.subscription = Subscription(keys)
+        self.subscription = Subscription(keys, paced=max_rate is not None)
         self._follow_new_partitions = follow_new_partitions
         self._connection = connection
         self._encoder = connection.encoder
         self._engine = engine
         self._max_buffer = max_buffer_bytes
         self._policy = policy or CloseWhenFull()
+        self._max_rate = max_rate
+        self._rate: RateBudget | None = None  # made on first use (it needs the loop's clock)
+        self._full = False  # on_slow=conflate: waiting for the connection to drain
+        self._pacer: Pacer | None = None
+        self._room: asyncio.Future[None] | None = None  # a paced replay waits for the backlog
         self._tails: Mapping[int, PartitionTail] = {}
         self._start: dict[int, int] = {}  # partition -> offset its assignment started at
         self._replayer: asyncio.Task[None] | None = None
@@ -95,9 +116,11 @@ class Subscriber:
         self._bytes_out = metrics.bytes_out.labels(topic, "websocket")
         self._slow_closes = metrics.slow_consumer_closes
 
-    def attach(self, tails: Mapping[int, PartitionTail]) -> None:
-        """The hub's tails of this topic (given on registration, before any assignment)."""
+    def attach(self, tails: Mapping[int, PartitionTail], pacer: Pacer) -> None:
+        """The hub's tails of this topic and its pacer (given on registration, before any
+        assignment)."""
         self._tails = tails
+        self._pacer = pacer
 
     # --- assignment (synchronous: callers rely on nothing running in between) -----------------
     @property
@@ -112,6 +135,7 @@ class Subscriber:
         self.subscription.assign({p: pos.offset for p, pos in positions.items()}, self._tails)
         for partition in current - set(positions):
             self._start.pop(partition, None)
+        self._wake_replay()  # revoked partitions took their held-back records along
         for partition, position in positions.items():
             if partition not in current:
                 self._start[partition] = position.offset
@@ -152,6 +176,8 @@ class Subscriber:
         if subscription.replay_pending and self._replayer is None:
             subscription.replay_pending = False
             self._replayer = asyncio.get_running_loop().create_task(self._replay_loop())
+        if subscription.buffering:
+            return self._release(asyncio.get_running_loop().time())
         if not deliveries:
             return 0, 0
         encoder = self._encoder
@@ -188,12 +214,88 @@ class Subscriber:
         if buffered <= self._max_buffer:
             return
         if self._policy.on_overflow(self.subscription, buffered) is Overflow.CLOSE:
-            self._slow_closes.inc()
-            self.finish(SessionEnd.TOO_SLOW)
+            self._too_slow()
         else:
-            self.subscription.hold()
-            if self._replayer is None:  # it resumes the subscription once drained
-                self._replayer = asyncio.get_running_loop().create_task(self._replay_loop())
+            self._full = True
+            self.subscription.start_buffering()
+            self._wait_for_pacer()
+
+    def _too_slow(self) -> None:
+        self._slow_closes.inc()
+        self.finish(SessionEnd.TOO_SLOW)
+
+    def _wait_for_pacer(self) -> None:
+        if self._pacer is not None:
+            self._pacer.add(self)
+
+    # --- held-back records (on_slow=conflate, max_rate=) ---------------------------------------
+    def _release(self, now: float) -> tuple[int, int]:
+        """Write what may leave the backlog now; returns (records, bytes) written. Schedules
+        the rest with the pacer, or ends the session if keyless records alone overflow."""
+        subscription = self.subscription
+        backlog = subscription.backlog
+        assert backlog is not None
+        if backlog.keyless_bytes > self._max_buffer:
+            self._too_slow()
+            return 0, 0
+        if self._full:
+            if self._connection.buffered() > self._max_buffer // 2:
+                self._wait_for_pacer()
+                return 0, 0
+            self._full = False
+        if self._max_rate is None:
+            items = backlog.take()
+        else:
+            if self._rate is None:
+                self._rate = RateBudget(self._max_rate, now)
+            items = backlog.take(self._rate.available(now))
+            self._rate.spend(len(items))
+        self._wake_replay()
+        if not subscription.paced and not backlog:
+            subscription.stop_buffering()
+        if backlog:
+            self._wait_for_pacer()
+        if not items:
+            return 0, 0
+        data = b"".join(map(self._encode, items))
+        self._connection.write(data)
+        self._check_buffer()
+        return len(items), len(data)
+
+    def _wake_replay(self) -> None:
+        """A paced replay waiting for room in the backlog reads on once there is."""
+        room, backlog = self._room, self.subscription.backlog
+        if room is not None and (backlog is None or backlog.keyless_bytes <= self._max_buffer // 2):
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
+    def _encode(self, unsent: Unsent[Keyed]) -> bytes:
+        item = unsent.item
+        if isinstance(item, TailEntry):
+            if not unsent.conflated:
+                return item.encoded(self.topic, self._encoder)
+            record = item.record
+        else:
+            assert isinstance(item, StoredRecord)
+            record = item
+        if unsent.conflated:
+            return self._connection.conflated_record(self.topic, record, unsent.conflated)
+        return self._encoder.record(self.topic, record)
+
+    def pace(self, now: float) -> bool:
+        """The pacer's tick: release what may go now; True while something still waits."""
+        if self.done:
+            return False
+        if self._full or self.subscription.backlog:
+            records, size = self._release(now)
+            if records:
+                self._records_out.inc(records)
+                self._bytes_out.inc(size)
+        return not self.done and (self._full or bool(self.subscription.backlog))
+
+    def pace_failed(self) -> None:
+        self.finish(EddyError("delivery failed"))
 
     # --- the session --------------------------------------------------------------------------
     def finish(self, end: End) -> None:
@@ -201,6 +303,8 @@ class Subscriber:
         if self.done:
             return
         self.done, self.end = True, end
+        if self._pacer is not None:
+            self._pacer.discard(self)
         if self._replayer is not None and self._replayer is not asyncio.current_task():
             self._replayer.cancel()
         runner = self._runner
@@ -261,18 +365,23 @@ class Subscriber:
     async def _replay_all(self) -> None:
         engine, topic, subscription = self._engine, self.topic, self.subscription
         while not self.done:
-            if subscription.held:
-                await self._connection.drained()
-                subscription.resume()
-                self.kick()
-                continue
+            backlog = subscription.backlog
+            if subscription.paced and backlog is not None and backlog.keyless_bytes:
+                # Paced: replayed records wait in the backlog for their slots; read on once
+                # the keyless ones (which do not conflate) are down to half the limit.
+                while not self.done and backlog.keyless_bytes > self._max_buffer // 2:
+                    self._room = asyncio.get_running_loop().create_future()
+                    await self._room
             read = subscription.replay_next()
             if read is None:
                 return
             tail = self._tails.get(read.partition)
+            chunk_bytes = REPLAY_CHUNK_BYTES
+            if subscription.paced:  # what it reads waits in the backlog: keep within the limit
+                chunk_bytes = max(1, min(chunk_bytes, self._max_buffer // 2))
             if tail is not None and tail.start <= read.offset < tail.end:
                 # Close to the end: the tail has them, encoded already; no storage read.
-                entries = tail.entries(read.offset)[:REPLAY_CHUNK_RECORDS]
+                entries = _up_to(tail.entries(read.offset), REPLAY_CHUNK_RECORDS, chunk_bytes)
                 chosen = subscription.replayed(read, entries, tail.end, self._tails)
                 count = len(chosen)
                 data = b"".join(e.encoded(topic, self._encoder) for e in chosen)
@@ -280,7 +389,7 @@ class Subscriber:
             else:
                 high_watermark_before = engine.high_watermark(topic, read.partition)
                 records = await engine.read(
-                    topic, read.partition, read.offset, REPLAY_CHUNK_RECORDS, REPLAY_CHUNK_BYTES
+                    topic, read.partition, read.offset, REPLAY_CHUNK_RECORDS, chunk_bytes
                 )
                 if self.done:
                     return
@@ -294,3 +403,13 @@ class Subscriber:
             # A partition that reached the end is live now: send what came meanwhile at once.
             self.kick()
             await self._connection.drained()  # replay at the reader's pace
+
+
+def _up_to(entries: Sequence[TailEntry], count: int, max_bytes: int) -> Sequence[TailEntry]:
+    """The first `count` entries, fewer if they pass `max_bytes` (at least one)."""
+    total = 0
+    for index, entry in enumerate(entries[:count]):
+        total += entry.record.size
+        if total > max_bytes and index:
+            return entries[:index]
+    return entries[:count]

@@ -19,6 +19,11 @@ it over a connection:
   can slip by), and the next `poll` continues from there.
 - Records that a `keys` filter leaves out still move the position (they count as delivered for
   auto-commit), as do records removed by retention before a replay read reached them.
+- While `buffering` (the connection is full and the policy conflates, or the subscription is
+  paced by `max_rate=`), `poll` puts the live records in the `backlog` (`conflation.py`,
+  conflated per key) instead of handing them over; a paced subscription's replays go there too.
+  The driver takes them out as the connection drains or the rate allows. `next_offsets` stops
+  at the oldest record still held back, so a resume position never skips one.
 
 Positions only ever move forward within one assignment, and every record between the start and
 the position has been offered exactly once: the property tests in `tests/test_subscription.py`
@@ -33,7 +38,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from broker.conflation import Backlog
 from broker.tail import PartitionTail, TailEntry
+from storage import StoredRecord
 
 
 @dataclass(slots=True)
@@ -80,12 +87,12 @@ class Overflow(enum.Enum):
     """What a subscription whose connection holds too much unsent data does."""
 
     CLOSE = "close"  # end it (WebSocket close 4408): the client resumes by offset
-    HOLD = "hold"  # send nothing live until the connection drains, then catch up
+    # Hold live records back, conflated per key, until the connection drains (on_slow=conflate)
+    CONFLATE = "conflate"
 
 
 class OverflowPolicy(Protocol):
-    """Swappable: closing is today's rule; per-key conflation holds and, when the connection
-    has drained, sends only the newest record of each key (`poll(conflate=True)` to come)."""
+    """Swappable: what `on_slow=` asked for."""
 
     def on_overflow(self, subscription: Subscription, buffered: int) -> Overflow: ...
 
@@ -95,12 +102,20 @@ class CloseWhenFull:
         return Overflow.CLOSE
 
 
+class ConflateWhenFull:
+    def on_overflow(self, subscription: Subscription, buffered: int) -> Overflow:
+        return Overflow.CONFLATE
+
+
 class Subscription:
-    def __init__(self, keys: frozenset[str] | None = None) -> None:
+    def __init__(self, keys: frozenset[str] | None = None, paced: bool = False) -> None:
         self.keys = keys
         self._cursors: dict[int, _Cursor] = {}
         self._epochs = itertools.count(1)
-        self.held = False  # Overflow.HOLD: live partitions wait until `resume`
+        # Paced (max_rate=): every record goes through the backlog, replays too.
+        self.paced = paced
+        self.buffering = paced  # live records go to the backlog instead of out
+        self.backlog: Backlog[Keyed] | None = Backlog() if paced else None
         # Set when a partition starts (or falls back to) replaying: the driver starts a reader.
         self.replay_pending = False
 
@@ -123,10 +138,20 @@ class Subscription:
 
     def revoke(self, partition: int) -> None:
         self._cursors.pop(partition, None)
+        if self.backlog is not None:
+            self.backlog.discard(partition)
 
     def next_offsets(self) -> dict[int, int]:
-        """Per assigned partition, the offset after the last record handed over (or skipped)."""
-        return {p: c.next_offset for p, c in self._cursors.items()}
+        """Per assigned partition, the offset after the last record handed over (or skipped, or
+        conflated away): the oldest one held back in the backlog, if any."""
+        offsets = {p: c.next_offset for p, c in self._cursors.items()}
+        backlog = self.backlog
+        if backlog:
+            for partition in offsets:
+                first = backlog.first_offset(partition)
+                if first is not None:
+                    offsets[partition] = first
+        return offsets
 
     def is_live(self, partition: int) -> bool:
         cursor = self._cursors.get(partition)
@@ -143,10 +168,10 @@ class Subscription:
 
     # --- live ---------------------------------------------------------------------------------
     def poll(self, tails: Tails) -> list[Delivery]:
-        """What the live partitions send now (positions move past it)."""
+        """What the live partitions send now (positions move past it). While buffering, that
+        goes to the backlog and nothing is returned."""
         out: list[Delivery] = []
-        if self.held:
-            return out
+        backlog = self.backlog if self.buffering else None
         for partition, cursor in self._cursors.items():
             tail = cursor.tail
             if not cursor.live or tail is None:
@@ -160,7 +185,11 @@ class Subscription:
                 continue
             cursor.next_offset = end
             keys = self.keys
-            if keys is None:
+            if backlog is not None:
+                for e in tail.entries(offset):
+                    if keys is None or e.key in keys:
+                        backlog.add(partition, e.offset, e.key, e.record.size, e)
+            elif keys is None:
                 out.append((partition, tail, offset, end, None))
             else:
                 chosen = [e for e in tail.entries(offset) if e.key in keys]
@@ -168,13 +197,16 @@ class Subscription:
                     out.append((partition, tail, offset, end, chosen))
         return out
 
-    def hold(self) -> None:
-        self.held = True
+    def start_buffering(self) -> None:
+        """The connection is full (on_slow=conflate): hold live records back from now on."""
+        if self.backlog is None:
+            self.backlog = Backlog()
+        self.buffering = True
 
-    def resume(self) -> None:
-        """After a hold: the next `poll` catches up from the tail, or from storage for the
-        partitions whose position the tail no longer holds."""
-        self.held = False
+    def stop_buffering(self) -> None:
+        """The backlog went out and the connection has room: live records go straight out
+        again (a paced subscription always buffers)."""
+        self.buffering = self.paced
 
     # --- replay -------------------------------------------------------------------------------
     def replay_next(self) -> ReplayRead | None:
@@ -193,8 +225,9 @@ class Subscription:
         tails: Tails,
     ) -> list[R]:
         """The result of `read` (records, or tail entries, at offset >= read.offset, in order,
-        read when the high watermark was `high_watermark_before`): the ones to send. Stale reads
-        (revoked or reassigned meanwhile) give nothing."""
+        read when the high watermark was `high_watermark_before`): the ones to send (a paced
+        subscription puts them in its backlog instead). Stale reads (revoked or reassigned
+        meanwhile) give nothing."""
         cursor = self._cursors.get(read.partition)
         if cursor is None or cursor.epoch != read.epoch or cursor.live:
             return []
@@ -213,4 +246,15 @@ class Subscription:
             # watermark was removed (retention, compaction). Never skip past it.
             cursor.next_offset = max(cursor.next_offset, high_watermark_before)
         self._go_live_if_tail_holds(read.partition, cursor, tails)
+        if self.paced and self.backlog is not None:
+            for r in chosen:
+                self.backlog.add(read.partition, r.offset, r.key, _size(r), r)
+            return []
         return chosen
+
+
+def _size(item: Keyed) -> int:
+    """What a held-back record weighs against the limit (a tail entry: its record's size)."""
+    if isinstance(item, TailEntry):
+        return item.record.size
+    return item.size if isinstance(item, StoredRecord) else 0

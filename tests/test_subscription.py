@@ -2,9 +2,11 @@
 
 The property tests run random interleavings of commits, live polls, storage replays (also ones
 that complete late, after their partition was revoked or reassigned), assignments, revocations,
-holds and retention against a model log, and check that per assignment every record is delivered
-at most once, in offset order, and that none is lost (a record may only be missing if the keys
-filter leaves it out or retention removed it before anyone read it).
+conflation (the backlog of `on_slow=conflate` and `max_rate=`, released a few records at a time)
+and retention against a model log, and check that per assignment every record is delivered at
+most once, in offset order, and that none is lost (a record may only be missing if the keys
+filter leaves it out, retention removed it before anyone read it, or a newer record of its key
+replaced it, which then says so in its `conflated` count), and that positions never go back.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ operation = st.one_of(
     ),
     st.tuples(st.just("revoke"), st.integers(0, PARTITIONS - 1)),
     st.tuples(st.just("retention"), st.integers(0, PARTITIONS - 1), st.integers(1, 4)),
-    st.tuples(st.just("hold")),
-    st.tuples(st.just("resume")),
+    st.tuples(st.just("buffer")),
+    st.tuples(st.just("release"), st.integers(1, 4)),
+    st.tuples(st.just("release_all")),
 )
 
 
@@ -109,16 +112,18 @@ class Segment:
     start: int
     delivered: list[int] = field(default_factory=list)
     open: bool = True
+    conflated: dict[int, int] = field(default_factory=dict)  # offset -> its `conflated` count
+    position: int = -1  # the last next_offsets() seen for it (they never go back)
 
 
 class Model:
-    def __init__(self, keys: frozenset[str] | None, tail_records: int) -> None:
+    def __init__(self, keys: frozenset[str] | None, tail_records: int, paced: bool = False) -> None:
         self.log: list[list[StoredRecord]] = [[] for _ in range(PARTITIONS)]
         self.log_start = [0] * PARTITIONS
         self.tails = {
             p: PartitionTail(TOPIC, 0, max_records=tail_records) for p in range(PARTITIONS)
         }
-        self.sub = Subscription(keys)
+        self.sub = Subscription(keys, paced=paced)
         self.keys = keys
         self.segments: list[Segment] = []
         self.current: dict[int, Segment] = {}
@@ -131,6 +136,26 @@ class Model:
         segment = self.current.get(partition)
         assert segment is not None, f"delivered partition {partition}, which is not assigned"
         segment.delivered.extend(offsets)
+
+    def release(self, limit: int | None) -> bool:
+        """As the driver does when the connection drains or a rate slot comes."""
+        backlog = self.sub.backlog
+        if backlog is None:
+            return False
+        taken = backlog.take(limit)
+        for unsent in taken:
+            self.deliver(unsent.partition, [unsent.offset])
+            segment = self.current[unsent.partition]
+            segment.conflated[unsent.offset] = unsent.conflated
+        if not backlog:
+            self.sub.stop_buffering()
+        return bool(taken)
+
+    def note_positions(self) -> None:
+        for partition, position in self.sub.next_offsets().items():
+            segment = self.current[partition]
+            assert position >= segment.position, f"position of {partition} went back"
+            segment.position = position
 
     def read(self, read: ReplayRead, limit: int) -> tuple[Sequence[Keyed], int]:
         """As the driver reads: from the tail while it holds the position, else from storage."""
@@ -187,31 +212,40 @@ class Model:
                     max(offset, self.log_start[partition]), self.hwm(partition)
                 )
             kept = self.sub.partitions
-            self.sub.assign(positions, self.tails)
             for partition in list(self.current):
                 if partition not in positions:
-                    self.current.pop(partition).open = False
+                    self.close(partition)
+            self.sub.assign(positions, self.tails)
             for partition, offset in positions.items():
                 if partition not in kept:
                     segment = Segment(partition, offset)
                     self.segments.append(segment)
                     self.current[partition] = segment
         elif kind == "revoke":
-            self.sub.revoke(op[1])
             if op[1] in self.current:
-                self.current.pop(op[1]).open = False
+                self.close(op[1])
+            self.sub.revoke(op[1])
         elif kind == "retention":
             partition = op[1]
             self.log_start[partition] = min(self.log_start[partition] + op[2], self.hwm(partition))
-        elif kind == "hold":
-            self.sub.hold()
-        elif kind == "resume":
-            self.sub.resume()
+        elif kind == "buffer":
+            self.sub.start_buffering()
+        elif kind == "release":
+            self.release(op[1])
+        elif kind == "release_all":
+            self.release(None)
+        self.note_positions()
+
+    def close(self, partition: int) -> None:
+        """The partition's assignment ends: its segment keeps the position it had reached."""
+        segment = self.current.pop(partition)
+        segment.open = False
+        segment.position = self.sub.next_offsets()[partition]
 
     def drain(self) -> None:
-        self.sub.resume()
         for _ in range(10_000):
             progressed = self.poll()
+            progressed = self.release(None) or progressed
             read = self.sub.replay_next()
             if read is not None:
                 self.apply(read, *self.read(read, 5))
@@ -226,14 +260,37 @@ class Model:
             got = segment.delivered
             assert got == sorted(set(got)), f"repeated or out of order on {p}: {got}"
             assert all(o >= segment.start for o in got), "delivered before the start"
-            end = self.hwm(p) if segment.open else (got[-1] + 1 if got else segment.start)
-            for r in self.log[p][segment.start : end]:
+            # What the segment had passed: everything, once drained; a closed one, up to its
+            # position then (what a resume or the next group member starts from).
+            end = self.hwm(p) if segment.open else segment.position
+            delivered = set(got)
+            dropped: dict[str | None, int] = {}  # per key: dropped since its last delivery
+            # ...and per key, records retention removed meanwhile: the tail may have had them
+            # (and conflated them), or not
+            removed: dict[str | None, int] = {}
+            for r in self.log[p][segment.start :]:
                 wanted = self.keys is None or r.key in self.keys
                 if not wanted:
-                    assert r.offset not in got, f"delivered {r.offset}, which keys= leaves out"
-                elif r.offset not in got:
-                    # only retention may take a record away before it is read
-                    assert r.offset < self.log_start[p], f"lost record {p}:{r.offset}"
+                    assert r.offset not in delivered, f"delivered {r.offset}, keys= left it out"
+                elif r.offset in delivered:
+                    conflated = segment.conflated.get(r.offset, 0)
+                    least = dropped.get(r.key, 0)
+                    most = least + removed.get(r.key, 0)
+                    assert least <= conflated <= most, f"wrong count on {p}:{r.offset}"
+                    dropped[r.key] = removed[r.key] = 0
+                elif r.offset < end and r.offset >= self.log_start[p]:
+                    # Only a newer record of its key may take its place: delivered, or at or
+                    # after the position (where the next reader starts).
+                    assert r.key is not None, f"lost keyless record {p}:{r.offset}"
+                    later = [
+                        x.offset
+                        for x in self.log[p][r.offset + 1 :]
+                        if x.key == r.key and (x.offset in delivered or x.offset >= end)
+                    ]
+                    assert later, f"lost record {p}:{r.offset}"
+                    dropped[r.key] = dropped.get(r.key, 0) + 1
+                elif r.offset < end:
+                    removed[r.key] = removed.get(r.key, 0) + 1
             if segment.open:
                 assert self.sub.next_offsets()[p] == self.hwm(p)
 
@@ -243,13 +300,15 @@ class Model:
     ops=st.lists(operation, max_size=60),
     keys=st.sampled_from([None, frozenset({"a"}), frozenset({"a", "b"})]),
     tail_records=st.integers(1, 6),
+    paced=st.booleans(),
 )
 def test_no_interleaving_loses_or_repeats_a_record(
     ops: list[Op],
     keys: frozenset[str] | None,
     tail_records: int,
+    paced: bool,
 ) -> None:
-    model = Model(keys, tail_records)
+    model = Model(keys, tail_records, paced)
     model.run(("assign", [(0, 0), (1, 0)]))
     for op in ops:
         model.run(op)

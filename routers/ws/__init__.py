@@ -19,6 +19,11 @@ from routers.ws.session import WebSocketSession, client_address, incoming_frames
 
 router = APIRouter(tags=["websocket"])
 
+# The kernel send buffer of an on_slow=conflate subscriber (bytes; the kernel doubles it for its
+# bookkeeping). It caps throughput at about this much per round trip: 64 KiB per 100 ms is
+# 640 KB/s, plenty for a ticker; what waits in the kernel cannot be conflated any more.
+CONFLATE_SEND_BUFFER = 64 * 1024
+
 
 def _broker(websocket: WebSocket) -> Broker:
     broker: Broker = websocket.state.broker  # set by the lifespan
@@ -40,6 +45,9 @@ async def subscribe(websocket: WebSocket) -> None:
     except EddyError as exc:
         session.end(exc)
         return
+    if params.on_slow == "conflate":
+        # Unsent data must wait where it can be conflated, not in a kernel buffer of megabytes.
+        session.fast.limit_send_buffer(CONFLATE_SEND_BUFFER)
     connection = session.connection
     if params.group is None:
         await session.run_detached(

@@ -10,11 +10,14 @@ per connection would undo the point of building the frame once.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from broker.codec import record_frame_bytes, safe_json
-from broker.events import Acked, Assigned, Committed, Event, Refused, Subscribed
+from broker.events import Acked, Assigned, Committed, End, Event, Refused, SessionEnd, Subscribed
 from broker.positions import StartPosition
+from models.errors import EddyError
+from routers.ws.close_codes import close_code, close_reason
 from storage import StoredRecord
 
 _TEXT = 0x81  # FIN + text opcode
@@ -78,17 +81,44 @@ def event_message(event: Event) -> dict[str, Any]:
 SLOW_CONSUMER = "slow_consumer"
 
 
-def slow_consumer_frame(limit_bytes: int) -> bytes:
-    """The error frame that goes right before a 4408 close (behind the records still queued:
-    the client learns why after the last record it did get, and resumes from there)."""
-    message = {
+def slow_consumer_message(limit_bytes: int) -> dict[str, Any]:
+    """The error that goes right before a 4408 close (behind the records still queued: the
+    client learns why after the last record it did get, and resumes from there)."""
+    return {
         "type": "error",
         "code": SLOW_CONSUMER,
         "message": "consumer too slow: unsent data passed the connection's limit; "
         "reconnect and resume with offsets=",
         "details": {"limit_bytes": limit_bytes},
     }
-    return text_frame(safe_json(message))
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """How a WebSocket is closed for how its session ended: the error frame's JSON that goes
+    first (None: not an error), the close code and its short reason."""
+
+    error: bytes | None
+    code: int
+    reason: str
+
+
+def closing(end: End, limit_bytes: int) -> Closing | None:
+    """The one place that decides what a closing session sends (None: the client left, nothing
+    to send). Every 44xx close follows an error frame with code, message and details, and
+    carries a reason of at most 123 bytes (contract)."""
+    code = close_code(end)
+    if code is None:
+        return None
+    reason = close_reason(end)
+    error: bytes | None = None
+    if isinstance(end, EddyError):
+        error = safe_json(end.to_frame())
+    elif end is SessionEnd.TOO_SLOW:
+        error = safe_json(slow_consumer_message(limit_bytes))
+    elif 4400 <= code < 4500 and isinstance(end, SessionEnd):  # a new ending without its own
+        error = safe_json({"type": "error", "code": end.value, "message": reason, "details": {}})
+    return Closing(error, code, reason)
 
 
 def event_payload(event: Event) -> bytes:
@@ -113,10 +143,11 @@ def answer_frame(event: Event) -> bytes:
 
 __all__ = [
     "FRAMES",
+    "Closing",
     "Refused",
     "answer_frame",
+    "closing",
     "event_frame",
     "event_message",
-    "slow_consumer_frame",
     "text_frame",
 ]

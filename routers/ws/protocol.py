@@ -23,6 +23,8 @@ with these additions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from asyncio import TimerHandle
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +116,15 @@ class FastSend:
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame now (behind what is queued) and start the closing handshake."""
         self._protocol.close_now(code, reason)
+
+    def limit_send_buffer(self, size: int) -> None:
+        """Cap the kernel's send buffer of this connection (SO_SNDBUF; it turns off the kernel's
+        autotuning, which on loopback and fast links grows it to 4 MiB): what the peer has not
+        taken then waits in `buffered()`, where the app can still conflate it."""
+        sock = self._protocol.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def detach(self, on_frame: FrameCallback, on_gone: Callable[[], None]) -> None:
         """From now on the client's frames go to `on_frame` and the end of the connection (client

@@ -1,6 +1,6 @@
 """Driving one WebSocket session: accept, take a connection slot, check the origin and the
 credentials, run the broker's session over the connection, and close with the code the table in
-`close_codes.py` gives for how it ended (an error frame first when an error ended it).
+`close_codes.py` gives for how it ended (`frames.closing`: an error frame first for every 44xx).
 
 The session runs in the ASGI task uvicorn gives the connection; nothing else runs per idle
 connection: credential expiry is a timer, and the subscriber's frames are written by the hub.
@@ -18,19 +18,16 @@ from fastapi import WebSocket
 
 from broker import Broker
 from broker.access import Principal
-from broker.events import End, Event, Refused, SessionEnd
+from broker.codec import record_frame_bytes
+from broker.events import End, Event
 from broker.subscriber import Subscriber
 from broker.tail import Encoder
 from models.errors import EddyError, Forbidden, Unauthorized
 from routers.deps import bearer_token
-from routers.ws.close_codes import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_TRY_AGAIN_LATER,
-    close_code,
-    close_reason,
-)
-from routers.ws.frames import FRAMES, answer_frame, event_frame, slow_consumer_frame
+from routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER
+from routers.ws.frames import FRAMES, answer_frame, closing, event_frame, text_frame
 from routers.ws.protocol import FAST_SEND, FastSend
+from storage import StoredRecord
 
 log = logging.getLogger("eddy.ws")
 
@@ -50,6 +47,9 @@ class WebSocketConnection:
 
     def write(self, data: bytes) -> None:
         self._fast.write(data)
+
+    def conflated_record(self, topic: str, record: StoredRecord, conflated: int) -> bytes:
+        return text_frame(record_frame_bytes(topic, record, conflated))
 
     def send_event(self, event: Event) -> None:
         self._fast.write(event_frame(event))
@@ -143,14 +143,13 @@ class WebSocketSession:
             self._watch.cancel()
         if isinstance(end, EddyError):
             self.broker.metrics.count_rejection(end.code, "websocket")
-            self.connection.send_event(Refused(end))
-        elif end is SessionEnd.TOO_SLOW:
-            # Written although the buffer is full (that is why it ends): a few dozen bytes more,
-            # so the client learns why (contract: every 44xx close follows an error frame).
-            self.fast.write(slow_consumer_frame(self.broker.config.ws_buffer_bytes))
-        code = close_code(end)
-        if code is not None:
-            self.fast.close(code, close_reason(end))
+        close = closing(end, self.broker.config.ws_buffer_bytes)
+        if close is not None:
+            if close.error is not None:
+                # Written even when the buffer is full (a slow consumer ends for that): a few
+                # dozen bytes more, so the client learns why.
+                self.fast.write(text_frame(close.error))
+            self.fast.close(close.code, close.reason)
         self._gauge.dec()
         self.broker.websocket_closed()
 
