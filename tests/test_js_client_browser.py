@@ -252,7 +252,7 @@ def test_auto_transport_falls_back_to_sse_when_websockets_are_blocked(
 ) -> None:
     """A proxy that refuses WebSocket upgrades, as a WebSocket class whose connections never
     open: after two failed attempts the subscription continues over Server-Sent Events."""
-    produce(server.base_url, "prices", range(6))
+    produce(server.base_url, "prices", range(6), partitions=1)
     page, errors = open_page(browser, server.base_url)
     try:
         page.evaluate(
@@ -269,7 +269,7 @@ def test_auto_transport_falls_back_to_sse_when_websockets_are_blocked(
         page.evaluate(SUBSCRIBE, ["prices", {"from": "earliest", "transport": "auto"}])
         assert wait_event(page, "transport") == [{"event": "transport", "transport": "sse"}]
         wait_records(page, 6)
-        produce(server.base_url, "prices", range(6, 9))
+        produce(server.base_url, "prices", range(6, 9), partitions=1)
         records = wait_records(page, 9)
     finally:
         page.context.close()
