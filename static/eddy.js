@@ -750,7 +750,9 @@ export class Publisher extends Emitter {
       return Promise.reject(this._stopError ?? new EddyError("closed", "the publisher is closed"));
     }
     const { id: _id, sequence: _sequence, ...fields } = record;
-    const entry = { id: this._nextId++, record: fields, sequence: null, resolve: null, reject: null, promise: null };
+    const entry = {
+      id: this._nextId++, record: fields, sequence: null, renumbered: 0, resolve: null, reject: null, promise: null,
+    };
     entry.promise = new Promise((resolve, reject) => {
       entry.resolve = resolve;
       entry.reject = reject;
@@ -836,24 +838,37 @@ export class Publisher extends Emitter {
     const sent = this._wire.shift(); // answers come in the order the records were sent
     if (!sent) return;
     const { entry } = sent;
+    const stale = sent.sequence !== entry.sequence; // renumbered since it was sent
     if (frame.type === "ack") {
       this._reconnect.reset();
       this._remove(entry);
       entry.resolve({ partition: frame.partition, offset: frame.offset, timestamp: frame.timestamp });
-    } else if (frame.code === "out_of_order_sequence" && sent.sequence !== entry.sequence) {
-      // Sent before an earlier record was refused and the rest renumbered: sent again below.
+    } else if (frame.code === "out_of_order_sequence" && entry.sequence !== null) {
+      // A refused record does not use up its sequence, so the records sent after it skip
+      // one: the server says which sequence it expects, and they are renumbered from there
+      // and sent again (stale sends of renumbered records are answered so too: ignored).
+      const expected = frame.details ? frame.details.expected : undefined;
+      if (!stale && Number.isSafeInteger(expected) && entry.renumbered < 3) {
+        this._renumberFrom(entry, expected);
+      } else if (!stale) {
+        this._remove(entry);
+        entry.reject(this._refusal(frame));
+      }
     } else {
       this._remove(entry);
-      if (entry.sequence !== null) this._renumberAfter(entry);
-      entry.reject(new EddyError(String(frame.code ?? "error"), String(frame.message ?? ""),
-        { details: frame.details ?? {} }));
+      entry.reject(this._refusal(frame));
     }
     if (this._resyncing && this._wire.length === 0) {
-      // Every stale send is answered (refused: none is stored): send them again, renumbered.
+      // Every send made before the renumbering is answered (none was stored): send again.
       this._resyncing = false;
       this._sent = 0;
     }
     this._pump();
+  }
+
+  _refusal(frame) {
+    return new EddyError(String(frame.code ?? "error"), String(frame.message ?? ""),
+      { details: frame.details ?? {} });
   }
 
   _remove(entry) {
@@ -864,15 +879,15 @@ export class Publisher extends Emitter {
     }
   }
 
-  /** A refused record does not use up its sequence: the later ones move down by one. Those
-   * already sent (all of the wire: answers come in order) will be refused as out of order;
-   * nothing more is sent until they are answered, then they are sent again. */
-  _renumberAfter(refused) {
-    for (const entry of this._entries) {
-      if (entry.sequence !== null && entry.sequence > refused.sequence) entry.sequence -= 1;
-    }
-    this.nextSequence -= 1;
-    if (this._wire.length) this._resyncing = true;
+  /** Number `entry` and every record after it from `expected` on. Nothing more is sent until
+   * what is on the wire is answered (it was sent with the old numbers); then all of them are
+   * sent again, in order. */
+  _renumberFrom(entry, expected) {
+    const delta = expected - entry.sequence;
+    for (const later of this._entries.slice(this._entries.indexOf(entry))) later.sequence += delta;
+    this.nextSequence += delta;
+    entry.renumbered += 1;
+    this._resyncing = true;
   }
 
   _onClose(code, reason, generation) {
