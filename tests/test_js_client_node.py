@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.errors import InvalidRequest
+from routers.ws.params import parse_subscribe_params
 from tests.conftest import (
     ServerProcess,
     fetch_all,
@@ -21,6 +23,20 @@ from tests.conftest import (
 )
 from tests.jsrun import NodeScript
 from tests.relay import relay_to
+
+
+def _server_knows(query: dict[str, str]) -> bool:
+    try:
+        parse_subscribe_params(query)
+    except InvalidRequest:
+        return False
+    return True
+
+
+needs_delivery = pytest.mark.skipif(
+    not _server_knows({"since": "0", "on_slow": "conflate", "max_rate": "5"}),
+    reason="needs since=, on_slow= and max_rate= on the server (delivery branch)",
+)
 
 
 @pytest.fixture
@@ -261,3 +277,31 @@ def test_idempotent_publisher_against_a_model_of_the_sequence_rule() -> None:
     assert done["records"] > 1000 and done["refused"] > 100
     assert done["connections"] > done["trials"]  # connections did drop
     assert done["outOfOrder"] > 100  # refusals did make the client renumber
+
+
+def test_pure_parts_backoff_urls_positions() -> None:
+    """Without a server: the backoff's bounds, every subscribe parameter in the URL, the resume
+    point after records and a transient close, a permanent close's error (tests/js/units.mjs)."""
+    script = NodeScript("units")
+    assert script.finish() == 0, script.stderr
+    checks = script.of("check")
+    assert len(checks) == 12
+    assert [c for c in checks if not c["ok"]] == []
+
+
+@needs_delivery
+def test_since_on_slow_and_max_rate_reach_the_server(tmp_path: Path) -> None:
+    """since= starts at the first record at or after that time; on_slow and max_rate are
+    accepted as given (the server's delivery tests cover what they do)."""
+    with serve_in_thread(tmp_path / "data") as server, server.client() as rest:
+        create(server.base_url, "ticks", partitions=1)
+        records = [{"value": n, "timestamp": 1_764_000_000_000 + n} for n in range(10)]
+        response = rest.post("/v1/topics/ticks/records", json={"records": records})
+        assert response.status_code == 200
+        options = {"since": 1_764_000_000_005, "on_slow": "conflate", "max_rate": 1000}
+        script = NodeScript(
+            "subscribe", url=server.base_url, topic="ticks", count=5, options=options
+        )
+        assert script.finish() == 0, script.stderr
+    assert [r["value"] for r in script.of("record")] == [5, 6, 7, 8, 9]
+    assert script.of("subscribed")[0]["partitions"] == {"0": {"offset": 5}}
