@@ -176,3 +176,52 @@ def test_stock_feed_resends_across_a_cut_connection_without_duplicates(tmp_path:
     assert len(stored) == 30
     assert len({(r["value"]["at"], r["key"]) for r in stored}) == 30  # each update once
     assert any("reconnecting" in line for line in feed.stderr)
+
+
+def test_order_worker_resumes_at_the_group_commits_across_server_restart(
+    tmp_path: Path, same_port: int
+) -> None:
+    data = tmp_path / "data"
+    server: ServerProcess = start_server_process(data)
+    worker: Example | None = None
+    try:
+        with _client(server) as rest:
+            response = rest.post("/v1/topics", json={"name": "orders", "partitions": 2})
+            assert response.status_code == 201
+            worker = Example("order_worker", server.ws_url)
+            _orders(rest, range(0, 10))
+            wait_until(lambda: len(_emails(worker)) >= 10, timeout=30)
+            wait_until(lambda: _all_committed(rest))
+        server.stop(signal.SIGTERM)
+        wait_until(lambda: any("reconnecting" in line for line in worker.stdout))
+        server = start_server_process(data)
+        with _client(server) as rest:
+            _orders(rest, range(10, 20))
+            wait_until(lambda: len(_emails(worker)) >= 20, timeout=30)
+            wait_until(lambda: _all_committed(rest))
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+    assert sorted(_emails(worker)) == list(range(20))  # each order once: commits were kept
+
+
+def _orders(rest: httpx.Client, ids: range) -> None:
+    for order in ids:
+        response = rest.post(
+            "/v1/topics/orders/records", json={"key": f"c{order}", "value": {"id": order}}
+        )
+        assert response.status_code == 200
+
+
+def _emails(worker: Example) -> list[int]:
+    return [
+        int(m.group(1))
+        for line in worker.stdout
+        if (m := re.match(r"email sent for order (\d+)", line))
+    ]
+
+
+def _all_committed(rest: httpx.Client) -> bool:
+    offsets = rest.get("/v1/groups/emailer").json()["offsets"]
+    return bool(offsets) and all(o["committed_offset"] == o["high_watermark"] for o in offsets)
