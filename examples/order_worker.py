@@ -6,17 +6,21 @@ one of them, and committed only after its email went out, so a crash never loses
 
     python examples/order_worker.py                # joins group "emailer" on ws://127.0.0.1:8080
     python examples/order_worker.py ws://host:8080
+
+A transient close reconnects with backoff and resumes at the group's committed offsets; a
+permanent one (4400/4401/4403/4404) ends the worker with the server's message and status 1.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
+from typing import Any
 
 import websockets
+from eddy_ws import BASE_URL, TRANSIENT_ERRORS, Backoff, check_close, closed_exception, run
 
-BASE = sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8080"
+BASE = sys.argv[1] if len(sys.argv) > 1 else BASE_URL
 URL = f"{BASE}/v1/topics/orders/ws?group=emailer&from=earliest"
 
 
@@ -27,23 +31,31 @@ def send_email(order: dict[str, object]) -> None:
 
 
 async def work() -> None:
-    while True:  # reconnect forever: the group resumes from the committed offsets
+    backoff = Backoff()
+    while True:  # the group resumes from the committed offsets
+        error: dict[str, Any] | None = None
         try:
             async with websockets.connect(URL) as ws:
                 async for frame in ws:
                     msg = json.loads(frame)
                     if msg["type"] == "assignment":
+                        backoff.reset()
                         print(f"assigned partitions {sorted(msg['partitions'])}", flush=True)
                     elif msg["type"] == "record":
                         send_email(msg["value"])
                         commit = {str(msg["partition"]): msg["offset"] + 1}
                         await ws.send(json.dumps({"type": "commit", "offsets": commit}))
-                    elif msg["type"] == "error":
+                    elif msg["type"] == "error":  # a refused commit, or why the server closes
+                        error = msg
                         print(f"error: {msg['code']}: {msg['message']}", flush=True)
-        except (OSError, websockets.ConnectionClosed) as exc:
-            print(f"disconnected ({exc}); reconnecting", flush=True)
-            await asyncio.sleep(1)
+            how = check_close(ws.close_code, ws.close_reason or "", error)
+        except websockets.ConnectionClosed as exc:
+            how = closed_exception(exc, error)
+        except TRANSIENT_ERRORS as exc:
+            how = f"cannot connect ({exc})"
+        print(f"disconnected: {how}; reconnecting", flush=True)
+        await backoff.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(work())
+    run(work())

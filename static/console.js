@@ -1,13 +1,14 @@
-// Eddy web console: plain JavaScript, no build step, no dependencies.
+// Eddy web console: plain JavaScript, no build step. Its live tail and publishing go through
+// eddy.js, Eddy's JavaScript client (reconnect, resume by offsets, idempotent publish).
 // Untrusted data (topic names, keys, values, error messages) only ever reaches the page
 // through textContent / DOM properties, never through innerHTML.
-"use strict";
+import { EddyClient, EddyError } from "./eddy.js";
 
-(() => {
+{
   const TAIL_MAX_ROWS = 500;
   const REFRESH_MS = 5000; // topics and consumer groups
-  const RECONNECT_MIN_MS = 500;
-  const RECONNECT_MAX_MS = 10000;
+  const PRODUCE_PATIENCE_MS = 15000; // then say the record waits for the connection
+  const eddy = new EddyClient({ minDelayMs: 500, maxDelayMs: 10000 });
 
   // Close codes of the subscribe endpoint (openapi/asyncapi.yaml).
   const CLOSE_CODES = {
@@ -23,9 +24,6 @@
     4404: "topic not found (or deleted)",
     4408: "consumer too slow",
   };
-  // Closes after which reconnecting would only fail the same way.
-  const FINAL_CLOSE_CODES = new Set([1000, 1009, 4400, 4401, 4403, 4404]);
-
   const $ = (id) => {
     const el = document.getElementById(id);
     if (!el) throw new Error(`missing element #${id}`);
@@ -51,14 +49,7 @@
   // --- HTTP ---------------------------------------------------------------------------------
 
   /** An error answered by the API (its JSON error shape), or a transport failure. */
-  class ApiError extends Error {
-    constructor(status, code, message, details) {
-      super(message);
-      this.status = status;
-      this.code = code;
-      this.details = details;
-    }
-  }
+  const apiError = (status, code, message, details) => new EddyError(code, message, { status, details });
 
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" } };
@@ -70,7 +61,7 @@
     try {
       response = await fetch(path, init);
     } catch (err) {
-      throw new ApiError(0, "network_error", `cannot reach the server: ${err.message || err}`, {});
+      throw apiError(0, "network_error", `cannot reach the server: ${err.message || err}`, {});
     }
     if (response.status === 204) return null;
     const text = await response.text();
@@ -83,10 +74,10 @@
     if (!response.ok) {
       const error = data && typeof data === "object" ? data.error : null;
       if (error && typeof error === "object") {
-        throw new ApiError(response.status, String(error.code ?? "error"),
+        throw apiError(response.status, String(error.code ?? "error"),
           String(error.message ?? ""), error.details ?? {});
       }
-      throw new ApiError(response.status, `http_${response.status}`,
+      throw apiError(response.status, `http_${response.status}`,
         `${response.status} ${response.statusText}: ${text.slice(0, 300)}`, {});
     }
     return data;
@@ -98,10 +89,12 @@
   // --- result boxes -------------------------------------------------------------------------
 
   function showError(box, error) {
-    const fromServer = error instanceof ApiError;
+    const fromServer = error instanceof EddyError;
     const code = fromServer ? error.code : "invalid_input";
-    const status = !fromServer ? "(not sent to the server)" : error.status ? `HTTP ${error.status}` : "";
-    const details = error instanceof ApiError ? error.details : null;
+    const status = !fromServer ? "(not sent to the server)"
+      : error.status ? `HTTP ${error.status}`
+        : error.closeCode ? `WebSocket close ${error.closeCode}` : "";
+    const details = fromServer ? error.details : null;
     const panel = el("div", { className: "api-error", dataset: { testid: "api-error" } },
       el("div", { className: "error-head" },
         el("strong", {}, "Error "),
@@ -548,9 +541,13 @@
       return;
     }
     button.disabled = true;
+    const patience = setTimeout(() => {
+      showError(box, apiError(0, "waiting", `no answer yet (the connection is ${produce.publisher.state}): ` +
+        "the record is sent as soon as the server can be reached, and stored once"));
+      button.disabled = false;
+    }, PRODUCE_PATIENCE_MS);
     try {
-      const result = await api("POST", `${topicPath(topic)}/records`, record);
-      const meta = result.offsets[0];
+      const meta = await publisherFor(topic).send(record);
       showOk(box, "Produced to ", el("code", {}, topic),
         " partition ", el("strong", { dataset: { testid: "produced-partition" } }, meta.partition),
         " at offset ", el("strong", { dataset: { testid: "produced-offset" } }, meta.offset),
@@ -559,8 +556,24 @@
     } catch (err) {
       showError(box, err);
     } finally {
+      clearTimeout(patience);
       button.disabled = false;
     }
+  }
+
+  // One publishing WebSocket, for the topic produced to last. Idempotent: a record whose ack
+  // was lost with a dropped connection is sent again and stored once.
+  const produce = { publisher: null, topic: null };
+
+  function publisherFor(topic) {
+    const current = produce.publisher;
+    if (current && produce.topic === topic && current.state !== "failed" && current.state !== "stopped") {
+      return current;
+    }
+    if (current) current.close();
+    produce.topic = topic;
+    produce.publisher = eddy.publisher(topic, { idempotent: true });
+    return produce.publisher;
   }
 
   // --- live tail ----------------------------------------------------------------------------
@@ -578,8 +591,7 @@
     error: $("tail-error"),
     start: $("tail-start"),
     stop: $("tail-stop"),
-    socket: null,
-    session: null, // {topic, from, keys, next: Map partition -> next offset, attempts, timer}
+    subscription: null, // eddy.js Subscription: reconnects and resumes by offsets by itself
   };
 
   function setTailState(state, text) {
@@ -593,27 +605,10 @@
   }
 
   function renderPositions() {
-    const next = tail.session ? tail.session.next : null;
-    if (!next || next.size === 0) {
-      tail.positions.textContent = "-";
-      return;
-    }
-    tail.positions.textContent = [...next.entries()]
-      .sort((a, b) => a[0] - b[0])
-      .map(([p, o]) => `${p}:${o}`)
-      .join(",");
-  }
-
-  function subscribeUrl(session) {
-    const params = new URLSearchParams();
-    params.set("from", session.from);
-    if (session.next.size > 0) {
-      // Resume exactly where we were: the next offset of every partition we know.
-      params.set("offsets", [...session.next.entries()].map(([p, o]) => `${p}:${o}`).join(","));
-    }
-    if (session.keys.length > 0) params.set("keys", session.keys.join(","));
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}${topicPath(session.topic)}/ws?${params}`;
+    const positions = tail.subscription ? Object.entries(tail.subscription.positions()) : [];
+    tail.positions.textContent = positions.length
+      ? positions.map(([p, o]) => `${p}:${o}`).join(",")
+      : "-";
   }
 
   function startTail(event) {
@@ -626,92 +621,45 @@
     stopTail(false);
     clearBox(tail.error);
     tail.close.textContent = "-";
-    tail.session = {
-      topic,
+    const subscription = eddy.subscribe(topic, {
       from: tail.from.value === "earliest" ? "earliest" : "latest",
       keys: tail.keys.value.split(",").map((k) => k.trim()).filter((k) => k !== ""),
-      next: new Map(),
-      attempts: 0,
-      timer: null,
-    };
+      onRecord(record) {
+        renderPositions();
+        addTailRow(record);
+      },
+    });
+    tail.subscription = subscription;
+    const current = (fn) => (value) => { if (tail.subscription === subscription) fn(value); };
+    subscription.on("state", current((state) => {
+      if (state === "connecting") setTailState("connecting", "connecting");
+    }));
+    subscription.on("subscribed", current((frame) => {
+      const resets = Object.entries(frame.partitions || {}).filter(([, info]) => info && info.reset);
+      renderPositions();
+      setTailState("live", `live on ${topic}`);
+      clearBox(tail.error);
+      if (resets.length) {
+        showOk(tail.error, `Offsets of partition(s) ${resets.map(([p]) => p).join(", ")} were removed ` +
+          "by retention; delivery restarted at the log start.");
+      }
+      loadTopics(); // subscribing may have auto-created the topic
+    }));
+    subscription.on("disconnect", current(({ code, reason, delayMs }) => {
+      tail.close.textContent = describeClose(code, reason);
+      setTailState("reconnecting", `${describeClose(code)}; reconnecting in ${(delayMs / 1000).toFixed(1)} s`);
+    }));
+    subscription.on("error", current((error) => {
+      // A permanent error: the server's error frame says why; the subscription has stopped.
+      tail.close.textContent = error.closeCode ? describeClose(error.closeCode, error.message) : "-";
+      showError(tail.error, error);
+      setTailState("closed", error.closeCode ? `closed: ${describeClose(error.closeCode)}` : "failed");
+      tail.stop.disabled = true;
+      tail.subscription = null;
+    }));
     tail.start.disabled = false;
     tail.stop.disabled = false;
     renderPositions();
-    connect(tail.session);
-  }
-
-  function connect(session) {
-    if (tail.session !== session) return;
-    setTailState("connecting", session.attempts ? `reconnecting (attempt ${session.attempts + 1})` : "connecting");
-    let socket;
-    try {
-      socket = new WebSocket(subscribeUrl(session));
-    } catch (err) {
-      showError(tail.error, err);
-      setTailState("closed", "failed");
-      return;
-    }
-    tail.socket = socket;
-    socket.addEventListener("message", (msg) => {
-      if (tail.session !== session) return;
-      let frame;
-      try {
-        frame = JSON.parse(msg.data);
-      } catch (_) {
-        return;
-      }
-      onFrame(session, frame);
-    });
-    socket.addEventListener("close", (ev) => {
-      if (tail.socket === socket) tail.socket = null;
-      if (tail.session !== session) return;
-      tail.close.textContent = describeClose(ev.code, ev.reason);
-      if (FINAL_CLOSE_CODES.has(ev.code)) {
-        setTailState("closed", `closed: ${describeClose(ev.code)}`);
-        tail.stop.disabled = true;
-        tail.session = null;
-        return;
-      }
-      session.attempts += 1;
-      const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** Math.min(session.attempts - 1, 5));
-      setTailState("reconnecting", `${describeClose(ev.code)}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
-      session.timer = setTimeout(() => connect(session), delay);
-    });
-  }
-
-  function onFrame(session, frame) {
-    switch (frame && frame.type) {
-      case "subscribed":
-      case "assignment": {
-        session.attempts = 0;
-        const parts = frame.partitions && typeof frame.partitions === "object" ? frame.partitions : {};
-        const resets = [];
-        for (const [p, info] of Object.entries(parts)) {
-          if (info && typeof info.offset === "number") session.next.set(Number(p), info.offset);
-          if (info && info.reset) resets.push(p);
-        }
-        renderPositions();
-        setTailState("live", `live on ${session.topic}`);
-        clearBox(tail.error);
-        if (resets.length) {
-          showOk(tail.error, `Offsets of partition(s) ${resets.join(", ")} were removed by retention; ` +
-            "delivery restarted at the log start.");
-        }
-        loadTopics(); // subscribing may have auto-created the topic
-        break;
-      }
-      case "record":
-        session.next.set(frame.partition, frame.offset + 1);
-        renderPositions();
-        addTailRow(frame);
-        break;
-      case "error":
-        showError(tail.error, new ApiError(0, String(frame.code ?? "error"),
-          String(frame.message ?? ""), frame.details ?? {}));
-        break;
-      default:
-        break;
-    }
   }
 
   function addTailRow(record) {
@@ -745,13 +693,9 @@
   }
 
   function stopTail(userAction = true) {
-    const session = tail.session;
-    tail.session = null;
-    if (session && session.timer) clearTimeout(session.timer);
-    if (tail.socket) {
-      tail.socket.close(1000, "stopped by user");
-      tail.socket = null;
-    }
+    const subscription = tail.subscription;
+    tail.subscription = null;
+    if (subscription) subscription.close();
     tail.stop.disabled = true;
     if (userAction) setTailState("stopped", "stopped");
   }
@@ -785,11 +729,14 @@
   $("topics-refresh").addEventListener("click", () => refreshAll());
   $("groups-refresh").addEventListener("click", () => refreshAll());
   topics.auto.addEventListener("change", scheduleRefresh);
-  window.addEventListener("pagehide", () => stopTail(false));
+  window.addEventListener("pagehide", () => {
+    stopTail(false);
+    if (produce.publisher) produce.publisher.close();
+  });
 
   checkHealth();
   setInterval(checkHealth, 15000);
   refreshAll();
   scheduleRefresh();
   document.body.dataset.ready = "true";
-})();
+}

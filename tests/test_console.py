@@ -9,7 +9,6 @@ Nothing here sleeps a fixed time: every wait is for an element or attribute to a
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,47 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
 from websockets.sync.client import ClientConnection, connect
 
+from tests.browser import TIMEOUT_MS, browser_fixture  # noqa: F401 (the browser fixture)
 from tests.conftest import RunningServer, free_port, serve_in_thread, wait_until
-
-try:
-    from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-except ImportError as exc:  # a failure, not a skip: CI must have the browser stack
-    raise ImportError(
-        "Playwright for Python is required by the console tests: pip install 'playwright' "
-        "(never `playwright install`: the tests use Debian's chromium, see .ci/install-browser.sh)"
-    ) from exc
-
-CHROMIUM = os.environ.get("EDDY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
-
-expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"chromium not found at {CHROMIUM}: run `bash .ci/install-browser.sh` "
-            "(or set EDDY_CHROMIUM to a chromium binary)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def open_console(browser: Browser, base_url: str) -> tuple[Page, list[str]]:
