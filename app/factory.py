@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import close_unmatched_websocket, install_error_handlers
 from app.openapi import build_openapi, operation_id
+from app.resources import static_dir
 from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
@@ -30,7 +30,6 @@ from storage import SQLiteEngine
 log = logging.getLogger("eddy")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DESCRIPTION = """Eddy is a Kafka-style streaming broker: topics with partitions, keyed records with
 offsets, consumers that resume by offset. Publish with `curl`, subscribe with a WebSocket
 (`/v1/topics/{topic}/ws`, described in `openapi/asyncapi.yaml`)."""
@@ -160,11 +159,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(groups.router)
     app.include_router(ops.router)
-    app.mount("/static", StaticOnlyOverHttp(directory=STATIC_DIR), name="static")
+    static = static_dir()
+    app.mount("/static", StaticOnlyOverHttp(directory=static), name="static")
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+        return FileResponse(static / "index.html")
 
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics)

@@ -3,6 +3,7 @@ are in it (a missing package-data entry would only show once installed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,14 +36,32 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import app; print(app.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import app, static, app.resources as r; print(app.__file__, r.static_dir())",
+        ],
         cwd=tmp_path,
         env=env,
         check=True,
         capture_output=True,
         text=True,
-    ).stdout
-    assert where.startswith(str(site)), where  # the wheel's copy, not the source tree's
+    ).stdout.split()
+    # the wheel's copies, not the source tree's
+    assert all(path.startswith(str(site)) for path in where), where
+
+    # The wheel's `eddy` script: it writes the same OpenAPI document as the source tree's.
+    eddy = site / "bin" / "eddy"
+    exported = subprocess.run(
+        [str(eddy), "export-openapi", "--out", "spec/openapi.json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr
+    spec = json.loads((tmp_path / "spec" / "openapi.json").read_text())
+    assert spec == json.loads((REPO / "openapi" / "openapi.json").read_text())
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port), "--data-dir", "data"],
