@@ -128,13 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.auth_file,
         )
         await broker.start()
-        url = f"http://{settings.host}:{settings.port}"
-        log.info(
-            "Eddy listening on %s (data dir %s, docs %s/docs)",
-            url,
-            settings.data_dir.resolve(),
-            url,
-        )
+        # "Eddy listening on ..." is logged by EddyServer once the socket is bound and serving.
         app.state.broker = broker  # for EddyServer's early shutdown hook
         try:
             yield {"broker": broker}
@@ -152,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Eddy has its own metrics; FastAPI's OpenTelemetry hooks cost ~8 us on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.settings = settings  # for EddyServer's start-up line
     install_error_handlers(app)
     app.include_router(topics.router)
     app.include_router(records.router)

@@ -1,5 +1,6 @@
 """Files the server reads at run time, found through importlib.resources: the same code works
-from the source tree, an installed wheel (site-packages) and the Docker image."""
+from the source tree, an editable install, an installed wheel (site-packages) and the Docker
+image."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from pathlib import Path
 
 
 def package_dir(package: str) -> Path:
-    """The directory of an installed package's data files (e.g. "static", the console)."""
+    """The directory of a package's data files."""
     root = resources.files(package)
     # Starlette's StaticFiles and FileResponse serve from the file system; a wheel installed by
     # pip always is one, only a zip import (zipapp, PyInstaller) would not be.
     if not isinstance(root, Path):
-        raise RuntimeError(f"package {package!r} must be installed as files, not inside {root}")
+        raise RuntimeError(f"package {package!r} must be installed as files, not as {root}")
     return root
 
 
 def static_dir() -> Path:
-    """The web console (static/): index.html, console.js, ..."""
+    """The web console (static/: index.html, console.js, ...)."""
     return package_dir("static")

@@ -39,7 +39,7 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
         [
             sys.executable,
             "-c",
-            "import app, static, app.resources as r; print(app.__file__, r.static_dir())",
+            "import app, app.resources as r; print(app.__file__, r.static_dir())",
         ],
         cwd=tmp_path,
         env=env,
