@@ -269,9 +269,9 @@ def _produce_summary(topic: str, partitions: Counter[int], started: float) -> No
     seconds = time.monotonic() - started
     spread = ", ".join(f"{p}: {n:,}" for p, n in sorted(partitions.items()))
     where = f" (partition {spread})" if spread else ""
-    typer.echo(
-        f"produced {partitions.total():,} records to {topic}{where} in {seconds:.2f} s", err=True
-    )
+    total = partitions.total()
+    noun = "record" if total == 1 else "records"
+    typer.echo(f"produced {total:,} {noun} to {topic}{where} in {seconds:.2f} s", err=True)
 
 
 @cli.command()
