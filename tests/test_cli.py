@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
-from tests.conftest import RunningServer, fetch_all, free_port, serve_in_thread, wait_until
+from tests.conftest import REPO, RunningServer, fetch_all, free_port, serve_in_thread, wait_until
 
 EDDY = str(Path(sys.executable).parent / "eddy")
 
@@ -385,3 +387,56 @@ def test_serve_help_shows_every_setting_with_its_variable_and_default() -> None:
             assert f"default: {default}" in words, name
     assert "[env var: EDDY_PORT; default: 8080]" in words
     assert "--sync [full|normal]" in words
+
+
+def test_the_readme_examples_name_real_commands_and_options() -> None:
+    """Each `eddy ...` line of the README's command-line section parses (with --help added, so
+    nothing runs): its subcommands and options exist."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
+    examples = [
+        line.split("#", 1)[0].split("<", 1)[0].strip()
+        for block in section.split("```sh\n")[1:]
+        for raw in block.split("\n```")[0].splitlines()
+        for line in [raw.split("| ", 1)[-1]]
+        if line.startswith("eddy ")
+    ]
+    assert len(examples) >= 15
+    for example in examples:
+        args = shlex.split(example)[1:]
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0, (example, result.output)
+
+
+def test_produce_shows_progress_only_on_a_terminal(running: RunningServer) -> None:
+    """stderr on a pseudo-terminal gets a running count (one `\\r` update per batch); a pipe
+    gets only the summary (see the 10,000-line test)."""
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [EDDY, "produce", "t", "--batch-size", "10", "--url", running.base_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+            text=True,
+        )
+        process.communicate("".join(f"{i}\n" for i in range(35)), timeout=120)
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert process.returncode == 0
+    text = shown.decode()
+    assert "\r10 records" in text and "\r30 records" in text and "\r35 records" in text
+    assert "produced 35 records to t" in text
