@@ -1,28 +1,95 @@
-"""The `eddy` command (also `python -m app`)."""
+"""The `eddy` command (also `python -m app`): `serve` runs the broker; `topics`, `produce`,
+`consume` and `groups` talk to a running one (app/client.py) in the spirit of kafka-topics and
+kcat."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import time
+from collections import Counter
+from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 
-from app.factory import create_app
-from app.logs import configure_logging
-from app.server import EddyServer, uvicorn_config
+from app.client import (
+    DEFAULT_URL,
+    EddyClient,
+    EddyError,
+    LineError,
+    LineProducer,
+    record_output,
+    subscription_params,
+)
+from app.serve_options import with_setting_options
 from app.settings import Settings
-from broker.access import AuthFileError
-from storage import DataDirLocked, SQLiteEngine
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Eddy streaming broker")
+# rich_markup_mode=None: click's plain help, which wraps at the terminal's width instead of
+# cutting option names, and keeps "[env var: ...; default: ...]" (rich markup would eat it).
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Eddy streaming broker: `eddy serve` runs it, the other commands talk to one.",
+)
+topics_cli = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Administer topics.")
+groups_cli = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Inspect and reset consumer groups."
+)
+cli.add_typer(topics_cli, name="topics")
+cli.add_typer(groups_cli, name="groups")
+
+Url = Annotated[str, typer.Option(envvar="EDDY_URL", help="The server's URL")]
+Token = Annotated[
+    str | None, typer.Option(envvar="EDDY_TOKEN", help="API key or JWT", show_default=False)
+]
+ConfigItems = Annotated[
+    list[str] | None,
+    typer.Option("--config", help="Topic config key=value (repeatable)", show_default=False),
+]
 
 
-def _settings(**flags: Any) -> Settings:
+class OutputFormat(StrEnum):
+    json = "json"
+    value = "value"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"eddy: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"eddy {version('eddy')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+# --- serve -----------------------------------------------------------------------------------
+def _settings(flags: dict[str, Any]) -> Settings:
     """Flags given on the command line win; the rest come from EDDY_* variables or defaults."""
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
@@ -34,181 +101,46 @@ def _settings(**flags: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-@cli.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address [env EDDY_HOST; 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env EDDY_PORT; 8080]")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env EDDY_DATA_DIR; ./eddy-data]")
-    ] = None,
-    default_partitions: Annotated[
-        int | None, typer.Option(help="Partitions of new topics [env EDDY_DEFAULT_PARTITIONS; 1]")
-    ] = None,
-    auto_create_topics: Annotated[
-        bool | None,
-        typer.Option(
-            "--auto-create-topics/--no-auto-create-topics",
-            help="Create topics on first produce/subscribe [env EDDY_AUTO_CREATE_TOPICS; on]",
-            show_default=False,
-        ),
-    ] = None,
-    default_retention_ms: Annotated[
-        int | None,
-        typer.Option(help="retention.ms default [env EDDY_DEFAULT_RETENTION_MS; 7 days]"),
-    ] = None,
-    default_retention_bytes: Annotated[
-        int | None,
-        typer.Option(help="retention.bytes default [env EDDY_DEFAULT_RETENTION_BYTES; -1]"),
-    ] = None,
-    default_max_message_bytes: Annotated[
-        int | None,
-        typer.Option(help="max.message.bytes default [env EDDY_DEFAULT_MAX_MESSAGE_BYTES; 1 MiB]"),
-    ] = None,
-    retention_check_interval: Annotated[
-        float | None,
-        typer.Option(
-            help="Seconds between cleaner passes [env EDDY_RETENTION_CHECK_INTERVAL; 300]"
-        ),
-    ] = None,
-    sync: Annotated[
-        str | None, typer.Option(help="full (fsync per commit) or normal [env EDDY_SYNC; full]")
-    ] = None,
-    max_websockets: Annotated[
-        int | None,
-        typer.Option(help="Open WebSockets allowed at once [env EDDY_MAX_WEBSOCKETS; 10000]"),
-    ] = None,
-    ws_buffer_bytes: Annotated[
-        int | None,
-        typer.Option(help="Live subscriber buffer before close 4408 [env EDDY_WS_BUFFER_BYTES]"),
-    ] = None,
-    max_request_bytes: Annotated[
-        int | None,
-        typer.Option(help="Largest request body / WebSocket frame [env EDDY_MAX_REQUEST_BYTES]"),
-    ] = None,
-    max_header_bytes: Annotated[
-        int | None,
-        typer.Option(help="Largest request head, else 431 [env EDDY_MAX_HEADER_BYTES; 64 KiB]"),
-    ] = None,
-    max_headers: Annotated[
-        int | None,
-        typer.Option(help="Most headers per request, else 431 [env EDDY_MAX_HEADERS; 100]"),
-    ] = None,
-    head_timeout: Annotated[
-        float | None,
-        typer.Option(help="Seconds to send a request head, else 408 [env EDDY_HEAD_TIMEOUT; 10]"),
-    ] = None,
-    max_topics: Annotated[
-        int | None,
-        typer.Option(help="Most topics, also for auto-create [env EDDY_MAX_TOPICS; 10000]"),
-    ] = None,
-    ws_ping_interval: Annotated[
-        float | None,
-        typer.Option(
-            help="Seconds a silent WebSocket peer waits for a ping (default 20) "
-            "[env EDDY_WS_PING_INTERVAL]"
-        ),
-    ] = None,
-    ws_ping_timeout: Annotated[
-        float | None,
-        typer.Option(help="Seconds to wait for a pong (default 10) [env EDDY_WS_PING_TIMEOUT]"),
-    ] = None,
-    auto_commit_interval: Annotated[
-        float | None,
-        typer.Option(help="Seconds between auto-commits [env EDDY_AUTO_COMMIT_INTERVAL; 1]"),
-    ] = None,
-    auth_file: Annotated[
-        Path | None, typer.Option(help="Auth file: turns access control on [env EDDY_AUTH_FILE]")
-    ] = None,
-    auth_recheck_interval: Annotated[
-        float | None,
-        typer.Option(help="Seconds between auth re-checks [env EDDY_AUTH_RECHECK_INTERVAL; 5]"),
-    ] = None,
-    cors_origins: Annotated[
-        str | None,
-        typer.Option(help="Allowed browser origins, comma-separated [env EDDY_CORS_ORIGINS]"),
-    ] = None,
-    produce_rate_limit: Annotated[
-        float | None,
-        typer.Option(help="Produce requests/s per principal [env EDDY_PRODUCE_RATE_LIMIT; 0]"),
-    ] = None,
-    produce_rate_burst: Annotated[
-        float | None,
-        typer.Option(help="Burst of the produce limit [env EDDY_PRODUCE_RATE_BURST]"),
-    ] = None,
-    produce_queue_timeout: Annotated[
-        float | None,
-        typer.Option(
-            help="Seconds a produce waits for room in a full write queue, then 503 "
-            "[env EDDY_PRODUCE_QUEUE_TIMEOUT; 5]"
-        ),
-    ] = None,
-    log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
-    ] = None,
-    log_format: Annotated[
-        str | None, typer.Option(help="text or json (one object a line) [env EDDY_LOG_FORMAT]")
-    ] = None,
-    access_log: Annotated[
-        bool | None,
-        typer.Option(
-            "--access-log/--no-access-log",
-            help="One log line per request [env EDDY_ACCESS_LOG; off]",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Run the broker."""
-    settings = _settings(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        default_partitions=default_partitions,
-        auto_create_topics=auto_create_topics,
-        default_retention_ms=default_retention_ms,
-        default_retention_bytes=default_retention_bytes,
-        default_max_message_bytes=default_max_message_bytes,
-        retention_check_interval=retention_check_interval,
-        sync=sync,
-        max_websockets=max_websockets,
-        ws_buffer_bytes=ws_buffer_bytes,
-        max_request_bytes=max_request_bytes,
-        max_header_bytes=max_header_bytes,
-        max_headers=max_headers,
-        head_timeout=head_timeout,
-        max_topics=max_topics,
-        ws_ping_interval=ws_ping_interval,
-        ws_ping_timeout=ws_ping_timeout,
-        auto_commit_interval=auto_commit_interval,
-        auth_file=auth_file,
-        auth_recheck_interval=auth_recheck_interval,
-        cors_origins=cors_origins,
-        produce_rate_limit=produce_rate_limit,
-        produce_rate_burst=produce_rate_burst,
-        produce_queue_timeout=produce_queue_timeout,
-        log_level=log_level,
-        log_format=log_format,
-        access_log=access_log,
-    )
+@cli.command("serve")
+@with_setting_options
+def serve(**flags: Any) -> None:
+    """Run the broker. Every option is also an EDDY_* environment variable; options win."""
+    # The server's modules load here, not for the client commands (which start faster).
+    from app.factory import create_app
+    from app.logs import configure_logging
+    from app.server import EddyServer, bind_socket, uvicorn_config
+    from broker.access import AuthFileError
+    from storage import DataDirLocked, SQLiteEngine
+
+    settings = _settings(flags)
     configure_logging(settings.log_level, settings.log_format)
-    try:  # fail fast with a clear message instead of a start-up traceback
+    # Fail fast with a clear message instead of a start-up traceback: a busy port before the
+    # data directory is touched, a data directory in use before storage opens.
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    try:
         SQLiteEngine.ensure_data_dir_free(settings.data_dir)
     except DataDirLocked as exc:
-        typer.echo(f"eddy: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; exiting 0 tells a
     # supervisor (systemd, Docker, Kubernetes) that this was a clean, requested stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         app = create_app(settings)
     except AuthFileError as exc:
-        typer.echo(f"eddy: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
     config = uvicorn_config(app, settings)
-    EddyServer(config, app).run()
+    EddyServer(config, app).run(sockets=[sock])
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @cli.command("export-openapi")
@@ -218,11 +150,258 @@ def export_openapi(
     ),
 ) -> None:
     """Write the OpenAPI document the server serves (CI checks the checked-in copy equals it)."""
+    from app.factory import create_app
+
     spec = create_app(Settings()).openapi()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     typer.echo(f"wrote {out}")
 
 
+# --- topics ----------------------------------------------------------------------------------
+def _config(items: list[str] | None) -> dict[str, Any]:
+    """key=value pairs; a value that is JSON (a number) is sent as such, anything else as text
+    (cleanup.policy=compact)."""
+    config: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            _fail(f"--config takes key=value, not {item!r}", 2)
+        try:
+            config[key] = json.loads(text)
+        except ValueError:
+            config[key] = text
+    return config
+
+
+@topics_cli.command("create")
+def topics_create(
+    name: str,
+    partitions: Annotated[int | None, typer.Option(help="Partition count")] = None,
+    config: ConfigItems = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Create a topic; prints it."""
+    with _client(url, token) as client:
+        _print_json(_call(client.create_topic, name, partitions, _config(config)))
+
+
+@topics_cli.command("list")
+def topics_list(url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print the topics' names, one per line."""
+    with _client(url, token) as client:
+        for topic in _call(client.list_topics):
+            typer.echo(topic["name"])
+
+
+@topics_cli.command("describe")
+def topics_describe(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print a topic's config and, per partition, its offsets and size."""
+    with _client(url, token) as client:
+        _print_json(_call(client.describe_topic, name))
+
+
+@topics_cli.command("alter")
+def topics_alter(
+    name: str,
+    partitions: Annotated[int | None, typer.Option(help="New partition count")] = None,
+    config: ConfigItems = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Add partitions and/or change config keys; prints the topic."""
+    changes = _config(config)
+    if partitions is None and not changes:
+        _fail("nothing to alter: give --partitions and/or --config", 2)
+    with _client(url, token) as client:
+        _print_json(_call(client.alter_topic, name, partitions, changes))
+
+
+@topics_cli.command("delete")
+def topics_delete(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Delete a topic and its data."""
+    with _client(url, token) as client:
+        _call(client.delete_topic, name)
+    typer.echo(f"deleted topic {name}", err=True)
+
+
+# --- produce / consume -----------------------------------------------------------------------
+@cli.command()
+def produce(
+    topic: str,
+    key_separator: Annotated[
+        str | None,
+        typer.Option(help="Split each line at its first SEP into key and value", metavar="SEP"),
+    ] = None,
+    partition: Annotated[int | None, typer.Option(help="Partition of every record")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Values are text, not JSON")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Most lines per request")] = 1000,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Produce stdin's lines, one record each (a JSON value, or text with --raw). Lines are
+    sent in batches, each appended whole or not at all; empty lines are skipped."""
+    progress = sys.stderr.isatty()
+    started = time.monotonic()
+
+    def show_progress(total: int) -> None:
+        if progress:
+            typer.echo(f"\r{total:,} records", err=True, nl=False)
+
+    with _client(url, token) as client:
+        producer = LineProducer(client, topic, raw, key_separator, partition)
+        try:
+            producer.send(sys.stdin, batch_size, show_progress)
+        except (LineError, EddyError) as exc:
+            if progress:
+                typer.echo("", err=True)
+            _produce_summary(topic, producer.partitions, started)
+            _fail(str(exc))
+    if progress:
+        typer.echo("", err=True)
+    _produce_summary(topic, producer.partitions, started)
+
+
+def _produce_summary(topic: str, partitions: Counter[int], started: float) -> None:
+    seconds = time.monotonic() - started
+    spread = ", ".join(f"{p}: {n:,}" for p, n in sorted(partitions.items()))
+    where = f" (partition {spread})" if spread else ""
+    total = partitions.total()
+    noun = "record" if total == 1 else "records"
+    typer.echo(f"produced {total:,} {noun} to {topic}{where} in {seconds:.2f} s", err=True)
+
+
+@cli.command()
+def consume(
+    topic: str,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="earliest or latest: where partitions with no other position start "
+            "[server default: latest]",
+            show_default=False,
+        ),
+    ] = None,
+    offsets: Annotated[
+        str | None, typer.Option(help="Start positions, partition:offset,... (e.g. 0:5,1:7)")
+    ] = None,
+    keys: Annotated[str | None, typer.Option(help="Only these keys, comma-separated")] = None,
+    partitions: Annotated[
+        str | None, typer.Option(help="Only these partitions, comma-separated")
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Consume as a member of this group (commits what it printed)"),
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Exit after N records")] = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="json: one JSON record per line; value: only the value (text as is)",
+        ),
+    ] = OutputFormat.json,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Print a topic's records as they arrive, one per line (over a WebSocket)."""
+    params = subscription_params(start, offsets, keys, partitions, group)
+    # SIGTERM like Ctrl-C: commit what was printed, then exit (the handler is put back after,
+    # for callers that run the command in their own process).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _consume(url, token, topic, params, count, output)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _consume(
+    url: str,
+    token: str | None,
+    topic: str,
+    params: dict[str, str],
+    count: int | None,
+    output: OutputFormat,
+) -> None:
+    received = 0
+    with _client(url, token) as client:
+        subscription = _call(client.subscribe, topic, params)
+        try:
+            with subscription:
+                for record in subscription.records():
+                    sys.stdout.write(record_output(record, output.value) + "\n")
+                    sys.stdout.flush()
+                    received += 1
+                    if received == count:
+                        break
+        except BrokenPipeError:  # `eddy consume t | head`: the reader is gone, so is the need
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        except EddyError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends a consumer; what it printed was committed on the way out
+        for warning in subscription.warnings:
+            typer.echo(f"eddy: {warning}", err=True)
+
+
+# --- groups ----------------------------------------------------------------------------------
+@groups_cli.command("list")
+def groups_list(url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print the groups' names, one per line."""
+    with _client(url, token) as client:
+        for group in _call(client.list_groups):
+            typer.echo(group["group"])
+
+
+@groups_cli.command("describe")
+def groups_describe(group: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print a group's members and, per partition, its committed offset and lag."""
+    with _client(url, token) as client:
+        _print_json(_call(client.describe_group, group))
+
+
+@groups_cli.command("reset")
+def groups_reset(
+    group: str,
+    topic: Annotated[str, typer.Option(help="Topic whose offsets to reset")],
+    to: Annotated[
+        str, typer.Option(help="earliest, latest, or a timestamp (ms since epoch)", metavar="TO")
+    ],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Move a group's committed offsets on a topic (the group must have no members)."""
+    target: str | int = to
+    if to not in ("earliest", "latest"):
+        try:
+            target = int(to)
+        except ValueError:
+            _fail(f"--to takes earliest, latest or a timestamp in ms, not {to!r}", 2)
+    with _client(url, token) as client:
+        _print_json(_call(client.reset_group, group, topic, target))
+
+
+@groups_cli.command("delete")
+def groups_delete(group: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Forget a group's committed offsets (it must have no members)."""
+    with _client(url, token) as client:
+        _call(client.delete_group, group)
+    typer.echo(f"deleted group {group}", err=True)
+
+
+def _client(url: str, token: str | None) -> EddyClient:
+    return EddyClient(url, token)
+
+
+def _call(method: Any, *args: Any) -> Any:
+    """A client call whose EddyError becomes the command's message and exit status 1."""
+    try:
+        return method(*args)
+    except EddyError as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
-    cli(sys.argv[1:])
+    cli(sys.argv[1:], prog_name="eddy")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,6 +21,7 @@ from app.errors import close_unmatched_websocket, install_error_handlers
 from app.http_encoding import GzipGetResponses, RequestDecoding
 from app.openapi import build_openapi, install_asyncapi, operation_id
 from app.request_log import RequestTelemetry
+from app.resources import static_dir
 from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
@@ -31,7 +31,6 @@ from storage import SQLiteEngine
 log = logging.getLogger("eddy")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DESCRIPTION = """Eddy is a Kafka-style streaming broker: topics with partitions, keyed records with
 offsets, consumers that resume by offset. Publish with `curl`, subscribe with a WebSocket
 (`/v1/topics/{topic}/ws`) or Server-Sent Events (`/v1/topics/{topic}/events`): those are
@@ -114,13 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.auth_file,
         )
         await broker.start()
-        url = f"http://{settings.host}:{settings.port}"
-        log.info(
-            "Eddy listening on %s (data dir %s, docs %s/docs)",
-            url,
-            settings.data_dir.resolve(),
-            url,
-        )
+        # "Eddy listening on ..." is logged by EddyServer once the socket is bound and serving.
         app.state.broker = broker  # for EddyServer's early shutdown hook
         try:
             yield {"broker": broker}
@@ -138,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Eddy has its own metrics; FastAPI's OpenTelemetry hooks cost ~8 us on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.settings = settings  # for EddyServer's start-up line
     install_error_handlers(app)
     app.include_router(topics.router)
     app.include_router(records.router)
@@ -145,11 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(groups.router)
     app.include_router(ops.router)
-    app.mount("/static", StaticOnlyOverHttp(directory=STATIC_DIR), name="static")
+    static = static_dir()
+    app.mount("/static", StaticOnlyOverHttp(directory=static), name="static")
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+        return FileResponse(static / "index.html")
 
     install_asyncapi(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

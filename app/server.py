@@ -8,6 +8,7 @@ its WebSockets with 1001 and answers its long-polls, and appends in flight still
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
@@ -20,6 +21,8 @@ from app.logs import uvicorn_log_config
 from app.settings import Settings
 from broker import Broker
 from routers.ws.protocol import EddyWebSocketProtocol
+
+log = logging.getLogger("eddy")
 
 WEBSOCKET_CLOSE_WAIT = 1.0  # seconds
 # While fan-out passes keep the event loop's thread busy, the storage writer thread waits for
@@ -53,11 +56,46 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     return uvicorn.Config(app, **{**options, **overrides})
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before storage opens: a busy port is refused at once with a
+    clear message (uvicorn would open storage first, then log the bind error and exit 3).
+    Raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # A restarted server may bind while the old one's connections sit in TIME_WAIT; a port
+        # another process listens on is still refused (EADDRINUSE).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class EddyServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self._app = app
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_SECONDS))
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # storage opens (lifespan), then the socket serves
+        if not self.started:
+            return
+        settings: Settings = self._app.state.settings
+        port = self.servers[0].sockets[0].getsockname()[1]  # the real one, also for --port 0
+        url = http_url(settings.host, port)
+        log.info(
+            "Eddy listening on %s (data dir %s, docs %s/docs)",
+            url,
+            settings.data_dir.resolve(),
+            url,
+        )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -67,4 +105,5 @@ class EddyServer(uvicorn.Server):
             broker.begin_shutdown()
             # Let the sessions send their 1001 before uvicorn closes what is left with 1012.
             await broker.websockets_closed(WEBSOCKET_CLOSE_WAIT)
-        await super().shutdown(sockets)
+        await super().shutdown(sockets)  # ends with the lifespan: storage is closed after it
+        log.info("Eddy stopped")

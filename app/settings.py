@@ -1,4 +1,5 @@
-"""Server settings: every field is a CLI flag of `eddy serve` and an EDDY_* environment variable."""
+"""Server settings: every field is a CLI flag of `eddy serve` (generated from it by
+app/serve_options.py: its description is the flag's help) and an EDDY_* environment variable."""
 
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ class Settings(BaseSettings):
     produce_rate_burst: float = Field(
         0.0, ge=0, description="Burst size of the produce rate limit (0: one second's worth)"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one readable line per event; json: one JSON object per line"
     )

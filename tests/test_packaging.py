@@ -3,6 +3,7 @@ are in it (a missing package-data entry would only show once installed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import REPO, free_port, serve_in_thread, wait_until
 
 
 def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
@@ -42,14 +43,32 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import app; print(app.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import app, app.resources as r; print(app.__file__, r.static_dir())",
+        ],
         cwd=tmp_path,
         env=env,
         check=True,
         capture_output=True,
         text=True,
-    ).stdout
-    assert where.startswith(str(site)), where  # the wheel's copy, not the source tree's
+    ).stdout.split()
+    # the wheel's copies, not the source tree's
+    assert all(path.startswith(str(site)) for path in where), where
+
+    # The wheel's `eddy` script: it writes the same OpenAPI document as the source tree's.
+    eddy = site / "bin" / "eddy"
+    exported = subprocess.run(
+        [str(eddy), "export-openapi", "--out", "spec/openapi.json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr
+    spec = json.loads((tmp_path / "spec" / "openapi.json").read_text())
+    assert spec == json.loads((REPO / "openapi" / "openapi.json").read_text())
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port), "--data-dir", "data"],
@@ -84,3 +103,30 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
     finally:
         server.terminate()
         server.communicate(timeout=20)
+
+
+def test_the_docker_image_installs_the_wheel_and_its_healthcheck_follows_eddy_port(
+    tmp_path: Path,
+) -> None:
+    """No Docker daemon in CI: the Dockerfile's health check command runs here as the image's
+    shell would run it, against a real server, with EDDY_PORT set as `docker run -e` would."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    run_stage = dockerfile.split("\nFROM ")[-1]  # the final stage: what the image runs
+    assert "pip install --no-cache-dir /wheels/*.whl" in run_stage
+    assert "COPY app" not in run_stage and "-e ." not in dockerfile  # no sources, no editable
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "node_modules", "eddy-data", "build"} <= ignored
+
+    check = dockerfile.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].split("\n#", 1)[0].strip()
+
+    def healthy(port: int) -> bool:
+        env = {"PATH": os.environ["PATH"], "EDDY_PORT": str(port)}
+        command = check.replace("python ", f"{sys.executable} ", 1)
+        return (
+            subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True).returncode == 0
+        )
+
+    with serve_in_thread(tmp_path / "data") as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        assert healthy(port)
+        assert not healthy(free_port())  # a check of the wrong port would fail

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +145,60 @@ def test_idempotent_producer_state_survives_sigkill(tmp_path: Path) -> None:
             assert hw == 1
     finally:
         server.stop()
+
+
+def test_listening_is_logged_once_the_port_serves_and_a_line_at_shutdown(tmp_path: Path) -> None:
+    """`--port 0` takes any free port: the start-up line names the real one, which answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:  # the process logs this line before anything else
+            lines.append(line)
+            if "Eddy listening on" in line:
+                break
+        match = re.search(r"Eddy listening on http://127\.0\.0\.1:(\d+) ", lines[-1])
+        assert match, lines
+        port = int(match.group(1))
+        assert port != 0
+        # Logged after the bind: the port already answers when the line is out.
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert rest.strip().splitlines()[-1].endswith("Eddy stopped")
+
+
+def test_a_busy_port_is_a_clear_error_before_storage_opens(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "d"),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"eddy: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Eddy listening" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists()  # refused before the data directory was touched

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from broker import Broker, BrokerConfig
-from broker.topic_rules import INT_MAX, LONG_MAX, cleanup_plan
-from models.errors import Unavailable
+from broker.topic_rules import INT_MAX, LONG_MAX, cleanup_plan, validate_config
+from models.errors import InvalidRequest, Unavailable
 from storage import SQLiteEngine
 from tests.conftest import RunningServer, fetch_all, serve_in_thread, wait_until
 
@@ -67,10 +67,20 @@ def rserver(tmp_path: Path) -> Iterator[RunningServer]:
         ("delete.retention.ms", 2**64 - 1),
         ("retention.bytes", 2**64 - 1),
         ("max.message.bytes", INT_MAX + 1),
+        ("retention.ms", 10**30),
+        ("retention.ms", -(10**30)),
+        ("retention.ms", -2),
+        ("retention.bytes", -2),
+        ("delete.retention.ms", -1),
+        ("max.message.bytes", 0),
+        ("retention.ms", 1.5),
+        ("retention.ms", 1e300),
+        ("retention.ms", True),
+        ("retention.ms", "3600000"),
     ],
 )
 def test_out_of_range_configs_are_refused_at_create_and_patch(
-    rserver: RunningServer, key: str, value: int
+    rserver: RunningServer, key: str, value: Any
 ) -> None:
     with rserver.client() as client:
         created = client.post("/v1/topics", json={"name": "t", "config": {key: value}})
@@ -180,3 +190,28 @@ async def test_readyz_names_a_background_task_that_is_not_running(tmp_path: Path
         assert "cleaner" in refused.value.message
     finally:
         await broker.stop()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("retention.ms", LONG_MAX, True),
+        ("retention.ms", -1, True),
+        ("retention.ms", LONG_MAX + 1, False),
+        ("retention.ms", -2, False),
+        ("retention.bytes", -1, True),
+        ("delete.retention.ms", 0, True),
+        ("delete.retention.ms", -1, False),
+        ("max.message.bytes", INT_MAX, True),
+        ("max.message.bytes", INT_MAX + 1, False),
+        ("max.message.bytes", 0, False),
+        ("retention.ms", 2.0, False),  # Kafka's longs are integers, a float is not one
+        ("retention.ms", False, False),  # nor is a JSON boolean (a bool is an int in Python)
+    ],
+)
+def test_config_bounds_are_kafkas(key: str, value: Any, accepted: bool) -> None:
+    if accepted:
+        assert validate_config({key: value}) == {key: value}
+    else:
+        with pytest.raises(InvalidRequest, match=key):
+            validate_config({key: value})
