@@ -112,6 +112,19 @@ def serve(
         float | None,
         typer.Option(help="Seconds to wait for a pong (default 10) [env EDDY_WS_PING_TIMEOUT]"),
     ] = None,
+    sse_keepalive_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between SSE keep-alive comments [env EDDY_SSE_KEEPALIVE_INTERVAL; 15]"
+        ),
+    ] = None,
+    sse_send_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds an SSE client may take nothing before its stream ends "
+            "[env EDDY_SSE_SEND_TIMEOUT; 30]"
+        ),
+    ] = None,
     auto_commit_interval: Annotated[
         float | None,
         typer.Option(help="Seconds between auto-commits [env EDDY_AUTO_COMMIT_INTERVAL; 1]"),
@@ -167,6 +180,8 @@ def serve(
         max_topics=max_topics,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
+        sse_keepalive_interval=sse_keepalive_interval,
+        sse_send_timeout=sse_send_timeout,
         auto_commit_interval=auto_commit_interval,
         auth_file=auth_file,
         auth_recheck_interval=auth_recheck_interval,

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     auth_recheck_interval: float = Field(
         5.0, gt=0, description="Seconds between checks of the auth file and open sockets' tokens"
     )
+    sse_keepalive_interval: float = Field(
+        15.0, gt=0, description="Seconds between keep-alive comments on Server-Sent Events streams"
+    )
+    sse_send_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an SSE client may take nothing before its stream is ended",
+    )
     cors_origins: str = Field(
         "", description="Comma-separated browser origins allowed for REST (CORS) and WebSockets"
     )
