@@ -2,9 +2,10 @@
 not masked), and the JSON messages they carry.
 
 A record's frame is built once and the same bytes go to every subscriber's socket: the tail
-caches them per encoder (`FRAMES`). Frames are never compressed: with permessage-deflate
-negotiated an uncompressed frame (RSV1 clear) is still valid (RFC 7692 section 6), and compressing
-per connection would undo the point of building the frame once.
+caches them per encoder (`FRAMES`; compressed ones for permessage-deflate subscribers come from
+`deflate.py`'s encoder, also once per record). The other frames here are never compressed: with
+permessage-deflate negotiated an uncompressed frame (RSV1 clear) is still valid (RFC 7692
+section 6).
 """
 
 from __future__ import annotations

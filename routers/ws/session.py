@@ -29,7 +29,7 @@ from routers.ws.close_codes import (
     close_code,
     close_reason,
 )
-from routers.ws.frames import FRAMES, answer_frame, event_frame, slow_consumer_frame
+from routers.ws.frames import answer_frame, event_frame, slow_consumer_frame
 from routers.ws.protocol import FAST_SEND, FastSend
 
 log = logging.getLogger("eddy.ws")
@@ -46,7 +46,7 @@ class WebSocketConnection:
 
     @property
     def encoder(self) -> Encoder:
-        return FRAMES
+        return self._fast.encoder  # plain frames, or compressed ones if negotiated
 
     def write(self, data: bytes) -> None:
         self._fast.write(data)
