@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 from routers.sse import SSE_EVENTS, resume_id, with_resume_ids
 from storage import StoredRecord, ValueFormat
 from tests.conftest import (
+    REPO,
     RunningServer,
     fetch_all,
     free_port,
@@ -364,3 +365,20 @@ def test_resume_across_a_server_restart_loses_and_repeats_nothing(tmp_path: Path
     got = [(e.json()["partition"], e.json()["offset"]) for e in first.events + second.events]
     assert len(got) == len(set(got)) == 50
     assert sorted(got) == sorted((r["partition"], r["offset"]) for r in stored)
+
+
+def test_documented_in_openapi_and_asyncapi() -> None:
+    spec = json.loads((REPO / "openapi" / "openapi.json").read_text())
+    operation = spec["paths"]["/v1/topics/{topic}/events"]["get"]
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    assert {p["name"] for p in operation["parameters"]} >= {
+        "topic",
+        "from",
+        "offsets",
+        "partitions",
+        "keys",
+        "token",
+        "Last-Event-ID",
+    }
+    asyncapi = (REPO / "openapi" / "asyncapi.yaml").read_text()
+    assert "address: /v1/topics/{topic}/events" in asyncapi
