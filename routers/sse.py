@@ -31,6 +31,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from broker import Broker
 from broker.access import Principal
@@ -234,6 +236,17 @@ class _Session:
             self.close()
 
 
+class EventStream(EventSourceResponse):
+    """sse-starlette's response; a client that took nothing for the send timeout has its stream
+    dropped (uvicorn closes the connection) instead of failing the request with a traceback."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("SSE client took nothing for %.0f s: stream dropped", self.send_timeout)
+
+
 _ID_DESCRIPTION = "The `id:` of the last event received: resume right after it (wins over offsets=)"
 _EVENT_STREAM_EXAMPLE = (
     'event: subscribed\nid: 0:41\ndata: {"type":"subscribed","partitions":{"0":{"offset":41}}}\n\n'
@@ -247,7 +260,7 @@ _EVENT_STREAM_EXAMPLE = (
 @router.get(
     "/v1/topics/{topic}/events",
     summary="Subscribe with Server-Sent Events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={
         200: {
             "description": "An endless `text/event-stream`: `subscribed`, then `record` events "
@@ -294,7 +307,7 @@ async def subscribe_events(
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", description=_ID_DESCRIPTION)
     ] = None,
-) -> EventSourceResponse:
+) -> EventStream:
     """Stream a topic's records as Server-Sent Events: the WebSocket subscription's parameters
     (not `group`), resumable with `Last-Event-ID`. The declared query parameters document the
     route; all of them are read by the WebSocket's parser, as on `/ws`."""
@@ -317,7 +330,7 @@ async def subscribe_events(
         principal,
         lambda: subscriber.finish(Unauthorized("credentials expired or revoked")),
     )
-    return EventSourceResponse(
+    return EventStream(
         session.body(),
         ping=broker.config.sse_keepalive_interval,
         sep=SEP,
