@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 from httpx_sse import EventSource, ServerSentEvent
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,7 +31,7 @@ from tests.conftest import (
     start_server_process,
     wait_until,
 )
-from tests.test_access import AUTH_FILE, KEYS, headers
+from tests.test_access import AUTH_FILE, KEYS, SECRET, headers
 
 
 # --- the resume ids (pure) -----------------------------------------------------------------------
@@ -239,6 +240,24 @@ def test_access_control_with_header_or_token(tmp_path: Path) -> None:
             assert next(events).event == "subscribed"
         with sse(server.base_url, "prices", f"?token={KEYS['reader']}") as events:
             assert next(events).event == "subscribed"
+
+
+def test_expired_credentials_end_the_stream_with_an_error_event(tmp_path: Path) -> None:
+    auth = tmp_path / "auth.toml"
+    auth.write_text(AUTH_FILE)
+    with serve_in_thread(tmp_path / "data", auth_file=auth, auth_recheck_interval=0.2) as server:
+        with httpx.Client(base_url=server.base_url, headers=headers("admin")) as admin:
+            assert admin.post("/v1/topics", json={"name": "prices"}).status_code == 201
+        claims = {"sub": "phone-1", "exp": int(time.time()) + 2, "eddy": {"read": ["prices"]}}
+        token = jwt.encode(claims, SECRET)
+        with sse(server.base_url, "prices", f"?token={token}") as events:
+            assert next(events).event == "subscribed"
+            error = next(events)
+            assert error.event == "error"
+            assert error.json()["code"] == "unauthorized"
+            assert next(events, None) is None
+        with httpx.Client(base_url=server.base_url) as c:  # and it cannot be used again
+            assert c.get(f"/v1/topics/prices/events?token={token}").status_code == 401
 
 
 def test_keep_alive_comments_on_an_idle_stream(tmp_path: Path) -> None:
