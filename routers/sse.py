@@ -32,6 +32,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
+from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
 from broker import Broker
@@ -330,8 +331,15 @@ async def subscribe_events(
         principal,
         lambda: subscriber.finish(Unauthorized("credentials expired or revoked")),
     )
+
+    async def closed() -> None:
+        # After the response, however it ended: a client that left at once may have had the
+        # stream cancelled before its body iterator started (whose `finally` would close).
+        session.close()
+
     return EventStream(
         session.body(),
+        background=BackgroundTask(closed),
         ping=broker.config.sse_keepalive_interval,
         sep=SEP,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SEP),

@@ -210,6 +210,17 @@ def test_refusals_before_the_stream_are_json_errors(tmp_path: Path) -> None:
             assert error_of(response) == code
 
 
+def test_a_client_that_leaves_frees_its_subscription(
+    client: httpx.Client, server: RunningServer
+) -> None:
+    client.post("/v1/topics", json={"name": "h", "partitions": 1})
+    for _ in range(3):
+        with sse(server.base_url, "h") as events:
+            assert next(events).event == "subscribed"
+    broker = server.app.state.broker
+    wait_until(lambda: broker.hub._topics.get("h") is None and broker._open_websockets == 0)
+
+
 def test_deleted_topic_ends_the_stream_with_an_error_event(
     client: httpx.Client, server: RunningServer
 ) -> None:
