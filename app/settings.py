@@ -45,7 +45,10 @@ class Settings(BaseSettings):
         "normal: an ack waits for the commit only (survives a process crash)",
     )
     max_websockets: int = Field(
-        10_000, ge=1, description="Open WebSockets allowed at once (more are closed with 1013)"
+        10_000,
+        ge=1,
+        description="Open WebSockets and SSE streams allowed at once (more WebSockets are "
+        "closed with 1013, SSE requests get 503)",
     )
     ws_buffer_bytes: int = Field(
         1_048_576, ge=1024, description="Unsent data a live subscriber may have before 4408"

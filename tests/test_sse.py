@@ -221,6 +221,19 @@ def test_a_client_that_leaves_frees_its_subscription(
     wait_until(lambda: broker.hub._topics.get("h") is None and broker._open_websockets == 0)
 
 
+def test_streams_count_against_the_connection_limit(tmp_path: Path) -> None:
+    with serve_in_thread(tmp_path / "d", max_websockets=1) as server, server.client() as client:
+        with sse(server.base_url, "limited") as events:
+            assert next(events).event == "subscribed"
+            refused = client.get("/v1/topics/limited/events")
+            assert refused.status_code == 503
+            assert error_of(refused) == "unavailable"
+        broker = server.app.state.broker
+        wait_until(lambda: broker._open_websockets == 0)
+        with sse(server.base_url, "limited") as events:  # the slot was given back
+            assert next(events).event == "subscribed"
+
+
 def test_deleted_topic_ends_the_stream_with_an_error_event(
     client: httpx.Client, server: RunningServer
 ) -> None:
