@@ -43,7 +43,7 @@ from broker.positions import SubscribeParams
 from broker.subscriber import Subscriber
 from models.errors import EddyError, ErrorResponse, InvalidRequest, Unauthorized, Unavailable
 from routers.deps import BrokerDep, TopicPath, bearer_token
-from routers.ws.frames import event_message, slow_consumer_frame
+from routers.ws.frames import event_message, slow_consumer_message
 from routers.ws.params import parse_subscribe_params
 from routers.ws.session import watch_credentials
 from storage import StoredRecord
@@ -160,11 +160,7 @@ class SSEStream:
         if isinstance(end, EddyError):
             self._queue(_event("error", safe_json(end.to_frame())))
         elif end is SessionEnd.TOO_SLOW:
-            frame = slow_consumer_frame(self._limit)
-            # The WebSocket frame's JSON, without its frame header (one definition of the
-            # message): a text frame's payload is what follows the 2-, 4- or 10-byte header.
-            payload = frame[frame.index(b"{") :]
-            self._queue(_event("error", payload))
+            self._queue(_event("error", safe_json(slow_consumer_message(self._limit))))
         self.ended = True
         self._ready.set()
 
@@ -250,11 +246,11 @@ class EventStream(EventSourceResponse):
 
 _ID_DESCRIPTION = "The `id:` of the last event received: resume right after it (wins over offsets=)"
 _EVENT_STREAM_EXAMPLE = (
-    'event: subscribed\nid: 0:41\ndata: {"type":"subscribed","partitions":{"0":{"offset":41}}}\n\n'
+    'id: 0:41\nevent: subscribed\ndata: {"type":"subscribed","partitions":{"0":{"offset":41}}}\n\n'
     "id: 0:42\nevent: record\n"
     'data: {"type":"record","topic":"prices","partition":0,"offset":41,"timestamp":1764000000123,'
     '"key":"AAPL","value":{"price":187.3},"headers":{}}\n\n'
-    ": ping\n\n"
+    ": keep-alive\n\n"
 )
 
 

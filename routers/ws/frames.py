@@ -79,17 +79,21 @@ def event_message(event: Event) -> dict[str, Any]:
 SLOW_CONSUMER = "slow_consumer"
 
 
-def slow_consumer_frame(limit_bytes: int) -> bytes:
-    """The error frame that goes right before a 4408 close (behind the records still queued:
-    the client learns why after the last record it did get, and resumes from there)."""
-    message = {
+def slow_consumer_message(limit_bytes: int) -> dict[str, Any]:
+    """Why a slow subscriber is ended (the WebSocket's error frame, the SSE error event)."""
+    return {
         "type": "error",
         "code": SLOW_CONSUMER,
         "message": "consumer too slow: unsent data passed the connection's limit; "
         "reconnect and resume with offsets=",
         "details": {"limit_bytes": limit_bytes},
     }
-    return text_frame(safe_json(message))
+
+
+def slow_consumer_frame(limit_bytes: int) -> bytes:
+    """The error frame that goes right before a 4408 close (behind the records still queued:
+    the client learns why after the last record it did get, and resumes from there)."""
+    return text_frame(safe_json(slow_consumer_message(limit_bytes)))
 
 
 def event_payload(event: Event) -> bytes:
