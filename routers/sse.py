@@ -99,14 +99,25 @@ def with_resume_ids(data: bytes, positions: dict[int, int]) -> bytes:
             line_end = data.index(b"\n", start)
             positions[only] = int(data[start + len(prefix) : line_end])
             return data
+    # Each partition's part of the id (`P:O`, as the cached event has it for its own partition),
+    # kept in partition order: an event replaces its partition's part and joins them.
+    parts = {p: b"%d:%d" % (p, o) for p, o in positions.items()}
+    order = sorted(parts)
     out: list[bytes] = []
     events = data.split(_END)
     events.pop()  # what follows the last event's blank line: nothing
     for event in events:
         line_end = event.index(b"\n")
-        partition, _, offset = event[len(_ID) : line_end].partition(b":")
-        positions[int(partition)] = int(offset)
-        out.append(b"%b%b%b%b" % (_ID, resume_id(positions).encode(), event[line_end:], _END))
+        own = event[len(_ID) : line_end]
+        partition = int(own[: own.index(b":")])
+        if partition not in parts:  # a partition added to the topic meanwhile
+            order = sorted([*order, partition])
+        parts[partition] = own
+        out.append(
+            b"%b%b%b%b" % (_ID, b",".join([parts[p] for p in order]), event[line_end:], _END)
+        )
+    for partition, part in parts.items():
+        positions[partition] = int(part[part.index(b":") + 1 :])
     return b"".join(out)
 
 
