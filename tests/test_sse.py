@@ -353,6 +353,25 @@ def test_slow_consumer_gets_an_error_event_and_the_end(tmp_path: Path) -> None:
     assert error["details"] == {"limit_bytes": 64 * 1024}
 
 
+def test_a_stalled_client_is_dropped_after_the_send_timeout(tmp_path: Path) -> None:
+    """A client that takes nothing at all: its subscription ends when its unsent data passes the
+    limit, and the stream (with what is still queued) is dropped after --sse-send-timeout."""
+    with (
+        serve_in_thread(tmp_path / "d", ws_buffer_bytes=64 * 1024, sse_send_timeout=1) as server,
+        server.client() as client,
+    ):
+        client.post("/v1/topics", json={"name": "stall", "partitions": 1})
+        stalled = stalled_stream(server, "/v1/topics/stall/events")
+        broker = server.app.state.broker
+        with stalled:
+            sent = 0
+            while broker._open_websockets and sent < 20_000:  # kernel buffers take some first
+                produce(client, "stall", [{"value": "x" * 1_000} for _ in range(10)])
+                sent += 10
+            wait_until(lambda: broker._open_websockets == 0, timeout=30)
+            assert "eddy_slow_consumer_closes_total 1.0" in client.get("/metrics").text
+
+
 class Reader(threading.Thread):
     """Reads an SSE stream until it ends, keeping every record event."""
 
