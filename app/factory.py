@@ -25,7 +25,7 @@ from app.resources import static_dir
 from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
-from routers import groups, ops, records, topics, ws
+from routers import groups, ops, records, sse, topics, ws
 from storage import SQLiteEngine
 
 log = logging.getLogger("eddy")
@@ -70,6 +70,8 @@ def broker_config(settings: Settings) -> BrokerConfig:
         produce_rate_burst=settings.produce_rate_burst,
         produce_queue_timeout=settings.produce_queue_timeout,
         auth_recheck_interval=settings.auth_recheck_interval,
+        sse_keepalive_interval=settings.sse_keepalive_interval,
+        sse_send_timeout=settings.sse_send_timeout,
         allowed_origins=settings.origins,
         max_topics=settings.max_topics,
     )
@@ -137,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(records.router)
     app.router.routes.insert(0, records.produce_route)  # the lean produce route, matched first
     app.include_router(ws.router)
+    app.include_router(sse.router)
     app.include_router(groups.router)
     app.include_router(ops.router)
     static = static_dir()

@@ -38,6 +38,10 @@ TAGS = [
     {"name": "records", "description": "Produce, fetch, and find offsets by timestamp"},
     {"name": "consumer groups", "description": "Committed offsets and members of groups"},
     {"name": "operations", "description": "Health, readiness and Prometheus metrics"},
+    {
+        "name": "subscribe",
+        "description": "Server-Sent Events (the WebSocket subscription: the AsyncAPI document)",
+    },
 ]
 # Credentials or none (anonymous access, or access control off).
 OPTIONAL_BEARER: list[dict[str, list[str]]] = [{"bearer": []}, {}]

@@ -46,7 +46,10 @@ class Settings(BaseSettings):
         "normal: an ack waits for the commit only (survives a process crash)",
     )
     max_websockets: int = Field(
-        10_000, ge=1, description="Open WebSockets allowed at once (more are closed with 1013)"
+        10_000,
+        ge=1,
+        description="Open WebSockets and SSE streams allowed at once (more WebSockets are "
+        "closed with 1013, SSE requests get 503)",
     )
     ws_buffer_bytes: int = Field(
         1_048_576, ge=1024, description="Unsent data a live subscriber may have before 4408"
@@ -79,6 +82,14 @@ class Settings(BaseSettings):
     )
     auth_recheck_interval: float = Field(
         5.0, gt=0, description="Seconds between checks of the auth file and open sockets' tokens"
+    )
+    sse_keepalive_interval: float = Field(
+        15.0, gt=0, description="Seconds between keep-alive comments on Server-Sent Events streams"
+    )
+    sse_send_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an SSE client may take nothing before its stream is ended",
     )
     cors_origins: str = Field(
         "",

@@ -1,7 +1,8 @@
 """Fan-out load: many WebSocket subscribers in several processes, one paced publisher.
 
 Subscriber processes (`subscriber_worker`) open their connections (the lean client of
-bench/wsclient.py, or the `websockets` library client), wait for each `subscribed` frame, then
+bench/wsclient.py, or the `websockets` library client, with permessage-deflate for
+`websockets-deflate`), wait for each `subscribed` frame, then
 read as fast as they can. Each record's value is `{"sent_ns", "seq", "phase"}`; per
 connection and phase they count records in `seq` order (gaps, duplicates), and keep the
 publish-to-receive latency of every record. The parent drives them over a pipe:
@@ -38,10 +39,16 @@ CONNECT_CONCURRENCY = 25  # handshakes in flight per process (keeps the listen b
 STALL_SECONDS = 5.0  # a drain ends when no record arrived for this long
 
 
-def _client_options() -> dict[str, Any]:
-    # No compression (it would measure zlib, per connection); no client pings (the servers ping;
-    # the library still answers them); no size limit.
-    return {"compression": None, "ping_interval": None, "max_size": None, "open_timeout": 30}
+def _client_options(compression: str | None = None) -> dict[str, Any]:
+    # No compression unless asked for (`websockets-deflate` subscribers: the compression
+    # benchmark); no client pings (the servers ping; the library still answers them); no size
+    # limit.
+    return {
+        "compression": compression,
+        "ping_interval": None,
+        "max_size": None,
+        "open_timeout": 30,
+    }
 
 
 class ConnectError(Exception):
@@ -167,7 +174,11 @@ class _Subscribers:
             raise ConnectError(f"{type(exc).__name__} waiting for the {stage}") from exc
 
     async def _open_websockets(self, index: int) -> None:
-        ws = await connect(self.url, **_client_options())
+        deflate = "deflate" if self.client == "websockets-deflate" else None
+        ws = await connect(self.url, **_client_options(deflate))
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions") if ws.response else None
+        if deflate and not (extensions or "").startswith("permessage-deflate"):
+            raise ConnectError("permessage-deflate was not negotiated")
         self.libws.append(ws)
         first = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
         if first.get("type") != "subscribed":

@@ -16,10 +16,11 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -59,7 +60,7 @@ from bench.sqlite_baseline import SqliteResult, SqliteSpec, sqlite_worker
 from bench.wspublish import PublishLoadResult, PublishSpec, publish_worker
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SECTIONS = ("produce", "batch", "wspublish", "fanout", "retention")
+SECTIONS = ("produce", "batch", "wspublish", "fanout", "retention", "compression")
 # "Other CPU" above this (cores) in a produce/batch row means something besides the benchmark
 # competed for the machine. Fan-out rows are not checked: there Other is mostly the kernel's
 # loopback networking, so an idle check before each fan-out run stands in.
@@ -93,6 +94,7 @@ class Config:
     retention_connections: int
     retention_seconds: float  # each of the two measured windows
     reclaim_wait: float  # after the retention window, how long to wait for the space reclaim
+    compression_rate: float  # records/s of the compression section's publisher
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -126,6 +128,7 @@ def make_config(args: argparse.Namespace) -> Config:
         retention_connections=4,
         retention_seconds=4.0 if quick else 10.0,
         reclaim_wait=8.0 if quick else 30.0,
+        compression_rate=args.compression_rate or (10.0 if quick else 20.0),
     )
 
 
@@ -653,6 +656,9 @@ class FanoutPhase:
     drain_seconds: float
     stalled: bool
     server_peak_mib: float
+    wall: float  # seconds of the measured window (the CPU figures are per wall second)
+    server_cpu_seconds: float
+    loadgen_cpu_seconds: float
 
 
 def run_fanout(
@@ -753,6 +759,9 @@ def run_fanout(
                 drain_seconds=max(r.drain_seconds for r in reports),
                 stalled=any(r.stalled for r in reports),
                 server_peak_mib=server.memory_mib()[1],
+                wall=wall,
+                server_cpu_seconds=server_cpu,
+                loadgen_cpu_seconds=sub_cpu + pub.cpu,
             )
             phases.append(phase)
             print(
@@ -860,6 +869,93 @@ def bench_fanout(cfg: Config, tmp: Path, report: Report) -> None:
                 f"fan-out at {m.rate:.0f} rec/s: Eddy lost {m.lost:,} record deliveries; "
                 f"closes {m.close_codes}"
             )
+
+
+# --- permessage-deflate on the fan-out ----------------------------------------------------------
+def bytes_out(server: ServerProcess) -> float:
+    """Record bytes Eddy has written to subscribers (`eddy_bytes_out_total`: the frames as sent,
+    compressed ones for permessage-deflate subscribers)."""
+    with urllib.request.urlopen(f"http://{HOST}:{server.port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("eddy_bytes_out_total")
+    )
+
+
+def bench_compression(cfg: Config, tmp: Path, report: Report) -> None:
+    """The same fan-out with and without compression in one run, the `websockets` client on
+    both sides of the comparison (every subscriber offers permessage-deflate, or none does),
+    alternating `--repeat` times; CPU per delivered frame, server and clients. Each variant's
+    row is its repetition with the least other CPU on the machine (all are in Details)."""
+    rate = cfg.compression_rate
+    section = (
+        f"6. permessage-deflate: {cfg.fanout_subscribers:,} subscribers (`websockets` client), "
+        f"{rate:.0f} rec/s for {cfg.fanout_seconds:g} s"
+    )
+    print(f"== {section}", flush=True)
+    variants = (
+        ("Eddy, no compression", "websockets"),
+        ("Eddy, permessage-deflate", "websockets-deflate"),
+    )
+    runs: dict[str, list[tuple[FanoutPhase, float]]] = {label: [] for label, _ in variants}
+    for repetition in range(cfg.repeats):
+        for label, client in variants:
+            idle_check(report, f"the fan-out of '{label}' ({repetition + 1}/{cfg.repeats})")
+            data = tmp / f"compression-{client}-{repetition}"
+            with running(eddy_server(data, tmp, "full"), report) as eddy:
+                create_topic(eddy, "fanout")
+                url = f"ws://{HOST}:{eddy.port}/v1/topics/fanout"
+                run_cfg = replace(cfg, ws_client=client, fanout_rates=(rate,))
+                wire_from = bytes_out(eddy)
+                _, phases = run_fanout(
+                    run_cfg, eddy, f"{url}/ws?from=latest", f"{url}/publish", report
+                )
+                runs[label].append((phases[0], bytes_out(eddy) - wire_from))
+
+    def per_frame_us(seconds: float, phase: FanoutPhase) -> float:
+        return safe_div(seconds, phase.delivered) * 1e6
+
+    chosen = {label: min(r, key=lambda run: run[0].other_cpu) for label, r in runs.items()}
+    plain = chosen[variants[0][0]][0]
+    plain_server_us = per_frame_us(plain.server_cpu_seconds, plain)
+    plain_client_us = per_frame_us(plain.loadgen_cpu_seconds, plain)
+    for label, _ in variants:
+        report.details.append(
+            f"{label}: server / client CPU per frame in each repetition: "
+            + ", ".join(
+                f"{per_frame_us(p.server_cpu_seconds, p):.2f} / "
+                f"{per_frame_us(p.loadgen_cpu_seconds, p):.2f} µs (other CPU {p.other_cpu:.2f})"
+                for p, _ in runs[label]
+            )
+            + "."
+        )
+        phase, wire = chosen[label]
+        server_us = per_frame_us(phase.server_cpu_seconds, phase)
+        client_us = per_frame_us(phase.loadgen_cpu_seconds, phase)
+        ratio = (
+            "1.00x (reference)"
+            if phase is plain
+            else f"server CPU/frame **{fmt_ratio(safe_div(server_us, plain_server_us))}**, "
+            f"client CPU/frame **{fmt_ratio(safe_div(client_us, plain_client_us))}**"
+        )
+        report.rows.append(
+            Row(
+                section,
+                label,
+                f"{phase.delivered_per_s:,.0f} frames/s; server {server_us:.2f} µs CPU/frame, "
+                f"clients {client_us:.2f} µs CPU/frame; "
+                f"{safe_div(wire, phase.delivered):.0f} B/frame on the wire",
+                fmt_ms(phase.p50_us, 1e3),
+                fmt_ms(phase.p99_us, 1e3),
+                fanout_problems(phase),
+                f"{phase.server_cpu:.2f}",
+                f"{phase.loadgen_cpu:.2f}",
+                f"{phase.other_cpu:.2f}",
+                ratio,
+            )
+        )
 
 
 # --- produce latency while retention deletes a backlog -------------------------------------------
@@ -1325,6 +1421,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="records in the retention backlog (default 500000, 100000 with --quick)",
     )
+    parser.add_argument(
+        "--compression-rate",
+        type=float,
+        help="publisher records/s of the permessage-deflate section (default 20, 10 with --quick)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.md")
     parser.add_argument("--keep-temp", action="store_true", help="keep data dirs and server logs")
     args = parser.parse_args(argv)
@@ -1342,6 +1443,7 @@ def main(argv: list[str] | None = None) -> int:
         "wspublish": bench_wspublish,
         "fanout": bench_fanout,
         "retention": bench_retention,
+        "compression": bench_compression,
     }
     status = 0
     try:

@@ -91,6 +91,8 @@ class BrokerConfig:
     produce_rate_limit: float = 0.0  # produce requests/s per principal (0: no limit)
     produce_rate_burst: float = 0.0  # bucket size (default: one second's worth)
     auth_recheck_interval: float = 5.0  # how often open WebSockets re-check their credentials
+    sse_keepalive_interval: float = 15.0  # seconds between keep-alive comments on SSE streams
+    sse_send_timeout: float = 30.0  # an SSE client that takes nothing for this long is dropped
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the server's own
     max_topics: int = 10_000  # topics that may exist; each costs files (and memory) on the server
 

@@ -98,9 +98,11 @@ def start_server_process(
     wait: bool = True,
     env: dict[str, str] | None = None,
     startup_timeout: float = 20,
+    port: int | None = None,
 ) -> ServerProcess:
-    """`python -m app serve` as a subprocess (for restarts, kills and start-up behaviour)."""
-    port = free_port()
+    """`python -m app serve` as a subprocess (for restarts, kills and start-up behaviour); on
+    `port` (a restart on the same address, for clients that reconnect by themselves)."""
+    port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,

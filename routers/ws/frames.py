@@ -2,9 +2,10 @@
 not masked), and the JSON messages they carry.
 
 A record's frame is built once and the same bytes go to every subscriber's socket: the tail
-caches them per encoder (`FRAMES`). Frames are never compressed: with permessage-deflate
-negotiated an uncompressed frame (RSV1 clear) is still valid (RFC 7692 section 6), and compressing
-per connection would undo the point of building the frame once.
+caches them per encoder (`FRAMES`; compressed ones for permessage-deflate subscribers come from
+`deflate.py`'s encoder, also once per record). The other frames here are never compressed: with
+permessage-deflate negotiated an uncompressed frame (RSV1 clear) is still valid (RFC 7692
+section 6).
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ SLOW_CONSUMER = "slow_consumer"
 
 
 def slow_consumer_message(limit_bytes: int) -> dict[str, Any]:
-    """The error that goes right before a 4408 close (behind the records still queued: the
-    client learns why after the last record it did get, and resumes from there)."""
+    """Why a slow subscriber is ended (the WebSocket's error frame before 4408, the SSE error
+    event): sent behind the records still queued, so the client learns why after the last
+    record it did get, and resumes from there."""
     return {
         "type": "error",
         "code": SLOW_CONSUMER,

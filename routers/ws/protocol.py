@@ -18,6 +18,9 @@ with these additions:
   anything else that writes sends it first.
 - one keepalive sweep for all connections (`keepalive.py`) instead of uvicorn's two timers and a
   freshly framed ping per connection; peers that send anything are not pinged.
+- permessage-deflate without context takeover (`deflate.py`): when a client offers compression,
+  its record frames are compressed once per record for every such subscriber (`FastSend.encoder`
+  names the shared encoder its connection negotiated).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from broker.tail import Encoder
+from routers.ws.deflate import negotiated_encoder, server_deflate_factory
 from routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for
 
 FrameCallback = Callable[[str | bytes], None]
@@ -60,11 +65,20 @@ HANDSHAKE_TIMEOUT = 5.0  # seconds from the upgrade to the app's accept or refus
 class FastSend:
     """Direct access to one WebSocket connection (scope["extensions"]["eddy.fast_send"])."""
 
-    __slots__ = ("_gone", "_protocol")
+    __slots__ = ("_encoder", "_gone", "_protocol")
 
     def __init__(self, protocol: EddyWebSocketProtocol) -> None:
         self._protocol = protocol
         self._gone = False  # `receive` has seen the disconnect
+        self._encoder: Encoder | None = None
+
+    @property
+    def encoder(self) -> Encoder:
+        """How records are framed for this connection (after the accept): compressed frames
+        shared with every subscriber of the same permessage-deflate parameters, or plain ones."""
+        if self._encoder is None:
+            self._encoder = negotiated_encoder(self._protocol.conn.extensions)
+        return self._encoder
 
     async def receive(self, limit: int) -> list[str | bytes]:
         """1 to `limit` client messages: every one already received, up to `limit` (waits for
@@ -193,6 +207,9 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.writable = _Writable()  # type: ignore[assignment]
+        if self.conn.available_extensions:  # uvicorn's ws_per_message_deflate (on by default)
+            # No context takeover, so compressed record frames can be shared (deflate.py).
+            self.conn.available_extensions = [server_deflate_factory()]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -25,7 +25,7 @@ from broker.tail import Encoder
 from models.errors import EddyError, Forbidden, Unauthorized
 from routers.deps import bearer_token
 from routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER
-from routers.ws.frames import FRAMES, answer_frame, closing, event_frame, text_frame
+from routers.ws.frames import answer_frame, closing, event_frame, text_frame
 from routers.ws.protocol import FAST_SEND, FastSend
 from storage import StoredRecord
 
@@ -43,7 +43,7 @@ class WebSocketConnection:
 
     @property
     def encoder(self) -> Encoder:
-        return FRAMES
+        return self._fast.encoder  # plain frames, or compressed ones if negotiated
 
     def write(self, data: bytes) -> None:
         self._fast.write(data)
