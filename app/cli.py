@@ -18,6 +18,7 @@ from app.server import EddyServer, uvicorn_config
 from app.settings import Settings
 from broker.access import AuthFileError
 from storage import DataDirLocked, SQLiteEngine
+from storage.kafka_client import parse_client_config
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Eddy streaming broker")
 
@@ -145,6 +146,66 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="sqlite (embedded) or kafka (a Kafka cluster) [env EDDY_ENGINE]"),
+    ] = None,
+    kafka_bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(help="Kafka host:port[,...] [env EDDY_KAFKA_BOOTSTRAP_SERVERS]"),
+    ] = None,
+    kafka_security_protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL [env EDDY_KAFKA_SECURITY_PROTOCOL]"
+        ),
+    ] = None,
+    kafka_sasl_mechanism: Annotated[
+        str | None,
+        typer.Option(help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 [env EDDY_KAFKA_SASL_MECHANISM]"),
+    ] = None,
+    kafka_sasl_username: Annotated[
+        str | None, typer.Option(help="SASL user [env EDDY_KAFKA_SASL_USERNAME]")
+    ] = None,
+    kafka_sasl_password: Annotated[
+        str | None,
+        typer.Option(help="SASL password (prefer the env) [env EDDY_KAFKA_SASL_PASSWORD]"),
+    ] = None,
+    kafka_ssl_cafile: Annotated[
+        Path | None, typer.Option(help="CA bundle for the brokers [env EDDY_KAFKA_SSL_CAFILE]")
+    ] = None,
+    kafka_ssl_certfile: Annotated[
+        Path | None, typer.Option(help="Client certificate [env EDDY_KAFKA_SSL_CERTFILE]")
+    ] = None,
+    kafka_ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="Client key [env EDDY_KAFKA_SSL_KEYFILE]")
+    ] = None,
+    kafka_config: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra aiokafka setting name=value, repeatable [env EDDY_KAFKA_CONFIG]"),
+    ] = None,
+    kafka_idempotence: Annotated[
+        bool | None,
+        typer.Option(
+            "--kafka-idempotence/--no-kafka-idempotence",
+            help="Kafka's idempotent producer [env EDDY_KAFKA_IDEMPOTENCE; on]",
+            show_default=False,
+        ),
+    ] = None,
+    kafka_replication_factor: Annotated[
+        int | None,
+        typer.Option(
+            help="Replication factor of new topics [env EDDY_KAFKA_REPLICATION_FACTOR; 1]"
+        ),
+    ] = None,
+    kafka_namespace: Annotated[
+        str | None,
+        typer.Option(help="Prefix of Kafka topic/group names [env EDDY_KAFKA_NAMESPACE]"),
+    ] = None,
+    kafka_refresh_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between Kafka refreshes [env EDDY_KAFKA_REFRESH_INTERVAL; 2]"),
+    ] = None,
 ) -> None:
     """Run the broker."""
     settings = _settings(
@@ -175,12 +236,35 @@ def serve(
         produce_rate_burst=produce_rate_burst,
         produce_queue_timeout=produce_queue_timeout,
         log_level=log_level,
+        engine=engine,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_security_protocol=kafka_security_protocol,
+        kafka_sasl_mechanism=kafka_sasl_mechanism,
+        kafka_sasl_username=kafka_sasl_username,
+        kafka_sasl_password=kafka_sasl_password,
+        kafka_ssl_cafile=kafka_ssl_cafile,
+        kafka_ssl_certfile=kafka_ssl_certfile,
+        kafka_ssl_keyfile=kafka_ssl_keyfile,
+        kafka_config=kafka_config or None,
+        kafka_idempotence=kafka_idempotence,
+        kafka_replication_factor=kafka_replication_factor,
+        kafka_namespace=kafka_namespace,
+        kafka_refresh_interval=kafka_refresh_interval,
     )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.engine == "kafka":
+        try:
+            parse_client_config(settings.kafka_config)
+            if not settings.kafka_bootstrap_servers:
+                raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
+        except ValueError as exc:
+            typer.echo(f"eddy: {exc}", err=True)
+            raise typer.Exit(2) from None
     try:  # fail fast with a clear message instead of a start-up traceback
-        SQLiteEngine.ensure_data_dir_free(settings.data_dir)
+        if settings.engine == "sqlite":
+            SQLiteEngine.ensure_data_dir_free(settings.data_dir)
     except DataDirLocked as exc:
         typer.echo(f"eddy: {exc}", err=True)
         raise typer.Exit(1) from None

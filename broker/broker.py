@@ -313,7 +313,9 @@ class Broker:
             try:
                 return self.engine.get_topic(name)
             except TopicNotFound:
-                await self.create_topic(principal, name, None, {})
+                # (on a shared cluster another server may have created it meanwhile)
+                with contextlib.suppress(TopicExists):
+                    await self.create_topic(principal, name, None, {})
                 return self.engine.get_topic(name)
             finally:
                 self._creating.pop(name, None)

@@ -221,6 +221,15 @@ class Engine(abc.ABC):
             except Exception:
                 log.exception("log listener %r failed on deletion of %s", listener, topic)
 
+    # An engine whose log other writers append to (a Kafka cluster) announces their records
+    # only for topics someone on this server follows (subscribers, long-polls); the embedded
+    # engine announces every commit anyway.
+    def follow(self, topic: str) -> None:  # noqa: B027 (optional hook: no-op by default)
+        """Someone here needs the topic's commits announced from now on."""
+
+    def unfollow(self, topic: str) -> None:  # noqa: B027 (optional hook)
+        """One `follow` of the topic is over."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Take ownership of the storage (refusing if another process has it) and load topics."""

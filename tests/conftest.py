@@ -215,3 +215,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if still:
         print(f"\nthreads left running after the tests: {still}", file=sys.stderr, flush=True)
         os._exit(3)
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap() -> Iterator[str]:
+    """One Tansu broker (in-memory) for the whole run: its bootstrap address. Tests keep apart
+    by giving each Eddy server its own --kafka-namespace."""
+    from tests.kafka_brokers import tansu
+
+    with tansu() as servers:
+        yield servers

@@ -1,0 +1,148 @@
+"""The contract tests of test_rest, test_websocket and test_groups, run against the Kafka engine
+on a Tansu broker this test run starts (tests/kafka_brokers.py).
+
+Each test imported here runs with this module's `server`/`client`/`gserver` fixtures: an Eddy
+server with --engine kafka and a namespace of its own on the shared broker. Tests of what the
+Kafka engine does differently (README, "Running over Kafka") are listed at the end, skipped by
+name with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningServer, serve_in_thread
+from tests.test_groups import (
+    FAST_PING,
+    test_auto_commit_commits_what_was_sent,
+    test_auto_commit_with_a_keys_filter_commits_past_filtered_records,
+    test_group_metrics,
+    test_member_that_vanishes_without_close_is_removed,
+    test_new_member_without_committed_offsets_starts_at_from,
+    test_no_record_lost_while_members_come_and_go,
+    test_rest_endpoints,
+    test_rest_only_worker_pattern,
+    test_stale_commit_is_rejected_and_changes_nothing,
+    test_two_then_three_members_share_four_partitions,
+    test_uncommitted_records_are_redelivered_to_the_next_owner,
+)
+from tests.test_rest import (
+    test_absurd_numbers_in_urls_get_422,
+    test_absurd_numbers_in_websocket_queries_are_clear_errors,
+    test_batches_are_atomic,
+    test_binary_values_round_trip,
+    test_concurrent_produce_requests_share_commits,
+    test_curl_default_form_content_type_is_read_as_json,
+    test_error_shape_for_routing_and_validation,
+    test_fetch_offsets_limits_and_range_errors,
+    test_invalid_topic_names_are_rejected,
+    test_keyless_records_spread_over_all_partitions,
+    test_keys_land_where_kafka_puts_them,
+    test_lean_produce_route_is_labelled_in_request_metrics,
+    test_long_poll_returns_as_soon_as_a_record_arrives,
+    test_malformed_produce_bodies_get_422,
+    test_offset_lookup_by_timestamp,
+    test_operations_endpoints,
+    test_produce_and_fetch_values_exactly,
+    test_raw_bodies,
+    test_single_record_with_headers_timestamp_and_partition,
+    test_topic_lifecycle,
+    test_topic_names_are_case_sensitive_and_dot_underscore_distinct,
+)
+from tests.test_websocket import (
+    test_bad_parameters_close_4400,
+    test_no_loss_or_duplicates_while_producing_during_subscribe,
+    test_offset_above_high_watermark_is_offset_out_of_range,
+    test_partition_and_key_filters,
+    test_publish_acks_in_order_with_errors_inline,
+    test_publish_and_subscribe_together,
+    test_publish_refuses_unknown_parameters,
+    test_replay_from_earliest_then_live_in_order,
+    test_resume_by_offsets_after_reconnect,
+    test_subscribe_auto_creates_topic,
+    test_subscribed_frame_then_live_records,
+    test_topic_deletion_closes_4404,
+    test_websocket_metrics_count_open_connections,
+)
+
+
+def kafka_settings(bootstrap: str) -> dict[str, Any]:
+    return {
+        "engine": "kafka",
+        "kafka_bootstrap_servers": bootstrap,
+        "kafka_idempotence": False,  # Tansu's memory storage has no InitProducerId
+        "kafka_namespace": f"t{uuid.uuid4().hex[:10]}.",
+        "kafka_refresh_interval": 0.5,
+    }
+
+
+@pytest.fixture
+def server(tmp_path: Path, tansu_bootstrap: str) -> Iterator[RunningServer]:
+    with serve_in_thread(tmp_path / "data", **kafka_settings(tansu_bootstrap), **FAST_PING) as s:
+        yield s
+
+
+@pytest.fixture
+def gserver(server: RunningServer) -> RunningServer:
+    return server
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+__all__ = [
+    "test_absurd_numbers_in_urls_get_422",
+    "test_absurd_numbers_in_websocket_queries_are_clear_errors",
+    "test_auto_commit_commits_what_was_sent",
+    "test_auto_commit_with_a_keys_filter_commits_past_filtered_records",
+    "test_bad_parameters_close_4400",
+    "test_batches_are_atomic",
+    "test_binary_values_round_trip",
+    "test_concurrent_produce_requests_share_commits",
+    "test_curl_default_form_content_type_is_read_as_json",
+    "test_error_shape_for_routing_and_validation",
+    "test_fetch_offsets_limits_and_range_errors",
+    "test_group_metrics",
+    "test_invalid_topic_names_are_rejected",
+    "test_keyless_records_spread_over_all_partitions",
+    "test_keys_land_where_kafka_puts_them",
+    "test_lean_produce_route_is_labelled_in_request_metrics",
+    "test_long_poll_returns_as_soon_as_a_record_arrives",
+    "test_malformed_produce_bodies_get_422",
+    "test_member_that_vanishes_without_close_is_removed",
+    "test_new_member_without_committed_offsets_starts_at_from",
+    "test_no_loss_or_duplicates_while_producing_during_subscribe",
+    "test_no_record_lost_while_members_come_and_go",
+    "test_offset_above_high_watermark_is_offset_out_of_range",
+    "test_offset_lookup_by_timestamp",
+    "test_operations_endpoints",
+    "test_partition_and_key_filters",
+    "test_produce_and_fetch_values_exactly",
+    "test_publish_acks_in_order_with_errors_inline",
+    "test_publish_and_subscribe_together",
+    "test_publish_refuses_unknown_parameters",
+    "test_raw_bodies",
+    "test_replay_from_earliest_then_live_in_order",
+    "test_rest_endpoints",
+    "test_rest_only_worker_pattern",
+    "test_resume_by_offsets_after_reconnect",
+    "test_single_record_with_headers_timestamp_and_partition",
+    "test_stale_commit_is_rejected_and_changes_nothing",
+    "test_subscribe_auto_creates_topic",
+    "test_subscribed_frame_then_live_records",
+    "test_topic_deletion_closes_4404",
+    "test_topic_lifecycle",
+    "test_topic_names_are_case_sensitive_and_dot_underscore_distinct",
+    "test_two_then_three_members_share_four_partitions",
+    "test_uncommitted_records_are_redelivered_to_the_next_owner",
+    "test_websocket_metrics_count_open_connections",
+]
