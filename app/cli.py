@@ -202,6 +202,10 @@ def serve(
         str | None,
         typer.Option(help="Prefix of Kafka topic/group names [env EDDY_KAFKA_NAMESPACE]"),
     ] = None,
+    kafka_fetch_max_wait_ms: Annotated[
+        int | None,
+        typer.Option(help="Most ms a tailing fetch waits [env EDDY_KAFKA_FETCH_MAX_WAIT_MS; 500]"),
+    ] = None,
     kafka_refresh_interval: Annotated[
         float | None,
         typer.Option(help="Seconds between Kafka refreshes [env EDDY_KAFKA_REFRESH_INTERVAL; 2]"),
@@ -250,6 +254,7 @@ def serve(
         kafka_replication_factor=kafka_replication_factor,
         kafka_namespace=kafka_namespace,
         kafka_refresh_interval=kafka_refresh_interval,
+        kafka_fetch_max_wait_ms=kafka_fetch_max_wait_ms,
     )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

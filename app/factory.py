@@ -85,6 +85,7 @@ def make_engine(settings: Settings) -> Engine:
             replication_factor=settings.kafka_replication_factor,
             namespace=settings.kafka_namespace,
             refresh_interval=settings.kafka_refresh_interval,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
     )
 

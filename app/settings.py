@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         pattern=r"^[a-zA-Z0-9._-]*$",
         description="Prefix of the Kafka topic and group names Eddy uses and shows",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=30_000,
+        description="Most ms a tailing fetch waits on the broker (Kafka answers at once when "
+        "records arrive; brokers that wait it out, like Tansu, need a few ms)",
+    )
     kafka_refresh_interval: float = Field(
         2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
     )

@@ -45,6 +45,11 @@ class KafkaSettings:
     # Prefix of every Kafka topic and group name this server sees (isolates tenants and tests).
     namespace: str = ""
     refresh_interval: float = 2.0  # seconds between metadata/offset/group refreshes
+    # How long a follower's fetch may wait on the broker for new records. Kafka answers a
+    # waiting fetch as soon as records arrive, so a long wait costs nothing there; Tansu 0.6
+    # waits it out, so records reach subscribers (and followed produces their answer) up to
+    # this late: tests against it use a few ms.
+    fetch_max_wait_ms: int = 500
 
     def client_options(self, client_class: Any) -> dict[str, Any]:
         """Keyword arguments for one aiokafka client class (each takes a different set)."""

@@ -65,6 +65,7 @@ from storage.engine import (
     ProducerWindow,
     StoredRecord,
     TopicMeta,
+    record_size,
 )
 from storage.kafka_client import (
     KafkaSettings,
@@ -207,7 +208,7 @@ class KafkaEngine(Engine):
             await self._lookup.start()
             self._readers = asyncio.Queue()
             for _ in range(READERS):
-                reader = self._consumer(fetch_max_wait_ms=100)
+                reader = self._consumer(fetch_max_wait_ms=min(100, settings.fetch_max_wait_ms))
                 await reader.start()
                 self._all_readers.append(reader)
                 self._readers.put_nowait(reader)
@@ -615,7 +616,13 @@ class KafkaEngine(Engine):
                 future.set_exception(_produce_error(topic, exc))
             return
         appended = [r for r in results if r is not None]
-        await self._announced(topic, appended)
+        if topic in self._followers:
+            await self._announced(topic, appended)
+        else:
+            # Nobody here follows the topic: no tail to keep in order, so this server's own
+            # records are announced at once (metrics, listeners); a follower started later
+            # begins above them.
+            self._announce_commit(topic, _stored(batch, appended))
         if not future.done():
             future.set_result(appended)
 
@@ -742,10 +749,17 @@ class KafkaEngine(Engine):
         # Kafka's answer is exact; Tansu 0.6 answers with the first offset of the record batch
         # that holds it. Stepping to the first record at or after the time inside that batch is
         # right on both (on Kafka it is the first record read).
-        for record in await self.read(topic, partition, int(found.offset), 500, 1_048_576):
-            if record.timestamp >= timestamp:
-                return record.offset
-        return int(found.offset)
+        # (Tansu 0.6 also answers 0 instead of "none" for a time after every record.)
+        offset = int(found.offset)
+        while offset < self._partition(topic, partition).high_watermark:
+            records = await self.read(topic, partition, offset, 500, 1_048_576)
+            if not records:
+                break
+            for record in records:
+                if record.timestamp >= timestamp:
+                    return record.offset
+            offset = records[-1].offset + 1
+        return None
 
     # --- live fan-out: followers ----------------------------------------------------------------
     def follow(self, topic: str) -> None:
@@ -758,7 +772,9 @@ class KafkaEngine(Engine):
             states = self._topics[topic].partitions
             follower = _Follower(
                 topic,
-                self._consumer(fetch_max_wait_ms=200, auto_offset_reset="earliest"),
+                self._consumer(
+                    fetch_max_wait_ms=self.settings.fetch_max_wait_ms, auto_offset_reset="earliest"
+                ),
                 {p: s.high_watermark for p, s in enumerate(states)},
             )
             self._followers[topic] = follower
@@ -921,6 +937,23 @@ def _topic_level_entries(entries: Sequence[Any]) -> list[tuple[str, str | None, 
             on_topic = source == 1 or (only_defaults and source == 5)
         out.append((key, value, on_topic))
     return out
+
+
+def _stored(batch: AppendBatch, appended: Sequence[AppendedRecord]) -> list[StoredRecord]:
+    sizes = batch.sizes
+    return [
+        StoredRecord(
+            where.partition,
+            where.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            record.value_format,
+            record.headers,
+            sizes[index] if sizes else record_size(record.key, record.value, record.headers),
+        )
+        for index, (record, where) in enumerate(zip(batch.records, appended, strict=True))
+    ]
 
 
 def _request_name(exc: IncompatibleBrokerVersion) -> str:
