@@ -225,3 +225,12 @@ def tansu_bootstrap() -> Iterator[str]:
 
     with tansu() as servers:
         yield servers
+
+
+@pytest.fixture(scope="session")
+def mock_kafka_bootstrap() -> Iterator[str]:
+    """librdkafka's mock Kafka cluster (3 brokers) for the whole run: its bootstrap servers."""
+    from tests.kafka_brokers import mock_cluster
+
+    with mock_cluster() as servers:
+        yield servers
