@@ -206,6 +206,13 @@ def serve(
         int | None,
         typer.Option(help="Most ms a tailing fetch waits [env EDDY_KAFKA_FETCH_MAX_WAIT_MS; 500]"),
     ] = None,
+    kafka_group_session_timeout_ms: Annotated[
+        int | None,
+        typer.Option(
+            help="Group session timeout of a server, ms "
+            "[env EDDY_KAFKA_GROUP_SESSION_TIMEOUT_MS; 10000]"
+        ),
+    ] = None,
     kafka_refresh_interval: Annotated[
         float | None,
         typer.Option(help="Seconds between Kafka refreshes [env EDDY_KAFKA_REFRESH_INTERVAL; 2]"),
@@ -255,6 +262,7 @@ def serve(
         kafka_namespace=kafka_namespace,
         kafka_refresh_interval=kafka_refresh_interval,
         kafka_fetch_max_wait_ms=kafka_fetch_max_wait_ms,
+        kafka_group_session_timeout_ms=kafka_group_session_timeout_ms,
     )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

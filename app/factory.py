@@ -86,6 +86,7 @@ def make_engine(settings: Settings) -> Engine:
             namespace=settings.kafka_namespace,
             refresh_interval=settings.kafka_refresh_interval,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            group_session_timeout_ms=settings.kafka_group_session_timeout_ms,
         )
     )
 

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         description="Most ms a tailing fetch waits on the broker (Kafka answers at once when "
         "records arrive; brokers that wait it out, like Tansu, need a few ms)",
     )
+    kafka_group_session_timeout_ms: int = Field(
+        10_000,
+        ge=500,
+        le=300_000,
+        description="Kafka group session timeout of each server's group consumers: a server "
+        "that stops heartbeating loses its share of a group's partitions after this long",
+    )
     kafka_refresh_interval: float = Field(
         2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
     )

@@ -514,7 +514,7 @@ class Broker:
         assert params.group is not None
         self.hub.register(subscriber)  # before join: its assignment must see every commit
         try:
-            member = self.groups.join(
+            member = await self.groups.join(
                 params.group,
                 subscriber.topic,
                 subscriber,

@@ -50,6 +50,8 @@ class KafkaSettings:
     # waits it out, so records reach subscribers (and followed produces their answer) up to
     # this late: tests against it use a few ms.
     fetch_max_wait_ms: int = 500
+    # A server whose group consumer stops heartbeating (killed) loses its partitions after this
+    group_session_timeout_ms: int = 10_000
 
     def client_options(self, client_class: Any) -> dict[str, Any]:
         """Keyword arguments for one aiokafka client class (each takes a different set)."""

@@ -27,14 +27,16 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
     IncompatibleBrokerVersion,
     KafkaError,
     MessageSizeTooLargeError,
@@ -50,6 +52,7 @@ from models.errors import (
     EddyError,
     GroupActive,
     InvalidRequest,
+    NotAssigned,
     PartitionNotFound,
     RecordTooLarge,
     TopicExists,
@@ -152,6 +155,44 @@ class _Follower:
         self.waiters.clear()
 
 
+@dataclass(eq=False)
+class _GroupSeat:
+    """This server's place in a Kafka consumer group on one topic: one group consumer for all
+    of its WebSocket members of the group; Kafka gives it a share of the partitions, which the
+    broker's coordinator divides among the local members."""
+
+    group: str
+    topic: str
+    consumer: AIOKafkaConsumer
+    on_change: Callable[[], None]
+    partitions: set[int] = field(default_factory=set)
+    assigned: asyncio.Event = field(default_factory=asyncio.Event)
+    poller: asyncio.Task[None] | None = None
+
+
+class _SeatListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: KafkaEngine, seat: _GroupSeat) -> None:
+        self._engine = engine
+        self._seat = seat
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        seat = self._seat
+        lost = {tp.partition for tp in revoked}
+        if lost & seat.partitions:
+            seat.partitions -= lost
+            self._engine._seat_changed(seat)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        seat = self._seat
+        # The consumer only holds the membership: records reach members through the
+        # follower and reads, so it fetches nothing.
+        seat.consumer.pause(*assigned)
+        await self._engine._load_committed(seat, assigned)
+        seat.partitions = {tp.partition for tp in assigned}
+        seat.assigned.set()
+        self._engine._seat_changed(seat)
+
+
 class KafkaEngine(Engine):
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
@@ -162,6 +203,7 @@ class KafkaEngine(Engine):
         # before the change does not put the old view back
         self._group_changes: dict[str, int] = defaultdict(int)
         self._followers: dict[str, _Follower] = {}
+        self._seats: dict[tuple[str, str], _GroupSeat] = {}
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
         self._lookup: AIOKafkaConsumer | None = None  # ListOffsets (earliest/latest/by time)
@@ -237,6 +279,9 @@ class KafkaEngine(Engine):
         # produces already handed to the producer finish: their futures resolve or fail
         if self._acks:
             await asyncio.wait(set(self._acks), timeout=10)
+        seats, self._seats = list(self._seats.values()), {}
+        for seat in seats:
+            await self._stop_seat(seat)
         followers, self._followers = list(self._followers.values()), {}
         for follower in followers:
             await self._stop_follower(follower)
@@ -884,11 +929,129 @@ class KafkaEngine(Engine):
     async def reclaim_space(self, topic: str) -> int:
         return 0
 
+    # --- consumer groups across servers: one Kafka group consumer per server -------------------
+    def group_partitions(self, group: str, topic: str) -> set[int] | None:
+        seat = self._seats.get((group, topic))
+        return None if seat is None else set(seat.partitions)
+
+    async def join_group(self, group: str, topic: str, on_change: Callable[[], None]) -> None:
+        """Join the Kafka group `<namespace><group>` for this server and wait (a bounded time)
+        for Kafka's first assignment, so the first local member starts with its share."""
+        if (group, topic) in self._seats or self._closed:
+            return
+        self._topic(topic)
+        consumer = self._consumer(
+            group_id=self._prefix + group,
+            session_timeout_ms=self.settings.group_session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.settings.group_session_timeout_ms // 5),
+            auto_offset_reset="earliest",
+        )
+        seat = _GroupSeat(group, topic, consumer, on_change)
+        self._seats[(group, topic)] = seat
+        consumer.subscribe([self._kafka_name(topic)], listener=_SeatListener(self, seat))
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            self._seats.pop((group, topic), None)
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise _kafka_unavailable(f"cannot join group '{group}'", exc) from exc
+        seat.poller = asyncio.create_task(self._hold_seat(seat), name=f"group-{group}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(seat.assigned.wait(), 30)
+
+    async def _hold_seat(self, seat: _GroupSeat) -> None:
+        """Poll (its partitions are paused, so nothing comes): Kafka counts a member that does
+        not poll within max.poll.interval as gone; the rebalances run in the consumer."""
+        while True:
+            try:
+                await seat.consumer.getmany(timeout_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc:
+                log.warning("group %s on %s: %s", seat.group, seat.topic, exc)
+                await asyncio.sleep(1)
+
+    def _seat_changed(self, seat: _GroupSeat) -> None:
+        if self._seats.get((seat.group, seat.topic)) is not seat:
+            return
+        log.info(
+            "group %s on %s: this server has partitions %s",
+            seat.group,
+            seat.topic,
+            sorted(seat.partitions),
+        )
+        try:
+            seat.on_change()
+        except Exception:
+            log.exception("rebalancing local members of %s failed", seat.group)
+
+    async def _load_committed(self, seat: _GroupSeat, assigned: Any) -> None:
+        """Offsets of newly assigned partitions, fresh from Kafka (another server may have
+        committed them a moment ago), so local members start where the group is."""
+        now = int(time.time() * 1000)
+        for tp in assigned:
+            try:
+                offset = await seat.consumer.committed(tp)
+            except KafkaError:
+                continue
+            key = (seat.group, seat.topic, tp.partition)
+            if offset is None or offset < 0:
+                continue
+            known = self._offsets.get(key)
+            if known is None or known.offset != offset:
+                self._offsets[key] = CommittedOffset(
+                    seat.group, seat.topic, tp.partition, offset, now
+                )
+                self._group_changes[seat.group] += 1
+
+    async def leave_group(self, group: str, topic: str) -> None:
+        seat = self._seats.pop((group, topic), None)
+        if seat is not None:
+            await self._stop_seat(seat)
+
+    async def _stop_seat(self, seat: _GroupSeat) -> None:
+        seat.assigned.set()  # a join still waiting for its first assignment stops waiting
+        if seat.poller is not None:
+            seat.poller.cancel()
+            await asyncio.gather(seat.poller, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await seat.consumer.stop()  # leaves the group: the others rebalance at once
+
     # --- consumer group offsets (in Kafka) ------------------------------------------------------
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
         return [c for c in self._offsets.values() if group is None or c.group == group]
 
     async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        seat = self._seats.get((group, topic))
+        if seat is not None:
+            await self._commit_as_member(seat, offsets)
+        else:
+            await self._commit_as_tool(group, topic, offsets)
+        self._group_changes[group] += 1
+        now = int(time.time() * 1000)
+        for partition, offset in offsets.items():
+            self._offsets[(group, topic, partition)] = CommittedOffset(
+                group, topic, partition, offset, now
+            )
+
+    async def _commit_as_member(self, seat: _GroupSeat, offsets: Mapping[int, int]) -> None:
+        name = self._kafka_name(seat.topic)
+        try:
+            await seat.consumer.commit({TopicPartition(name, p): o for p, o in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # a Kafka rebalance took (or is taking) partitions from this server
+            raise NotAssigned(
+                f"group '{seat.group}' is rebalancing across servers; commit again after the "
+                "next assignment",
+                {"partitions": sorted(offsets)},
+            ) from exc
+        except KafkaError as exc:
+            raise _kafka_unavailable(f"cannot commit offsets of group '{seat.group}'", exc) from exc
+
+    async def _commit_as_tool(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        """A commit of a group without members on this server (REST workers, resets): Kafka
+        takes it without a generation while the group has no members anywhere."""
         admin = self._live_admin()
         kafka_group = self._prefix + group
         request = OffsetCommitRequest(
@@ -907,12 +1070,6 @@ class KafkaEngine(Engine):
             for _, error_code in partitions:
                 if error_code:
                     _raise_group_error(group, error_code, "commit offsets of")
-        self._group_changes[group] += 1
-        now = int(time.time() * 1000)
-        for partition, offset in offsets.items():
-            self._offsets[(group, topic, partition)] = CommittedOffset(
-                group, topic, partition, offset, now
-            )
 
     async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
         admin = self._live_admin()
@@ -1005,7 +1162,8 @@ def _raise_group_error(group: str, error_code: int, what: str) -> None:
     error = for_code(error_code)
     if error.__name__ in _ACTIVE_GROUP_ERRORS or error.__name__ == "NonEmptyGroupError":
         raise GroupActive(
-            f"group '{group}' has active Kafka consumers; Kafka lets only them {what} it",
+            f"group '{group}' has members (on another Eddy server, or Kafka consumers); Kafka "
+            f"lets only them {what} it",
             {"group": group},
         )
     raise Unavailable(f"cannot {what} group '{group}': Kafka answered {error.__name__}")
