@@ -5,17 +5,22 @@ wrong (the contract tests over Tansu: test_kafka_contract.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.conftest import RunningServer, serve_in_thread, wait_until
+from tests.conftest import RunningServer, serve_in_thread, start_server_process, wait_until
+from tests.test_groups import Member, produce_spread
 from tests.test_kafka_contract import kafka_settings
 from tests.test_rest import assert_error, create, produce
 from tests.test_websocket import records, recv, subscribe
@@ -282,3 +287,96 @@ def test_an_unreachable_cluster_fails_start_up_clearly(tmp_path: Path) -> None:
             "--kafka-config",
             "request_timeout_ms=2000",
         )
+
+
+def kafka_args(bootstrap: str, namespace: str) -> list[str]:
+    return [
+        "--engine",
+        "kafka",
+        "--kafka-bootstrap-servers",
+        bootstrap,
+        "--no-kafka-idempotence",
+        "--kafka-fetch-max-wait-ms",
+        "5",
+        "--kafka-group-session-timeout-ms",
+        "1000",
+        "--kafka-namespace",
+        namespace,
+        "--kafka-refresh-interval",
+        "0.5",
+        "--ws-ping-interval",
+        "0.5",
+        "--ws-ping-timeout",
+        "1",
+    ]
+
+
+def read_until(member: Member, done: Any, timeout: float = 30) -> None:
+    """Read a member's frames until `done()` holds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, (member.assignment, len(member.records))
+        with contextlib.suppress(TimeoutError):
+            member.next_frame(0.2)
+
+
+def test_a_group_with_members_on_two_servers_is_balanced_and_at_least_once_when_one_dies(
+    tmp_path: Path, tansu_bootstrap: str, namespace: str
+) -> None:
+    args = kafka_args(tansu_bootstrap, namespace)
+    first = start_server_process(tmp_path / "a", *args)
+    try:
+        with (
+            serve_in_thread(
+                tmp_path / "b",
+                **{
+                    **kafka_settings(tansu_bootstrap),
+                    "kafka_namespace": namespace,
+                    "ws_ping_interval": 0.5,
+                    "ws_ping_timeout": 1,
+                },
+            ) as second,
+            httpx.Client(base_url=first.base_url, timeout=10) as a,
+        ):
+            create(a, "jobs", 4)
+            wait_until(lambda: listed(second, "jobs"))
+            produce_spread(a, "jobs", 10)  # offsets 0-9 on each of 4 partitions
+            on_a = Member(first, "jobs", "workers", "&from=earliest")  # type: ignore[arg-type]
+            on_a.until("assignment", timeout=20)
+            on_b = Member(second, "jobs", "workers", "&from=earliest")
+            # Kafka splits the partitions between the two servers' group consumers
+            read_until(on_a, lambda: len(on_a.assignment) == 2)
+            read_until(on_b, lambda: len(on_b.assignment) == 2)
+            assert sorted([*on_a.assignment, *on_b.assignment]) == [0, 1, 2, 3]
+            taken_by_a = set(on_a.assignment)
+            # the first server's member processes some records of its partitions and commits
+            read_until(
+                on_a,
+                lambda: all(
+                    sum(1 for r in on_a.records if r["partition"] == p) >= 4 for p in taken_by_a
+                ),
+            )
+            assert on_a.commit({p: 4 for p in taken_by_a})["type"] == "committed"
+            # the first server dies without a word: its group consumer stops heartbeating
+            first.stop(signal.SIGKILL)
+            read_until(on_b, lambda: len(on_b.assignment) == 4)
+            for p in taken_by_a:
+                assert on_b.assignment[p] == 4  # from the group's offset in Kafka
+            read_until(
+                on_b,
+                lambda: all(
+                    {r["offset"] for r in on_b.records if r["partition"] == p} >= set(range(4, 10))
+                    for p in taken_by_a
+                ),
+            )
+            # at least once: every record went to a member; the second server's own
+            # partitions it delivered from the start
+            delivered = {(r["partition"], r["offset"]) for r in on_a.records + on_b.records}
+            assert delivered == {(p, o) for p in range(4) for o in range(10)}
+            got_b = {(r["partition"], r["offset"]) for r in on_b.records}
+            assert {(p, o) for p in range(4) if p not in taken_by_a for o in range(10)} <= got_b
+            on_b.close()
+            with contextlib.suppress(Exception):
+                on_a.close()
+    finally:
+        first.stop(signal.SIGKILL)
