@@ -27,13 +27,15 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -215,6 +217,7 @@ class KafkaEngine(Engine):
         self._acks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._warned: set[str] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
 
     # --- names --------------------------------------------------------------------------------
     def _kafka_name(self, name: str) -> str:
@@ -285,6 +288,8 @@ class KafkaEngine(Engine):
         followers, self._followers = list(self._followers.values()), {}
         for follower in followers:
             await self._stop_follower(follower)
+        if self._stopping:
+            await asyncio.wait(set(self._stopping), timeout=10)
         clients: list[Any] = [self._producer, self._lookup, *self._all_readers]
         for client in clients:
             if client is not None:
@@ -295,6 +300,12 @@ class KafkaEngine(Engine):
                 await self._admin.close()
         self._producer = self._lookup = self._admin = None
         self._all_readers = []
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (stopping a client) in a task that `close` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def _live_admin(self) -> AIOKafkaAdminClient:
         if self._admin is None or self._closed:
@@ -567,7 +578,7 @@ class KafkaEngine(Engine):
         follower = self._followers.pop(name, None)
         if follower is not None:
             follower.wake_all()
-            asyncio.get_running_loop().create_task(self._stop_follower(follower))
+            self._background(self._stop_follower(follower))
 
     # --- partitions ---------------------------------------------------------------------------
     def _partition(self, topic: str, partition: int) -> _Partition:
@@ -860,7 +871,7 @@ class KafkaEngine(Engine):
         if follower.users <= 0 and self._followers.get(follower.topic) is follower:
             del self._followers[follower.topic]
             follower.wake_all()
-            asyncio.get_running_loop().create_task(self._stop_follower(follower))
+            self._background(self._stop_follower(follower))
 
     def _assign_follower(self, follower: _Follower) -> None:
         name = self._kafka_name(follower.topic)
@@ -945,6 +956,9 @@ class KafkaEngine(Engine):
             session_timeout_ms=self.settings.group_session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.group_session_timeout_ms // 5),
             auto_offset_reset="earliest",
+            # range first: the Java client's default, so Kafka's own consumers can share the
+            # group's partitions with Eddy servers
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         )
         seat = _GroupSeat(group, topic, consumer, on_change)
         self._seats[(group, topic)] = seat

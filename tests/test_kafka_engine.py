@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from websockets.sync.client import connect
 
 from tests.conftest import RunningServer, serve_in_thread, start_server_process, wait_until
 from tests.test_groups import Member, produce_spread
@@ -187,6 +189,20 @@ def test_the_rest_idempotent_producer_is_refused_clearly(
         details = assert_error(response, 422, "invalid_request")
         assert details == {"reason": "idempotent_producer_unsupported", "engine": "kafka"}
         assert a.get("/v1/topics/idem").json()["partitions"][0]["high_watermark"] == 0
+
+
+def test_the_websocket_idempotent_publisher_is_refused_clearly(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    first, _ = two_servers
+    with first.client() as a:
+        create(a, "idem-ws", 1)
+    url = f"{first.ws_url}/v1/topics/idem-ws/publish?producer_id=phone-1"
+    with connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"id": "r1", "value": 1, "sequence": 0}))
+        answer = recv(ws)
+    assert answer["type"] == "error" and answer["code"] == "invalid_request", answer
+    assert answer["details"]["reason"] == "idempotent_producer_unsupported"
 
 
 def batch_high_watermark(bootstrap: str, tmp_path: Path, idempotence: bool) -> tuple[int, int]:
