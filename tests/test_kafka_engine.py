@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from websockets.sync.client import connect
 
 from tests.conftest import RunningServer, serve_in_thread, start_server_process, wait_until
@@ -396,3 +398,50 @@ def test_a_group_with_members_on_two_servers_is_balanced_and_at_least_once_when_
                 on_a.close()
     finally:
         first.stop(signal.SIGKILL)
+
+
+def test_kafka_consumers_share_a_group_with_eddy_members(
+    two_servers: tuple[RunningServer, RunningServer], tansu_bootstrap: str, namespace: str
+) -> None:
+    """A plain Kafka consumer joining the group takes its share from the Eddy server."""
+    first, _ = two_servers
+    with first.client() as a:
+        create(a, "mixed", 4)
+    member = Member(first, "mixed", "crew")
+    read_until(member, lambda: len(member.assignment) == 4)
+    joined = threading.Event()
+    leave = threading.Event()
+    kafka_share: set[int] = set()
+
+    async def kafka_member() -> None:
+        consumer = AIOKafkaConsumer(
+            f"{namespace}mixed",
+            bootstrap_servers=tansu_bootstrap,
+            group_id=f"{namespace}crew",
+            session_timeout_ms=1000,
+            heartbeat_interval_ms=200,
+            # Kafka needs one assignor in common (Eddy offers range and roundrobin); Tansu 0.6
+            # refuses members whose lists differ (InconsistentGroupProtocol)
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+        )
+        await consumer.start()
+        try:
+            while not leave.is_set():
+                await consumer.getmany(timeout_ms=100)
+                if consumer.assignment() and not joined.is_set():
+                    kafka_share.update(tp.partition for tp in consumer.assignment())
+                    joined.set()
+        finally:
+            await consumer.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(kafka_member()))
+    thread.start()
+    try:
+        read_until(member, lambda: len(member.assignment) == 2)
+        assert joined.wait(20)
+        assert sorted([*member.assignment, *kafka_share]) == [0, 1, 2, 3]
+    finally:
+        leave.set()
+        thread.join(timeout=20)
+    read_until(member, lambda: len(member.assignment) == 4)  # it left: all back to Eddy
+    member.close()
