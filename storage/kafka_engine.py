@@ -107,6 +107,9 @@ def _kafka_unavailable(what: str, exc: BaseException) -> Unavailable:
     return Unavailable(f"{what}: the Kafka cluster answered {type(exc).__name__}: {exc}")
 
 
+_Send = tuple[AppendBatch, "asyncio.Future[list[AppendedRecord]]"]
+
+
 @dataclass
 class _Partition:
     log_start: int = 0
@@ -117,6 +120,7 @@ class _Partition:
 class _Topic:
     meta: TopicMeta
     partitions: list[_Partition]
+    known_since: float = field(default_factory=time.monotonic)  # when this server learnt of it
 
 
 @dataclass(eq=False)
@@ -212,8 +216,10 @@ class KafkaEngine(Engine):
         self._readers: asyncio.Queue[AIOKafkaConsumer] | None = None
         self._all_readers: list[AIOKafkaConsumer] = []
         self._refresher: asyncio.Task[None] | None = None
-        self._sends: asyncio.Queue[tuple[str, AppendBatch, asyncio.Future[Any]]] | None = None
-        self._sender: asyncio.Task[None] | None = None
+        # per topic: batches waiting to be handed to the producer, and the task handing them
+        # (one per topic, so a topic whose metadata is slow holds up no other topic)
+        self._sends: dict[str, tuple[asyncio.Queue[_Send], asyncio.Task[None]]] = {}
+        self._open = False
         self._acks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._warned: set[str] = set()
@@ -267,15 +273,26 @@ class KafkaEngine(Engine):
         except BaseException:
             await self.close()
             raise
-        self._sends = asyncio.Queue()
-        self._sender = asyncio.create_task(self._send_loop(), name="kafka-sender")
+        self._open = True
         self._refresher = asyncio.create_task(self._refresh_loop(), name="kafka-refresh")
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for task in (self._refresher, self._sender):
+        # batches queued already are handed to the producer first (a bounded wait)
+        joins = [asyncio.create_task(q.join()) for q, _ in self._sends.values()]
+        if joins:
+            await asyncio.wait(joins, timeout=5)
+            for join in joins:
+                join.cancel()
+        senders = [task for _, task in self._sends.values()]
+        for queue, _ in self._sends.values():
+            for future in _drain(queue):
+                if not future.done():
+                    future.set_exception(Unavailable("storage is closing"))
+        self._sends = {}
+        for task in (self._refresher, *senders):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -333,6 +350,7 @@ class KafkaEngine(Engine):
     async def _refresh(self) -> None:
         """Topics, partitions, configs, offsets and groups as the cluster has them now."""
         admin = self._live_admin()
+        started = time.monotonic()
         described = await admin.describe_topics()
         seen: dict[str, int] = {}
         for entry in described:
@@ -340,7 +358,9 @@ class KafkaEngine(Engine):
             if name is None or entry.get("is_internal") or entry["error_code"]:
                 continue
             seen[name] = len(entry["partitions"])
-        for name in [n for n in self._topics if n not in seen]:
+        # (a topic this server made after the metadata was read is not gone)
+        gone = [n for n, t in self._topics.items() if n not in seen and t.known_since < started]
+        for name in gone:
             del self._topics[name]
             self._forget_topic(name)
             self._announce_topic_deleted(name)
@@ -573,6 +593,13 @@ class KafkaEngine(Engine):
             self._announce_topic_deleted(name)
 
     def _forget_topic(self, name: str) -> None:
+        entry = self._sends.pop(name, None)
+        if entry is not None:
+            queue, task = entry
+            task.cancel()
+            for future in _drain(queue):
+                if not future.done():
+                    future.set_exception(TopicNotFound(name))
         for key in [k for k in self._offsets if k[1] == name]:
             del self._offsets[key]
         follower = self._followers.pop(name, None)
@@ -610,20 +637,33 @@ class KafkaEngine(Engine):
                 raise PartitionNotFound(topic, record.partition, partitions)
         if batch.producer is not None:
             raise _idempotence_unsupported()
-        if self._sends is None or self._closed:
+        if not self._open or self._closed:
             raise Unavailable("storage is not open")
         future: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
-        self._sends.put_nowait((topic, batch, future))
+        entry = self._sends.get(topic)
+        if entry is None:
+            queue: asyncio.Queue[_Send] = asyncio.Queue()
+            task = asyncio.create_task(self._send_loop(topic, queue), name=f"send-{topic}")
+            entry = self._sends[topic] = (queue, task)
+        entry[0].put_nowait((batch, future))
         return future
 
-    async def _send_loop(self) -> None:
-        """Hands batches to the producer one at a time, in call order (the producer keeps that
-        order per partition); their acks are awaited apart, so sends do not wait for acks."""
-        assert self._sends is not None
+    async def _send_loop(self, topic: str, queue: asyncio.Queue[_Send]) -> None:
+        """Hands a topic's batches to the producer one at a time, in call order (the producer
+        keeps that order per partition); their acks are awaited apart, so sends do not wait
+        for acks."""
         while True:
-            topic, batch, future = await self._sends.get()
+            batch, future = await queue.get()
             try:
                 sent = await self._send(topic, batch)
+            except asyncio.CancelledError:  # the topic is gone, or the engine closes
+                gone = topic not in self._topics
+                for waiting in [future, *_drain(queue)]:
+                    if not waiting.done():
+                        waiting.set_exception(
+                            TopicNotFound(topic) if gone else Unavailable("storage is closing")
+                        )
+                raise
             except EddyError as exc:
                 if not future.done():
                     future.set_exception(exc)
@@ -632,6 +672,8 @@ class KafkaEngine(Engine):
                 if not future.done():
                     future.set_exception(_produce_error(topic, exc))
                 continue
+            finally:
+                queue.task_done()
             task = asyncio.create_task(self._await_acks(topic, batch, sent, future))
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
@@ -1124,6 +1166,13 @@ def _topic_level_entries(entries: Sequence[Any]) -> list[tuple[str, str | None, 
             on_topic = source == 1 or (only_defaults and source == 5)
         out.append((key, value, on_topic))
     return out
+
+
+def _drain(queue: asyncio.Queue[_Send]) -> list[asyncio.Future[list[AppendedRecord]]]:
+    futures = []
+    while not queue.empty():
+        futures.append(queue.get_nowait()[1])
+    return futures
 
 
 def _stored(batch: AppendBatch, appended: Sequence[AppendedRecord]) -> list[StoredRecord]:
