@@ -92,7 +92,8 @@ def root(
 def _settings(flags: dict[str, Any]) -> Settings:
     """Flags given on the command line win; the rest come from EDDY_* variables or defaults."""
     try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
+        # A flag left out is None (a repeatable one: empty), so Settings reads EDDY_* for it.
+        return Settings(**{k: v for k, v in flags.items() if v is not None and v != []})
     except ValidationError as exc:
         for err in exc.errors():
             typer.echo(
@@ -111,9 +112,17 @@ def serve(**flags: Any) -> None:
     from app.server import EddyServer, bind_socket, uvicorn_config
     from broker.access import AuthFileError
     from storage import DataDirLocked, SQLiteEngine
+    from storage.kafka_client import parse_client_config
 
     settings = _settings(flags)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.engine == "kafka":
+        try:
+            parse_client_config(settings.kafka_config)
+            if not settings.kafka_bootstrap_servers:
+                raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
+        except ValueError as exc:
+            _fail(str(exc), 2)
     # Fail fast with a clear message instead of a start-up traceback: a busy port before the
     # data directory is touched, a data directory in use before storage opens.
     try:
@@ -121,7 +130,8 @@ def serve(**flags: Any) -> None:
     except OSError as exc:
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     try:
-        SQLiteEngine.ensure_data_dir_free(settings.data_dir)
+        if settings.engine == "sqlite":
+            SQLiteEngine.ensure_data_dir_free(settings.data_dir)
     except DataDirLocked as exc:
         _fail(str(exc))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; exiting 0 tells a

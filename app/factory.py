@@ -26,7 +26,8 @@ from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
 from routers import groups, ops, records, sse, topics, ws
-from storage import SQLiteEngine
+from storage import Engine, SQLiteEngine
+from storage.kafka_client import KafkaSettings, parse_client_config
 
 log = logging.getLogger("eddy")
 
@@ -77,6 +78,35 @@ def broker_config(settings: Settings) -> BrokerConfig:
     )
 
 
+def make_engine(settings: Settings) -> Engine:
+    """The storage engine the settings ask for (raises ValueError for a bad --kafka-config)."""
+    if settings.engine == "sqlite":
+        return SQLiteEngine(settings.data_dir, settings.sync)
+    from storage.kafka_engine import KafkaEngine  # aiokafka is loaded only when used
+
+    if not settings.kafka_bootstrap_servers:
+        raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
+    return KafkaEngine(
+        KafkaSettings(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_username=settings.kafka_sasl_username,
+            sasl_password=settings.kafka_sasl_password,
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+            extra=parse_client_config(settings.kafka_config),
+            idempotence=settings.kafka_idempotence,
+            replication_factor=settings.kafka_replication_factor,
+            namespace=settings.kafka_namespace,
+            refresh_interval=settings.kafka_refresh_interval,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            group_session_timeout_ms=settings.kafka_group_session_timeout_ms,
+        )
+    )
+
+
 def access_policy(settings: Settings) -> AccessPolicy:
     """The auth file's policy, or "everyone may do everything" without one (local use)."""
     if settings.auth_file is None:
@@ -109,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         broker = Broker(
-            SQLiteEngine(settings.data_dir, settings.sync),
+            make_engine(settings),
             broker_config(settings),
             access,
             settings.auth_file,

@@ -62,6 +62,8 @@ def setting_parameter(name: str, field: FieldInfo) -> inspect.Parameter:
     options: dict[str, Any] = {"help": help_text(name, field), "show_default": False}
     if kind is bool:
         option = typer.Option(f"{flag}/--no-{flag[2:]}", **options)
+    elif typing.get_origin(kind) is list:  # repeatable: --flag a --flag b
+        option, kind = typer.Option(flag, **options), list[str]
     elif typing.get_origin(kind) is typing.Literal:
         # Checked by Settings (one message for flag and variable); the metavar lists them.
         choices = "|".join(str(c) for c in typing.get_args(kind))

@@ -90,12 +90,12 @@ class EddyServer(uvicorn.Server):
         settings: Settings = self._app.state.settings
         port = self.servers[0].sockets[0].getsockname()[1]  # the real one, also for --port 0
         url = http_url(settings.host, port)
-        log.info(
-            "Eddy listening on %s (data dir %s, docs %s/docs)",
-            url,
-            settings.data_dir.resolve(),
-            url,
+        storage = (
+            f"data dir {settings.data_dir.resolve()}"
+            if settings.engine == "sqlite"
+            else f"Kafka cluster {settings.kafka_bootstrap_servers}"
         )
+        log.info("Eddy listening on %s (%s, docs %s/docs)", url, storage, url)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

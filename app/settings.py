@@ -119,6 +119,58 @@ class Settings(BaseSettings):
         description="Log one line per HTTP request and WebSocket upgrade (method, path without "
         "query, status, duration, request id, principal)",
     )
+    # --- the Kafka engine (--engine kafka) ---
+    engine: Literal["sqlite", "kafka"] = Field(
+        "sqlite", description="sqlite: the embedded engine (--data-dir); kafka: a Kafka cluster"
+    )
+    kafka_bootstrap_servers: str = Field(
+        "", description="host:port[,host:port...] of the Kafka cluster (--engine kafka)"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How to connect to the Kafka cluster"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: str | None = Field(None, description="SASL password")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client certificate's key")
+    kafka_config: list[str] = Field(
+        default_factory=list,
+        description="Extra aiokafka client settings as name=value (e.g. request_timeout_ms=30000)",
+    )
+    kafka_idempotence: bool = Field(
+        True,
+        description="Kafka's idempotent producer (InitProducerId); turn off for brokers without "
+        "it (Tansu's memory storage)",
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, le=32767, description="Replication factor of topics Eddy creates (3 in production)"
+    )
+    kafka_namespace: str = Field(
+        "",
+        pattern=r"^[a-zA-Z0-9._-]*$",
+        description="Prefix of the Kafka topic and group names Eddy uses and shows",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=30_000,
+        description="Most ms a tailing fetch waits on the broker (Kafka answers at once when "
+        "records arrive; brokers that wait it out, like Tansu, need a few ms)",
+    )
+    kafka_group_session_timeout_ms: int = Field(
+        10_000,
+        ge=500,
+        le=300_000,
+        description="Kafka group session timeout of each server's group consumers: a server "
+        "that stops heartbeating loses its share of a group's partitions after this long",
+    )
+    kafka_refresh_interval: float = Field(
+        2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

@@ -394,7 +394,9 @@ class Broker:
             try:
                 return self.engine.get_topic(name)
             except TopicNotFound:
-                await self.create_topic(principal, name, None, {})
+                # (on a shared cluster another server may have created it meanwhile)
+                with contextlib.suppress(TopicExists):
+                    await self.create_topic(principal, name, None, {})
                 return self.engine.get_topic(name)
             finally:
                 self._creating.pop(name, None)
@@ -614,7 +616,7 @@ class Broker:
         assert params.group is not None
         self.hub.register(subscriber)  # before join: its assignment must see every commit
         try:
-            member = self.groups.join(
+            member = await self.groups.join(
                 params.group,
                 subscriber.topic,
                 subscriber,

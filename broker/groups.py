@@ -75,6 +75,7 @@ class _TopicGroup:
     members: dict[str, Member] = field(default_factory=dict)
     assignment: dict[str, set[int]] = field(default_factory=dict)
     generation: int = 0
+    joining: bool = False  # the engine is taking this server into the group (join rebalances)
 
 
 class GroupCoordinator:
@@ -87,7 +88,7 @@ class GroupCoordinator:
         metrics.registry.register(_GroupLagCollector(self._engine))
 
     # --- membership ---------------------------------------------------------------------------
-    def join(
+    async def join(
         self,
         group: str,
         topic: str,
@@ -97,7 +98,9 @@ class GroupCoordinator:
         client: str,
         since_offsets: Mapping[int, int] | None = None,
     ) -> Member:
-        """Add a member and rebalance (synchronously: its subscriber is assigned on return)."""
+        """Add a member and rebalance (its subscriber is assigned on return). The first member
+        of a group on this server first takes the server's part in the group across servers
+        (on a Kafka cluster; at once on the embedded engine)."""
         validate_group_name(group)
         member = Member(
             member_id=f"{group}-{next(self._ids)}-{secrets.token_hex(3)}",
@@ -110,8 +113,26 @@ class GroupCoordinator:
             joined_at=int(time.time() * 1000),
             since_offsets=since_offsets,
         )
-        state = self._groups.setdefault((group, topic), _TopicGroup())
+        key = (group, topic)
+        state = self._groups.get(key)
+        first = state is None
+        if state is None:
+            state = self._groups[key] = _TopicGroup()
+        # In the group before any await, so that members leaving meanwhile do not end it.
         state.members[member.member_id] = member
+        if first:
+            state.joining = True
+            try:
+                await self._engine.join_group(
+                    group, topic, lambda: self._engine_reassigned(group, topic)
+                )
+            except BaseException:
+                del state.members[member.member_id]
+                if not state.members and self._groups.get(key) is state:
+                    del self._groups[key]
+                raise
+            finally:
+                state.joining = False
         self._rebalance(group, topic, state)
         if auto_commit:
             member.auto_committer = asyncio.create_task(self._auto_commit_loop(member))
@@ -133,6 +154,7 @@ class GroupCoordinator:
         state.assignment.pop(member.member_id, None)
         if not state.members:
             del self._groups[key]
+            await self._engine.leave_group(member.group, member.topic)
             return
         with contextlib.suppress(TopicNotFound):  # the topic was deleted: nothing to hand over
             self._rebalance(member.group, member.topic, state)
@@ -150,9 +172,25 @@ class GroupCoordinator:
             if group_topic == topic and state.members:
                 self._rebalance(group, topic, state)
 
+    def _engine_reassigned(self, group: str, topic: str) -> None:
+        """The partitions this server's members of the group share changed (another server
+        joined or left the group): rebalance the local members over the new share."""
+        state = self._groups.get((group, topic))
+        if state is not None and state.members and not state.joining:
+            with contextlib.suppress(TopicNotFound):
+                self._rebalance(group, topic, state)
+
     def _rebalance(self, group: str, topic: str, state: _TopicGroup) -> None:
-        partitions = self._engine.get_topic(topic).partitions
-        new = assign_partitions(partitions, list(state.members), state.assignment)
+        count = self._engine.get_topic(topic).partitions
+        shared = self._engine.group_partitions(group, topic)
+        partitions = sorted(p for p in range(count) if shared is None or p in shared)
+        # assign_partitions deals in 0..n-1: map this server's share onto that and back
+        index = {p: i for i, p in enumerate(partitions)}
+        previous = {m: {index[p] for p in ps if p in index} for m, ps in state.assignment.items()}
+        new = {
+            m: {partitions[i] for i in ps}
+            for m, ps in assign_partitions(len(partitions), list(state.members), previous).items()
+        }
         state.generation += 1
         self._metrics.group_rebalances.labels(group, topic).inc()
         # Revocations first: once this loop is done no member delivers a partition it lost.

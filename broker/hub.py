@@ -82,6 +82,7 @@ class FanoutHub:
         if fanout is None:
             topic = subscriber.topic
             partitions = self._engine.get_topic(topic).partitions
+            self._engine.follow(topic)  # before the tails start at the high watermarks
             tails = {
                 p: PartitionTail(topic, self._engine.high_watermark(topic, p))
                 for p in range(partitions)
@@ -95,7 +96,11 @@ class FanoutHub:
         if fanout is not None:
             fanout.subscribers.pop(subscriber, None)
             if not fanout.subscribers and fanout.pass_ is None:
-                del self._topics[subscriber.topic]
+                self._drop(fanout)
+
+    def _drop(self, fanout: _TopicFanout) -> None:
+        del self._topics[fanout.topic]
+        self._engine.unfollow(fanout.topic)
 
     def register_publisher(self, session: TopicSession) -> None:
         self._publishers[session.topic].add(session)
@@ -187,7 +192,7 @@ class FanoutHub:
             fanout.pass_ = None
             if not fanout.dirty:
                 if not fanout.subscribers and self._topics.get(fanout.topic) is fanout:
-                    del self._topics[fanout.topic]
+                    self._drop(fanout)
                 return
         fanout.scheduled = True
         asyncio.get_running_loop().call_soon(self._step, fanout)
@@ -205,11 +210,13 @@ class FanoutHub:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         key = (topic, partition)
         self._waiters[key].append(waiter)
+        self._engine.follow(topic)
         try:
             await asyncio.wait_for(waiter, seconds)
         except TimeoutError:
             pass
         finally:
+            self._engine.unfollow(topic)
             waiters = self._waiters.get(key)
             if waiters and waiter in waiters:
                 waiters.remove(waiter)
@@ -220,6 +227,8 @@ class FanoutHub:
     def close_topic(self, topic: str, end: End) -> None:
         """The topic is gone (or the server stops): end its sessions and wake its long-polls."""
         fanout = self._topics.pop(topic, None)
+        if fanout is not None:
+            self._engine.unfollow(topic)
         sessions: list[TopicSession] = [*(fanout.subscribers if fanout else ())]
         sessions += self._publishers.pop(topic, ())
         for session in sessions:

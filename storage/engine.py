@@ -235,6 +235,32 @@ class Engine(abc.ABC):
         """The disk the storage's files use and has free; None if it has no local files."""
         return None
 
+    # An engine whose log other writers append to (a Kafka cluster) announces their records
+    # only for topics someone on this server follows (subscribers, long-polls); the embedded
+    # engine announces every commit anyway.
+    def follow(self, topic: str) -> None:  # noqa: B027 (optional hook: no-op by default)
+        """Someone here needs the topic's commits announced from now on."""
+
+    def unfollow(self, topic: str) -> None:  # noqa: B027 (optional hook)
+        """One `follow` of the topic is over."""
+
+    # Consumer groups whose members may be on several servers (a Kafka cluster): the engine
+    # says which partitions this server's members of a group share; the embedded engine has
+    # every member on this server, so all of them.
+    def group_partitions(self, group: str, topic: str) -> set[int] | None:
+        """The partitions of `topic` this server's members of `group` share (None: all)."""
+        return None
+
+    async def join_group(  # noqa: B027 (optional hook)
+        self, group: str, topic: str, on_change: Callable[[], None]
+    ) -> None:
+        """The first member of `group` on `topic` is joining on this server: take part in the
+        group across servers; `on_change` is called (on the loop, synchronously) whenever
+        `group_partitions` changes."""
+
+    async def leave_group(self, group: str, topic: str) -> None:  # noqa: B027 (optional hook)
+        """The last member of `group` on `topic` on this server left."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Take ownership of the storage (refusing if another process has it) and load topics."""

@@ -217,3 +217,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if still:
         print(f"\nthreads left running after the tests: {still}", file=sys.stderr, flush=True)
         os._exit(3)
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap() -> Iterator[str]:
+    """One Tansu broker (in-memory) for the whole run: its bootstrap address. Tests keep apart
+    by giving each Eddy server its own --kafka-namespace."""
+    from tests.kafka_brokers import tansu
+
+    with tansu() as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def mock_kafka_bootstrap() -> Iterator[str]:
+    """librdkafka's mock Kafka cluster (3 brokers) for the whole run: its bootstrap servers."""
+    from tests.kafka_brokers import mock_cluster
+
+    with mock_cluster() as servers:
+        yield servers

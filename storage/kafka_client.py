@@ -1,0 +1,129 @@
+"""How the Kafka engine reaches its cluster: connection settings shared by every aiokafka client it
+makes, and the conversions between Kafka records and the engine's record types.
+
+aiokafka (not confluent-kafka) because it is asyncio-native: produce acks, fetches and admin calls
+are awaited on the event loop, with no librdkafka threads and callbacks to marshal back onto the
+loop, and it exposes the protocol's request classes for the few admin calls its admin client lacks
+(committing a group's offsets as an outside tool, deleting a group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import ConsumerRecord
+
+from storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the cluster is and how to talk to it."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    client_id: str = "eddy"
+    # aiokafka keyword arguments given as-is to each client that takes them (--kafka-config k=v)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Kafka's idempotent producer (InitProducerId): on for real clusters; Tansu's memory storage
+    # cannot do it, so tests against it turn it off.
+    idempotence: bool = True
+    replication_factor: int = 1
+    # Prefix of every Kafka topic and group name this server sees (isolates tenants and tests).
+    namespace: str = ""
+    refresh_interval: float = 2.0  # seconds between metadata/offset/group refreshes
+    # How long a follower's fetch may wait on the broker for new records. Kafka answers a
+    # waiting fetch as soon as records arrive, so a long wait costs nothing there; Tansu 0.6
+    # waits it out, so records reach subscribers (and followed produces their answer) up to
+    # this late: tests against it use a few ms.
+    fetch_max_wait_ms: int = 500
+    # A server whose group consumer stops heartbeating (killed) loses its partitions after this
+    group_session_timeout_ms: int = 10_000
+
+    def client_options(self, client_class: Any) -> dict[str, Any]:
+        """Keyword arguments for one aiokafka client class (each takes a different set)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+        }
+        if self.sasl_username is not None:
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password
+        if "SSL" in self.security_protocol:
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+            )
+        accepted = inspect.signature(client_class.__init__).parameters
+        options.update({k: v for k, v in self.extra.items() if k in accepted})
+        return options
+
+
+def parse_client_config(pairs: Sequence[str]) -> dict[str, Any]:
+    """["request_timeout_ms=30000", ...] -> {"request_timeout_ms": 30000, ...} (ints and
+    true/false converted; anything else stays text). Raises ValueError for a pair without '='."""
+    config: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected name=value, got {pair!r}")
+        value: Any = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        else:
+            with contextlib.suppress(ValueError):
+                value = int(text)
+        config[name.strip()] = value
+    return config
+
+
+def kafka_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, text.encode()) for name, text in headers.items()]
+
+
+def encode_key(record: NewRecord) -> bytes | None:
+    return None if record.key is None else record.key.encode()
+
+
+def value_format(value: bytes | None) -> ValueFormat:
+    """Kafka values carry no format: UTF-8 JSON reads back as JSON, anything else as binary (the
+    rule of the Kafka protocol listener, so both paths show a Kafka client's value alike)."""
+    if value is None:
+        return ValueFormat.JSON
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return ValueFormat.BINARY
+    return ValueFormat.JSON
+
+
+def stored_record(record: ConsumerRecord[bytes, bytes]) -> StoredRecord:
+    key = None if record.key is None else record.key.decode(errors="replace")
+    headers = {name: (text or b"").decode(errors="replace") for name, text in record.headers}
+    value = record.value
+    return StoredRecord(
+        record.partition,
+        record.offset,
+        record.timestamp,
+        key,
+        value,
+        value_format(value),
+        headers,
+        record_size(key, value, headers),
+    )
