@@ -145,6 +145,10 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning, error [env EDDY_LOG_LEVEL; info]")
     ] = None,
+    kafka_listener: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT for Kafka clients (wire protocol) [env EDDY_KAFKA_LISTENER]"),
+    ] = None,
 ) -> None:
     """Run the broker."""
     settings = _settings(
@@ -173,6 +177,7 @@ def serve(
         cors_origins=cors_origins,
         produce_rate_limit=produce_rate_limit,
         produce_rate_burst=produce_rate_burst,
+        kafka_listener=kafka_listener,
         produce_queue_timeout=produce_queue_timeout,
         log_level=log_level,
     )

@@ -25,6 +25,7 @@ from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
 from routers import groups, ops, records, topics, ws
+from routers.kafka import KafkaListener, parse_address
 from storage import SQLiteEngine
 
 log = logging.getLogger("eddy")
@@ -129,6 +130,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.auth_file,
         )
         await broker.start()
+        kafka: KafkaListener | None = None
+        if settings.kafka_listener is not None:
+            kafka_host, kafka_port = parse_address(settings.kafka_listener)
+            kafka = KafkaListener(broker, kafka_host, kafka_port, settings.max_request_bytes)
+            try:
+                await kafka.start()
+            except BaseException:
+                await broker.stop()
+                raise
         url = f"http://{settings.host}:{settings.port}"
         log.info(
             "Eddy listening on %s (data dir %s, docs %s/docs)",
@@ -137,9 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url,
         )
         app.state.broker = broker  # for EddyServer's early shutdown hook
+        app.state.kafka = kafka
         try:
             yield {"broker": broker}
         finally:
+            if kafka is not None:
+                await kafka.stop()
             await broker.stop()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package instead of a CDN, so /docs works

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         0.0, ge=0, description="Burst size of the produce rate limit (0: one second's worth)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    kafka_listener: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):[0-9]{1,5}$",
+        description="HOST:PORT where the embedded broker also speaks Kafka's wire protocol "
+        "(port 0: any free port)",
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

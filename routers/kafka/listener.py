@@ -1,0 +1,157 @@
+"""The Kafka protocol listener: an asyncio server on the app's event loop, one task per
+connection, requests answered one at a time in order (as a Kafka broker does per connection).
+
+A request Eddy cannot answer in kind (an API or version it does not speak, bytes that do not
+decode) gets an error answer, never a dropped connection: ApiVersions of an unknown version is
+answered in v0 with UNSUPPORTED_VERSION and the supported versions (what clients expect), any
+other with the correlation id and UNSUPPORTED_VERSION (or CORRUPT_MESSAGE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from broker import Broker
+from routers.kafka import admin, data
+from routers.kafka.groups import KafkaGroups
+from routers.kafka.messages import (
+    API_VERSIONS,
+    Request,
+    encode_bare_error,
+    encode_response,
+    peek_header,
+    read_request,
+    supported,
+)
+from routers.kafka.session import Advertised, Session
+
+log = logging.getLogger("eddy.kafka")
+
+Handler = Callable[[Session, Request], Awaitable[dict[str, Any] | None]]
+NODE_ID = 1
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+HANDLERS: dict[int, Handler] = {
+    0: data.produce,
+    1: data.fetch,
+    2: data.list_offsets,
+    3: admin.metadata,
+    10: admin.find_coordinator,
+    18: admin.api_versions,
+    19: admin.create_topics,
+    20: admin.delete_topics,
+}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (IPv6 as [::1]:9092) -> (host, port). Raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class KafkaListener:
+    def __init__(self, broker: Broker, host: str, port: int, max_request_bytes: int) -> None:
+        self._broker = broker
+        self._host = host
+        self._port = port
+        self._max_request_bytes = max_request_bytes
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.groups = KafkaGroups(broker)
+        self.advertised = Advertised(NODE_ID, host, port)
+
+    @property
+    def port(self) -> int:
+        return self.advertised.port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self._host, self._port, reuse_address=True
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        host = socket.getfqdn() if self._host in WILDCARD_HOSTS else self._host
+        self.advertised = Advertised(NODE_ID, host, port)
+        self.groups.start()
+        log.info("Kafka protocol listener on %s:%d", host, port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self.groups.stop()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        session = Session(
+            broker=self._broker,
+            groups=self.groups,
+            advertised=self.advertised,
+            principal=self._broker.access.authenticate(None),
+            client=f"{peer[0]}:{peer[1]}" if peer else "-",
+        )
+        try:
+            await self._run(session, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # a bug must not take the listener down; the client reconnects
+            log.exception("Kafka connection from %s failed", session.client)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _run(
+        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
+            if size < 0 or size > self._max_request_bytes:
+                log.warning("Kafka request of %d bytes from %s refused", size, session.client)
+                return  # the stream cannot be resynchronised past an unread frame
+            frame = await reader.readexactly(size)
+            response = await self._answer(session, frame)
+            if response is not None:
+                writer.write(response)
+                await writer.drain()
+
+    async def _answer(self, session: Session, frame: bytes) -> bytes | None:
+        try:
+            api_key, version, correlation_id = peek_header(frame)
+        except ValueError:
+            return encode_bare_error(0, ErrorCode.corrupt_message)
+        handler = HANDLERS.get(api_key)
+        if handler is None or not supported(api_key, version):
+            if api_key == API_VERSIONS:
+                return encode_response(
+                    API_VERSIONS,
+                    0,
+                    correlation_id,
+                    admin.api_versions_body(ErrorCode.unsupported_version),
+                )
+            return encode_bare_error(correlation_id, ErrorCode.unsupported_version)
+        try:
+            request = read_request(frame)
+        except Exception:  # kio raises several kinds on bytes that do not decode
+            return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
+        session.client_id = request.client_id or ""
+        body = await handler(session, request)
+        if body is None:
+            return None
+        return encode_response(api_key, version, correlation_id, body)

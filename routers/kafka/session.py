@@ -1,0 +1,35 @@
+"""What a handler knows about the connection it answers: the broker, who the client is, and
+the address clients are told to connect to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from broker import Broker
+from broker.access import Principal
+
+if TYPE_CHECKING:
+    from routers.kafka.groups import KafkaGroups
+
+
+@dataclass(frozen=True, slots=True)
+class Advertised:
+    """The one broker of Eddy's cluster, as Metadata and FindCoordinator describe it."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass
+class Session:
+    broker: Broker
+    groups: KafkaGroups
+    advertised: Advertised
+    principal: Principal
+    client: str  # peer address, for logs and group descriptions
+    client_id: str = ""
+    sasl_mechanism: str | None = None  # set by SaslHandshake
+    sasl_raw_token_next: bool = False  # SaslHandshake v0: the next frame is a bare token
+    state: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,330 @@
+"""The Kafka protocol listener against Kafka clients nobody on the team wrote: kafka-python,
+aiokafka, confluent-kafka (librdkafka) and kcat, on a real `eddy serve --kafka-listener`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer
+from confluent_kafka import TopicPartition as KafkaPartition
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from kio.schema.api_versions.v3.response import ApiVersionsResponse
+from kio.schema.errors import ErrorCode
+
+from tests.conftest import ServerProcess, free_port, start_server_process, wait_until
+
+
+@pytest.fixture(scope="module")
+def eddy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    port = free_port()
+    server = start_server_process(
+        tmp_path_factory.mktemp("kafka") / "data", "--kafka-listener", f"127.0.0.1:{port}"
+    )
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def topic_name() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def produce_all(bootstrap: str, topic: str, records: list[dict[str, Any]], **config: Any) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **config})
+    failures: list[Any] = []
+    for r in records:
+        producer.produce(
+            topic,
+            r.get("value"),
+            r.get("key"),
+            partition=r.get("partition", -1),
+            timestamp=r.get("timestamp", 0),
+            headers=r.get("headers"),
+            on_delivery=lambda err, _msg: failures.append(err) if err else None,
+        )
+    assert producer.flush(20) == 0
+    assert failures == []
+
+
+def consume(bootstrap: str, topic: str, count: int, partitions: int = 1) -> list[Any]:
+    """`count` records from the start of the topic's partitions (assigned, no group)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "assigned", "enable.auto.commit": False}
+    )
+    consumer.assign([KafkaPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    got: list[Any] = []
+    try:
+        for _ in range(200):
+            if len(got) >= count:
+                break
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                got.append(message)
+    finally:
+        consumer.close()
+    return got
+
+
+# --- raw protocol (messages encoded with kio) ----------------------------------------------------
+def raw_call(bootstrap: str, frames: list[bytes]) -> list[bytes]:
+    host, port = bootstrap.split(":")
+    answers = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        for frame in frames:
+            sock.sendall(len(frame).to_bytes(4, "big") + frame)
+            size = int.from_bytes(stream.read(4), "big")
+            answers.append(stream.read(size))
+    return answers
+
+
+def header(api_key: int, version: int, correlation_id: int) -> bytes:
+    client = b"raw"
+    return (
+        api_key.to_bytes(2, "big")
+        + version.to_bytes(2, "big")
+        + correlation_id.to_bytes(4, "big")
+        + len(client).to_bytes(2, "big")
+        + client
+    )
+
+
+def test_api_versions_negotiation_and_unsupported_requests(eddy: tuple[ServerProcess, str]) -> None:
+    from kio.serial import entity_reader, entity_writer
+
+    _, bootstrap = eddy
+    import io
+
+    body = io.BytesIO()
+    entity_writer(ApiVersionsRequest)(
+        body, ApiVersionsRequest(client_software_name="raw", client_software_version="1")
+    )
+    v3 = header(18, 3, 1) + b"\0" + body.getvalue()  # v2 header: tagged fields after client id
+    unknown_version = header(18, 99, 2)
+    unknown_api = header(57, 0, 3)  # UpdateFeatures: not spoken by Eddy
+    answers = raw_call(bootstrap, [v3, unknown_version, unknown_api, v3])
+    # v3: response header v0 (correlation id only), then the body
+    assert answers[0][:4] == (1).to_bytes(4, "big")
+    response, _ = entity_reader(ApiVersionsResponse)(answers[0], 4)
+    assert response.error_code == ErrorCode.none
+    keys = {int(k.api_key): (k.min_version, k.max_version) for k in response.api_keys}
+    assert keys[0][0] <= 9 <= keys[0][1] and 1 in keys and 3 in keys
+    # an unknown ApiVersions version: v0 answer with UNSUPPORTED_VERSION and the list
+    assert answers[1][:4] == (2).to_bytes(4, "big")
+    assert int.from_bytes(answers[1][4:6], "big", signed=True) == ErrorCode.unsupported_version
+    # an API Eddy does not speak: the error, and the connection stays usable
+    assert answers[2][:4] == (3).to_bytes(4, "big")
+    assert int.from_bytes(answers[2][4:6], "big", signed=True) == ErrorCode.unsupported_version
+    assert answers[3][:4] == (1).to_bytes(4, "big")
+
+
+def test_admin_create_list_describe_delete(eddy: tuple[ServerProcess, str]) -> None:
+    server, bootstrap = eddy
+    name = topic_name()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(name, 3, 1, topic_configs={"retention.ms": "60000"})])
+        assert name in admin.list_topics()
+        described = admin.describe_topics([name])[0]
+        assert described["error_code"] == 0 and len(described["partitions"]) == 3
+        with httpx.Client(base_url=server.base_url) as rest:
+            detail = rest.get(f"/v1/topics/{name}").json()
+            assert len(detail["partitions"]) == 3 and detail["config"]["retention.ms"] == 60000
+        admin.delete_topics([name])
+        assert name not in admin.list_topics()
+    finally:
+        admin.close()
+    # kcat lists the one broker at the listener's address
+    listing = subprocess.run(
+        ["kcat", "-b", bootstrap, "-L"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert f"broker 1 at {bootstrap}" in listing
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_produce_keys_headers_timestamps_with_each_codec(
+    eddy: tuple[ServerProcess, str], codec: str
+) -> None:
+    server, bootstrap = eddy
+    name = topic_name()
+    records = [
+        {
+            "key": f"k{i}".encode(),
+            "value": json.dumps({"n": i}).encode() if i % 2 else f"plain {i}".encode(),
+            "headers": [("trace", f"id-{i}".encode())],
+            "timestamp": 1_700_000_000_000 + i,
+        }
+        for i in range(20)
+    ]
+    produce_all(bootstrap, name, records, **{"compression.type": codec})
+    got = consume(bootstrap, name, 20)
+    assert [(m.key(), m.value(), m.headers(), m.timestamp()[1]) for m in got] == [
+        (r["key"], r["value"], r["headers"], r["timestamp"]) for r in records
+    ]
+    with httpx.Client(base_url=server.base_url) as rest:
+        body = rest.get(f"/v1/topics/{name}/partitions/0/records?offset=0&limit=2").json()
+    assert body["records"][0]["key"] == "k0"
+    assert body["records"][0]["value_base64"] == base64.b64encode(b"plain 0").decode()
+    assert body["records"][1]["value"] == {"n": 1}
+    assert body["records"][1]["headers"] == {"trace": "id-1"}
+    assert body["records"][1]["timestamp"] == 1_700_000_000_001
+
+
+def test_consume_from_earliest_latest_offset_and_timestamp(
+    eddy: tuple[ServerProcess, str],
+) -> None:
+    _, bootstrap = eddy
+    name = topic_name()
+    base = 1_700_000_000_000
+    produce_all(
+        bootstrap,
+        name,
+        [{"key": b"k", "value": f"v{i}".encode(), "timestamp": base + 1000 * i} for i in range(10)],
+    )
+
+    async def run() -> dict[str, Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(name, 0)
+            consumer.assign([tp])
+            out: dict[str, Any] = {}
+            out["earliest"] = (await consumer.beginning_offsets([tp]))[tp]
+            out["latest"] = (await consumer.end_offsets([tp]))[tp]
+            out["by_time"] = (await consumer.offsets_for_times({tp: base + 4500}))[tp]
+            out["after_all"] = (await consumer.offsets_for_times({tp: base + 99_000}))[tp]
+            consumer.seek(tp, 7)
+            batch = await consumer.getmany(tp, timeout_ms=5000)
+            out["from_7"] = [m.value for m in batch.get(tp, [])]
+            return out
+        finally:
+            await consumer.stop()
+
+    out = asyncio.run(run())
+    assert out["earliest"] == 0 and out["latest"] == 10
+    assert out["by_time"].offset == 5 and out["by_time"].timestamp == base + 5000
+    assert out["after_all"] is None
+    assert out["from_7"] == [b"v7", b"v8", b"v9"]
+
+    def kcat(*args: str) -> list[str]:
+        result = subprocess.run(
+            ["kcat", "-b", bootstrap, "-C", "-t", name, "-e", "-f", "%o:%s\n", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return result.stdout.split()
+
+    assert kcat("-o", "beginning", "-c", "2") == ["0:v0", "1:v1"]
+    assert kcat("-o", "8") == ["8:v8", "9:v9"]
+    assert kcat("-o", "-1") == ["9:v9"]
+    assert kcat("-o", f"s@{base + 8000}") == ["8:v8", "9:v9"]
+
+
+def test_offset_out_of_range_and_long_poll(eddy: tuple[ServerProcess, str]) -> None:
+    server, bootstrap = eddy
+    name = topic_name()
+    produce_all(bootstrap, name, [{"value": b"one"}])
+
+    async def run() -> tuple[Any, list[bytes]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            fetch_max_wait_ms=10_000,
+        )
+        await consumer.start()
+        tp = TopicPartition(name, 0)
+        consumer.assign([tp])
+        try:
+            consumer.seek(tp, 50)
+            try:
+                await consumer.getone()
+                error: Any = None
+            except Exception as exc:  # aiokafka raises OffsetOutOfRangeError
+                error = exc
+            consumer.seek(tp, 1)  # the end: the fetch long-polls until a record comes
+            waiting = asyncio.ensure_future(consumer.getone())
+            await asyncio.sleep(0.5)
+            async with httpx.AsyncClient(base_url=server.base_url) as rest:
+                response = await rest.post(
+                    f"/v1/topics/{name}/records", json={"key": "r", "value": {"from": "rest"}}
+                )
+                assert response.status_code in (200, 201), response.text
+            message = await asyncio.wait_for(waiting, 20)
+            return error, [message.value, message.key]
+        finally:
+            await consumer.stop()
+
+    error, got = asyncio.run(run())
+    assert type(error).__name__ == "OffsetOutOfRangeError"
+    assert got == [b'{"from":"rest"}', b"r"]
+
+
+def test_rest_records_reach_kafka_clients_and_kafka_records_reach_websockets(
+    eddy: tuple[ServerProcess, str],
+) -> None:
+    server, bootstrap = eddy
+    name = topic_name()
+    with httpx.Client(base_url=server.base_url) as rest:
+        rest.post(f"/v1/topics/{name}/records", json={"key": "a", "value": {"x": [1, 2]}})
+        rest.post(
+            f"/v1/topics/{name}/records?key=b",
+            content=b"\x00\xffbin",
+            headers={"content-type": "application/octet-stream"},
+        )
+    got = consume(bootstrap, name, 2)
+    assert [(m.key(), m.value()) for m in got] == [(b"a", b'{"x":[1,2]}'), (b"b", b"\x00\xffbin")]
+
+    async def subscribe() -> list[dict[str, Any]]:
+        url = f"{server.ws_url}/v1/topics/{name}/ws?from=latest"
+        async with websockets.connect(url) as ws:
+            frames: list[dict[str, Any]] = []
+            while not any(f.get("type") == "subscribed" for f in frames):
+                frames.append(json.loads(await ws.recv()))
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await producer.start()
+            try:
+                await producer.send_and_wait(name, b'{"k": "json"}', key=b"j", partition=0)
+                await producer.send_and_wait(name, b"not json", key=b"n", partition=0)
+                await producer.send_and_wait(name, None, key=b"tomb", partition=0)
+            finally:
+                await producer.stop()
+            records: list[dict[str, Any]] = []
+            while len(records) < 3:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if frame.get("type") == "record":
+                    records.append(frame)
+            return records
+
+    records = asyncio.run(subscribe())
+    assert records[0]["key"] == "j" and records[0]["value"] == {"k": "json"}
+    assert records[1]["key"] == "n"
+    assert records[1]["value_base64"] == base64.b64encode(b"not json").decode()
+    assert records[2]["key"] == "tomb" and records[2]["value"] is None
+
+
+def test_kafka_error_codes_reach_clients(eddy: tuple[ServerProcess, str]) -> None:
+    _, bootstrap = eddy
+    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 5000})
+    errors: list[Any] = []
+    producer.produce("bad name!", b"x", on_delivery=lambda err, _m: errors.append(err))
+    producer.flush(10)
+    assert errors and errors[0] is not None
+    assert errors[0].code() in (KafkaError.TOPIC_EXCEPTION, KafkaError._UNKNOWN_TOPIC)
+    wait_until(lambda: True)
