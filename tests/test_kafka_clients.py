@@ -8,8 +8,10 @@ import base64
 import json
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -328,3 +330,109 @@ def test_kafka_error_codes_reach_clients(eddy: tuple[ServerProcess, str]) -> Non
     assert errors and errors[0] is not None
     assert errors[0].code() in (KafkaError.TOPIC_EXCEPTION, KafkaError._UNKNOWN_TOPIC)
     wait_until(lambda: True)
+
+
+GROUP_MEMBER = """
+import sys
+from confluent_kafka import Consumer
+consumer = Consumer({
+    "bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "auto.offset.reset": "earliest",
+    "enable.auto.commit": False, "session.timeout.ms": 3000, "heartbeat.interval.ms": 300,
+})
+consumer.subscribe([sys.argv[3]], on_assign=lambda c, parts: print(
+    "assigned", ",".join(str(p.partition) for p in parts), flush=True))
+while True:
+    message = consumer.poll(0.2)
+    if message is not None and message.error() is None:
+        consumer.commit(message, asynchronous=False)
+        print("record", message.partition(), message.offset(), flush=True)
+"""
+
+
+def group_consumer(bootstrap: str, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 3000,
+            "heartbeat.interval.ms": 300,
+        }
+    )
+
+
+def test_group_of_two_librdkafka_consumers_shares_commits_and_takes_over(
+    eddy: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    server, bootstrap = eddy
+    name, group = topic_name(), f"g-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.base_url) as rest:
+        assert rest.post("/v1/topics", json={"name": name, "partitions": 4}).status_code == 201
+    output = tmp_path / "member.out"
+    with output.open("w") as out:
+        other = subprocess.Popen(
+            [sys.executable, "-c", GROUP_MEMBER, bootstrap, group, name], stdout=out, text=True
+        )
+    me = group_consumer(bootstrap, group)
+    mine: set[int] = set()
+    me.subscribe(
+        [name],
+        on_assign=lambda c, parts: mine.update(p.partition for p in parts),
+        on_revoke=lambda c, parts: mine.difference_update(p.partition for p in parts),
+    )
+    seen: list[tuple[int | None, int | None]] = []
+
+    def poll_until(condition: Any) -> None:
+        for _ in range(300):
+            if condition():
+                return
+            message = me.poll(0.1)
+            if message is not None and message.error() is None:
+                me.commit(message=message, asynchronous=False)
+                seen.append((message.partition(), message.offset()))
+        raise AssertionError("condition not reached")
+
+    def theirs() -> set[int]:
+        lines = [line.split() for line in output.read_text().splitlines()]
+        assigned = [line for line in lines if line and line[0] == "assigned"]
+        return {int(p) for p in assigned[-1][1].split(",") if p} if assigned else set()
+
+    def their_records() -> list[tuple[int | None, int | None]]:
+        lines = [line.split() for line in output.read_text().splitlines()]
+        return [(int(line[1]), int(line[2])) for line in lines if line and line[0] == "record"]
+
+    try:
+        # both members share the partitions, disjointly
+        poll_until(lambda: mine and theirs() and mine | theirs() == {0, 1, 2, 3})
+        assert not mine & theirs()
+        produce_all(
+            bootstrap, name, [{"value": f"a{i}".encode(), "partition": i % 4} for i in range(40)]
+        )
+        poll_until(lambda: len(seen) + len(their_records()) >= 40)
+        everything = sorted((p or 0, o or 0) for p, o in seen + their_records())
+        assert everything == sorted((p, o) for p in range(4) for o in range(10))
+        # REST sees the Kafka group's committed offsets
+        with httpx.Client(base_url=server.base_url) as rest:
+            detail = rest.get(f"/v1/groups/{group}").json()
+            assert {o["partition"]: o["committed_offset"] for o in detail["offsets"]} == {
+                p: 10 for p in range(4)
+            }
+            # one group name, one kind of member: a WebSocket member is refused while Kafka
+            # members are in the group, and REST may not reset it
+            reset = rest.post(f"/v1/groups/{group}/reset", json={"topic": name, "to": "earliest"})
+            assert reset.status_code == 409 and reset.json()["error"]["code"] == "group_active"
+        # the other member is killed: after its session timeout this one owns every partition
+        other.kill()
+        other.wait()
+        produce_all(
+            bootstrap, name, [{"value": f"b{i}".encode(), "partition": i % 4} for i in range(8)]
+        )
+        poll_until(lambda: mine == {0, 1, 2, 3} and len(seen) + len(their_records()) >= 48)
+        later = [(p or 0, o or 0) for p, o in seen if (o or 0) >= 10]
+        assert sorted(later) == sorted((p, o) for p in range(4) for o in (10, 11))
+    finally:
+        me.close()
+        if other.poll() is None:
+            other.kill()
+            other.wait()

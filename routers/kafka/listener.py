@@ -43,10 +43,19 @@ HANDLERS: dict[int, Handler] = {
     1: data.fetch,
     2: data.list_offsets,
     3: admin.metadata,
+    8: lambda s, r: s.groups.offset_commit(s, r),
+    9: lambda s, r: s.groups.offset_fetch(s, r),
     10: admin.find_coordinator,
+    11: lambda s, r: s.groups.join(s, r),
+    12: lambda s, r: s.groups.heartbeat(s, r),
+    13: lambda s, r: s.groups.leave(s, r),
+    14: lambda s, r: s.groups.sync(s, r),
+    15: lambda s, r: s.groups.describe_groups(s, r),
+    16: lambda s, r: s.groups.list_groups(s, r),
     18: admin.api_versions,
     19: admin.create_topics,
     20: admin.delete_topics,
+    42: lambda s, r: s.groups.delete_groups(s, r),
 }
 
 
