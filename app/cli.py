@@ -149,6 +149,12 @@ def serve(
         str | None,
         typer.Option(help="HOST:PORT for Kafka clients (wire protocol) [env EDDY_KAFKA_LISTENER]"),
     ] = None,
+    kafka_advertised_listener: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT Kafka clients are told to use [env EDDY_KAFKA_ADVERTISED_LISTENER]"
+        ),
+    ] = None,
 ) -> None:
     """Run the broker."""
     settings = _settings(
@@ -178,6 +184,7 @@ def serve(
         produce_rate_limit=produce_rate_limit,
         produce_rate_burst=produce_rate_burst,
         kafka_listener=kafka_listener,
+        kafka_advertised_listener=kafka_advertised_listener,
         produce_queue_timeout=produce_queue_timeout,
         log_level=log_level,
     )

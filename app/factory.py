@@ -133,7 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kafka: KafkaListener | None = None
         if settings.kafka_listener is not None:
             kafka_host, kafka_port = parse_address(settings.kafka_listener)
-            kafka = KafkaListener(broker, kafka_host, kafka_port, settings.max_request_bytes)
+            advertised = settings.kafka_advertised_listener
+            kafka = KafkaListener(
+                broker,
+                kafka_host,
+                kafka_port,
+                settings.max_request_bytes,
+                parse_address(advertised) if advertised else None,
+            )
             try:
                 await kafka.start()
             except BaseException:

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         description="HOST:PORT where the embedded broker also speaks Kafka's wire protocol "
         "(port 0: any free port)",
     )
+    kafka_advertised_listener: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="HOST:PORT Kafka clients are told to connect to (behind NAT, a proxy or a "
+        "container); default: the listener's own address",
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from broker.events import End, Subscribed
 from broker.fetcher import Fetcher
 from broker.groups import GroupCoordinator, ResetTo
 from broker.hub import FanoutHub
+from broker.idempotence import SequenceRule, check_sequence
 from broker.metrics import Metrics
 from broker.positions import SubscribeParams, start_positions
 from broker.producer import Producer
@@ -272,6 +273,18 @@ class Broker:
         self.access.audit_admin(principal, "update_topic", f"topic:{name}", "ok")
         return self._describe(name)
 
+    async def replace_topic_config(
+        self, principal: Principal, name: str, config: Mapping[str, Any]
+    ) -> TopicDetail:
+        """Set the topic's overrides to exactly `config` (Kafka's AlterConfigs: keys left out
+        go back to the server's defaults)."""
+        validate_topic_name(name)
+        self.access.require(principal, Action.ADMIN, name)
+        self._topic(name)
+        await self.engine.update_topic(name, None, validate_config(config))
+        self.access.audit_admin(principal, "update_topic", f"topic:{name}", "ok")
+        return self._describe(name)
+
     async def delete_topic(self, principal: Principal, name: str) -> None:
         validate_topic_name(name)
         self.access.require(principal, Action.ADMIN, name)
@@ -329,11 +342,12 @@ class Broker:
         topic: str,
         drafts: Sequence[RecordDraft],
         producer: ProducerSequence | None = None,
+        rule: SequenceRule = check_sequence,
     ) -> list[AppendedRecord]:
         self._authorize(principal, Action.WRITE, topic)
         self.rate_limiter.check(principal.name)
         meta = await self._topic_for_use(principal, topic)
-        return await self.producer.produce(meta, drafts, self._config_of(meta), producer)
+        return await self.producer.produce(meta, drafts, self._config_of(meta), producer, rule)
 
     async def fetch(
         self,

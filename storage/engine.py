@@ -60,6 +60,9 @@ class ProducerSequence:
 
     producer_id: str
     sequence: int
+    # The producer's last committed sequence this one must follow: None is Eddy's numbering
+    # (sequence - 1); Kafka's producers number records, so their batches jump by their size.
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +21,30 @@ import httpx
 import pytest
 import websockets
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported names
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+)
+from confluent_kafka.admin import NewTopic as ConfluentNewTopic  # type: ignore[attr-defined]
 from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource as KafkaConfigResource
+from kafka.admin import ConfigResourceType, NewTopic
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.api_versions.v3.response import ApiVersionsResponse
 from kio.schema.errors import ErrorCode
 
-from tests.conftest import ServerProcess, free_port, start_server_process, wait_until
+from tests.conftest import (
+    ServerProcess,
+    fetch_all,
+    free_port,
+    start_server_process,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -436,3 +454,144 @@ def test_group_of_two_librdkafka_consumers_shares_commits_and_takes_over(
         if other.poll() is None:
             other.kill()
             other.wait()
+
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of the Kafka listener that, every `every`th Produce
+    request, forwards the request and then cuts the connection before the answer gets back:
+    the record is committed, the producer does not know, and retries."""
+
+    def __init__(self, target: str, every: int = 5, cuts: int = 3) -> None:
+        self.target = target
+        self.every, self.cuts_left, self.cuts = every, cuts, 0
+        self.produces = 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            host, port = self.target.split(":")
+            upstream = socket.create_connection((host, int(port)))
+            cut = threading.Event()  # set: answers are no longer passed on
+            threading.Thread(
+                target=self._requests, args=(client, upstream, cut), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._answers, args=(upstream, client, cut), daemon=True
+            ).start()
+
+    def _requests(
+        self, client: socket.socket, upstream: socket.socket, cut: threading.Event
+    ) -> None:
+        stream = client.makefile("rb")
+        try:
+            while True:
+                size = stream.read(4)
+                if len(size) < 4:
+                    break
+                frame = stream.read(int.from_bytes(size, "big"))
+                if int.from_bytes(frame[:2], "big") == 0:  # a Produce
+                    with self.lock:
+                        self.produces += 1
+                        if self.cuts_left > 0 and self.produces % self.every == 0:
+                            self.cuts_left -= 1
+                            self.cuts += 1
+                            cut.set()
+                upstream.sendall(size + frame)
+                if cut.is_set():
+                    time.sleep(0.3)  # let it commit (the test holds either way)
+                    break
+        except OSError:
+            pass
+        for s in (client, upstream):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _answers(
+        self, upstream: socket.socket, client: socket.socket, cut: threading.Event
+    ) -> None:
+        try:
+            while data := upstream.recv(65536):
+                if cut.is_set():
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+
+
+def test_idempotent_producer_cut_mid_stream_writes_no_duplicates(tmp_path: Path) -> None:
+    kafka_port = free_port()
+    proxy = CuttingProxy(f"127.0.0.1:{kafka_port}")
+    server = start_server_process(
+        tmp_path / "data",
+        "--kafka-listener",
+        f"127.0.0.1:{kafka_port}",
+        "--kafka-advertised-listener",
+        proxy.address,
+    )
+    try:
+        name = topic_name()
+        produce_all(
+            proxy.address,
+            name,
+            [{"value": f"m{i}".encode(), "partition": 0} for i in range(600)],
+            **{"enable.idempotence": True, "linger.ms": 2, "batch.num.messages": 20},
+        )
+        assert proxy.cuts >= 1
+        with httpx.Client(base_url=server.base_url) as rest:
+            records = fetch_all(rest, name)
+        values = [base64.b64decode(r["value_base64"]).decode() for r in records]
+        assert values == [f"m{i}" for i in range(600)]
+    finally:
+        proxy.close()
+        server.stop()
+
+
+def test_admin_partitions_and_configs(eddy: tuple[ServerProcess, str]) -> None:
+    server, bootstrap = eddy
+    name = topic_name()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([ConfluentNewTopic(name, 1, 1)])[name].result(20)
+    admin.create_partitions([NewPartitions(name, 3)])[name].result(20)
+    with pytest.raises(KafkaException) as shrink:
+        admin.create_partitions([NewPartitions(name, 2)])[name].result(20)
+    assert shrink.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+    resource = ConfigResource("topic", name)
+    admin.incremental_alter_configs(
+        [
+            ConfigResource(
+                "topic",
+                name,
+                incremental_configs=[
+                    ConfigEntry(
+                        "retention.ms", "120000", incremental_operation=AlterConfigOpType.SET
+                    )
+                ],
+            )
+        ]
+    )[resource].result(20)
+    configs = admin.describe_configs([resource])[resource].result(20)
+    assert configs["retention.ms"].value == "120000" and not configs["retention.ms"].is_default
+    assert configs["cleanup.policy"].value == "delete" and configs["cleanup.policy"].is_default
+    legacy = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:  # AlterConfigs (not incremental), with kafka-python
+        kept = KafkaConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": "120000"})
+        bad = KafkaConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": "forever"})
+        answers = [legacy.alter_configs([r]) for r in (kept, bad)]
+    finally:
+        legacy.close()
+    outcomes = [a["topic"][name] for a in answers]
+    assert outcomes[0] == "OK" and "InvalidConfigurationError" in outcomes[1]
+    with httpx.Client(base_url=server.base_url) as rest:
+        detail = rest.get(f"/v1/topics/{name}").json()
+    assert len(detail["partitions"]) == 3 and detail["config"]["retention.ms"] == 120000

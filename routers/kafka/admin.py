@@ -9,6 +9,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from broker.access import Action
+from broker.topic_rules import validate_config
 from models.errors import EddyError, InvalidRequest, TopicExists, TopicNotFound
 from routers.kafka.errors import error_code
 from routers.kafka.messages import SUPPORTED, Request
@@ -178,4 +179,137 @@ async def find_coordinator(session: Session, request: Request) -> dict[str, Any]
         "node_id": node.node_id,
         "host": node.host,
         "port": node.port,
+    }
+
+
+async def create_partitions(session: Session, request: Request) -> dict[str, Any]:
+    results = []
+    for topic in request.body.topics:
+        result: dict[str, Any] = {"name": topic.name, "error_code": ErrorCode.none}
+        try:
+            current = session.broker.describe_topic(session.principal, topic.name)
+            if topic.count <= len(current.partitions):
+                result.update(
+                    error_code=ErrorCode.invalid_partitions,
+                    error_message=f"topic has {len(current.partitions)} partitions; "
+                    "the count can only grow",
+                )
+            elif request.body.validate_only:
+                session.broker.access.require(session.principal, Action.ADMIN, topic.name)
+            else:
+                await session.broker.update_topic(
+                    session.principal, topic.name, int(topic.count), None
+                )
+        except EddyError as exc:
+            code = error_code(exc)
+            if isinstance(exc, InvalidRequest):
+                code = ErrorCode.invalid_partitions
+            result.update(error_code=code, error_message=exc.message)
+        results.append(result)
+    return {"results": results}
+
+
+TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
+DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG = 1, 5
+_CONFIG_TYPES = {"cleanup.policy": 7, "max.message.bytes": 3}  # 7 LIST, 3 INT; others LONG (5)
+
+
+def _config_entries(
+    config: dict[str, Any], sources: dict[str, str], keys: Any, read_only: bool
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "value": str(value),
+            "read_only": read_only,
+            "config_source": DYNAMIC_TOPIC_CONFIG
+            if sources.get(name) == "topic"
+            else DEFAULT_CONFIG,
+            "is_default": sources.get(name) != "topic",
+            "is_sensitive": False,
+            "config_type": _CONFIG_TYPES.get(name, 5),
+        }
+        for name, value in sorted(config.items())
+        if keys is None or name in keys
+    ]
+
+
+async def describe_configs(session: Session, request: Request) -> dict[str, Any]:
+    broker = session.broker
+    results = []
+    for resource in request.body.resources:
+        result: dict[str, Any] = {
+            "error_code": ErrorCode.none,
+            "resource_type": resource.resource_type,
+            "resource_name": resource.resource_name,
+            "configs": [],
+        }
+        keys = resource.configuration_keys
+        try:
+            if resource.resource_type == TOPIC_RESOURCE:
+                detail = broker.describe_topic(session.principal, resource.resource_name)
+                result["configs"] = _config_entries(
+                    dict(detail.config), dict(detail.config_sources), keys, False
+                )
+            elif resource.resource_type == BROKER_RESOURCE:
+                defaults = dict(broker.config.topic_defaults)
+                result["configs"] = _config_entries(defaults, {}, keys, True)
+            else:
+                result.update(
+                    error_code=ErrorCode.invalid_request, error_message="unknown resource"
+                )
+        except EddyError as exc:
+            result.update(error_code=error_code(exc), error_message=exc.message)
+        results.append(result)
+    return {"results": results}
+
+
+async def _alter(
+    session: Session, resource: Any, validate_only: bool, incremental: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "error_code": ErrorCode.none,
+        "resource_type": resource.resource_type,
+        "resource_name": resource.resource_name,
+    }
+    if resource.resource_type != TOPIC_RESOURCE:
+        out.update(
+            error_code=ErrorCode.invalid_request,
+            error_message="only topic configs can be changed (broker defaults are flags)",
+        )
+        return out
+    broker = session.broker
+    try:
+        detail = broker.describe_topic(session.principal, resource.resource_name)
+        overrides = {k: v for k, v in detail.config.items() if detail.config_sources[k] == "topic"}
+        new: dict[str, Any] = dict(overrides) if incremental else {}
+        for entry in resource.configs:
+            operation = getattr(entry, "config_operation", 0)
+            if operation == 0:  # SET
+                new[entry.name] = _config_value(entry.name, entry.value)
+            elif operation == 1:  # DELETE: back to the default
+                new.pop(entry.name, None)
+            else:
+                raise InvalidRequest(f"config '{entry.name}' is not a list: cannot append/subtract")
+        validate_config(new)
+        if not validate_only:
+            await broker.replace_topic_config(session.principal, resource.resource_name, new)
+        else:
+            broker.access.require(session.principal, Action.ADMIN, resource.resource_name)
+    except EddyError as exc:
+        out.update(error_code=_config_error(exc), error_message=exc.message)
+    return out
+
+
+async def alter_configs(session: Session, request: Request) -> dict[str, Any]:
+    body = request.body
+    return {
+        "responses": [await _alter(session, r, body.validate_only, False) for r in body.resources]
+    }
+
+
+async def incremental_alter_configs(session: Session, request: Request) -> dict[str, Any]:
+    body = request.body
+    return {
+        "responses": [await _alter(session, r, body.validate_only, True) for r in body.resources]
     }

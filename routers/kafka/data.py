@@ -10,6 +10,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from broker.access import Action
+from broker.idempotence import check_record_sequence
 from models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
 from routers.kafka.errors import error_code
 from routers.kafka.idempotence import producer_sequence
@@ -30,7 +31,11 @@ async def _produce_partition(
             raise CorruptBatch("no records")
         batch = read_produced(records, partition)
         appended = await session.broker.produce(
-            session.principal, topic, batch.drafts, producer_sequence(batch, partition)
+            session.principal,
+            topic,
+            batch.drafts,
+            producer_sequence(session, topic, batch, partition),
+            check_record_sequence,
         )
         out["base_offset"] = appended[0].offset
         out["log_start_offset"] = session.broker.engine.partition_state(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from models.errors import (
+    DuplicateSequence,
     EddyError,
     Forbidden,
     GroupActive,
@@ -33,6 +34,7 @@ _TABLE: tuple[tuple[type[EddyError], ErrorCode], ...] = (
     (RecordTooLarge, ErrorCode.message_too_large),
     (PayloadTooLarge, ErrorCode.record_list_too_large),
     (OutOfOrderSequence, ErrorCode.out_of_order_sequence_number),
+    (DuplicateSequence, ErrorCode.duplicate_sequence_number),
     (GroupNotFound, ErrorCode.group_id_not_found),
     (GroupActive, ErrorCode.non_empty_group),
     (NotAssigned, ErrorCode.illegal_generation),

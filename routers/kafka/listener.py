@@ -19,7 +19,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from broker import Broker
-from routers.kafka import admin, data
+from routers.kafka import admin, data, idempotence
 from routers.kafka.groups import KafkaGroups
 from routers.kafka.messages import (
     API_VERSIONS,
@@ -55,7 +55,12 @@ HANDLERS: dict[int, Handler] = {
     18: admin.api_versions,
     19: admin.create_topics,
     20: admin.delete_topics,
+    22: idempotence.init_producer_id,
+    32: admin.describe_configs,
+    33: admin.alter_configs,
+    37: admin.create_partitions,
     42: lambda s, r: s.groups.delete_groups(s, r),
+    44: admin.incremental_alter_configs,
 }
 
 
@@ -68,11 +73,19 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class KafkaListener:
-    def __init__(self, broker: Broker, host: str, port: int, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        advertise: tuple[str, int] | None = None,
+    ) -> None:
         self._broker = broker
         self._host = host
         self._port = port
         self._max_request_bytes = max_request_bytes
+        self._advertise = advertise
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.groups = KafkaGroups(broker)
@@ -88,9 +101,17 @@ class KafkaListener:
         )
         port = self._server.sockets[0].getsockname()[1]
         host = socket.getfqdn() if self._host in WILDCARD_HOSTS else self._host
+        if self._advertise is not None:
+            host, port = self._advertise
         self.advertised = Advertised(NODE_ID, host, port)
         self.groups.start()
-        log.info("Kafka protocol listener on %s:%d", host, port)
+        log.info(
+            "Kafka protocol listener on %s:%d (advertised as %s:%d)",
+            self._host,
+            self._server.sockets[0].getsockname()[1],
+            host,
+            port,
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
