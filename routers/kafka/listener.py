@@ -19,7 +19,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from broker import Broker
-from routers.kafka import admin, data, idempotence
+from routers.kafka import admin, data, idempotence, sasl
 from routers.kafka.groups import KafkaGroups
 from routers.kafka.messages import (
     API_VERSIONS,
@@ -37,6 +37,7 @@ log = logging.getLogger("eddy.kafka")
 Handler = Callable[[Session, Request], Awaitable[dict[str, Any] | None]]
 NODE_ID = 1
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 HANDLERS: dict[int, Handler] = {
     0: data.produce,
@@ -52,12 +53,14 @@ HANDLERS: dict[int, Handler] = {
     14: lambda s, r: s.groups.sync(s, r),
     15: lambda s, r: s.groups.describe_groups(s, r),
     16: lambda s, r: s.groups.list_groups(s, r),
+    17: sasl.handshake,
     18: admin.api_versions,
     19: admin.create_topics,
     20: admin.delete_topics,
     22: idempotence.init_producer_id,
     32: admin.describe_configs,
     33: admin.alter_configs,
+    36: sasl.authenticate,
     37: admin.create_partitions,
     42: lambda s, r: s.groups.delete_groups(s, r),
     44: admin.incremental_alter_configs,
@@ -105,6 +108,12 @@ class KafkaListener:
             host, port = self._advertise
         self.advertised = Advertised(NODE_ID, host, port)
         self.groups.start()
+        if self._broker.access.enabled and self._host not in LOOPBACK_HOSTS:
+            log.warning(
+                "Kafka listener on %s: SASL/PLAIN sends API keys unencrypted; keep it on "
+                "loopback or put a TLS-terminating proxy in front",
+                self._host,
+            )
         log.info(
             "Kafka protocol listener on %s:%d (advertised as %s:%d)",
             self._host,
@@ -181,6 +190,9 @@ class KafkaListener:
         except Exception:  # kio raises several kinds on bytes that do not decode
             return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
         session.client_id = request.client_id or ""
+        access = self._broker.access
+        if not access.still_valid(session.principal):  # expired JWT, or a key revoked
+            session.principal = access.authenticate(None)
         body = await handler(session, request)
         if body is None:
             return None
