@@ -309,8 +309,23 @@ def test_rest_records_reach_kafka_clients_and_kafka_records_reach_websockets(
             content=b"\x00\xffbin",
             headers={"content-type": "application/octet-stream"},
         )
-    got = consume(bootstrap, name, 2)
-    assert [(m.key(), m.value()) for m in got] == [(b"a", b'{"x":[1,2]}'), (b"b", b"\x00\xffbin")]
+        rest.post(
+            f"/v1/topics/{name}/records?key=c",
+            content="héllo".encode(),
+            headers={"content-type": "text/plain"},
+        )
+        assert (
+            rest.get(f"/v1/topics/{name}/partitions/0/records?offset=2").json()["records"][0][
+                "value"
+            ]
+            == "héllo"
+        )
+    got = consume(bootstrap, name, 3)
+    assert [(m.key(), m.value()) for m in got] == [
+        (b"a", b'{"x":[1,2]}'),
+        (b"b", b"\x00\xffbin"),
+        (b"c", "héllo".encode()),
+    ]
 
     async def subscribe() -> list[dict[str, Any]]:
         url = f"{server.ws_url}/v1/topics/{name}/ws?from=latest"
@@ -688,3 +703,43 @@ read = ["orders*"]
         assert type(refused).__name__ == "GroupAuthorizationFailedError"
     finally:
         server.stop()
+
+
+def test_one_group_name_one_kind_of_member(eddy: tuple[ServerProcess, str]) -> None:
+    server, bootstrap = eddy
+    name, group = topic_name(), f"g-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> tuple[Any, dict[str, Any]]:
+        url = f"{server.ws_url}/v1/topics/{name}/ws?group={group}"
+        async with websockets.connect(url) as ws:
+            await asyncio.wait_for(ws.recv(), 10)  # a WebSocket member is in the group
+            kafka_member = AIOKafkaConsumer(
+                name, bootstrap_servers=bootstrap, group_id=group, retry_backoff_ms=100
+            )
+            try:
+                await kafka_member.start()
+                await asyncio.wait_for(kafka_member.getone(), 10)
+                refused: Any = None
+            except Exception as exc:
+                refused = exc
+            finally:
+                await kafka_member.stop()
+        # and the other way round: a Kafka member in the group refuses a WebSocket member
+        consumer = group_consumer(bootstrap, group + "-k")
+        consumer.subscribe([name])
+        try:
+            for _ in range(100):
+                consumer.poll(0.1)
+                if consumer.assignment():
+                    break
+            async with websockets.connect(
+                f"{server.ws_url}/v1/topics/{name}/ws?group={group}-k"
+            ) as ws:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        finally:
+            consumer.close()
+        return refused, frame
+
+    refused, frame = asyncio.run(run())
+    assert type(refused).__name__ == "InconsistentGroupProtocolError"
+    assert frame["type"] == "error" and frame["code"] == "group_active"
