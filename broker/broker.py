@@ -349,6 +349,28 @@ class Broker:
         meta = await self._topic_for_use(principal, topic)
         return await self.producer.produce(meta, drafts, self._config_of(meta), producer, rule)
 
+    async def prepare_produce(self, principal: Principal, topic: str) -> None:
+        """What `produce` does before it queues: authorize, and auto-create the topic. For a
+        transport that queues requests in arrival order with `submit_produce` and collects
+        the outcomes later (Kafka clients keep several produce requests in flight)."""
+        self._authorize(principal, Action.WRITE, topic)
+        await self._topic_for_use(principal, topic)
+
+    def submit_produce(
+        self,
+        principal: Principal,
+        topic: str,
+        drafts: Sequence[RecordDraft],
+        producer: ProducerSequence | None,
+        rule: SequenceRule = check_sequence,
+    ) -> asyncio.Future[list[AppendedRecord]]:
+        """Queue `drafts` now (synchronously: calls commit in call order); the future resolves
+        when they are committed. Call `prepare_produce` first."""
+        self._authorize(principal, Action.WRITE, topic)
+        self.rate_limiter.check(principal.name)
+        meta = self.engine.get_topic(topic)
+        return self.producer.submit(meta, drafts, self._config_of(meta), producer, rule=rule)
+
     async def fetch(
         self,
         principal: Principal,

@@ -19,7 +19,10 @@ from storage import ProducerEntry, ProducerWindow
 
 @dataclass(frozen=True)
 class Append:
-    """A new request: append it."""
+    """A new request: append it. `after`: the sequence it follows, for the engine's check in
+    the commit (None: sequence - 1, Eddy's numbering)."""
+
+    after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def check_record_sequence(
     if entry is not None:
         return Retry(entry)
     if in_flight:  # the previous batch is still being committed (its size is not known here)
-        return Append() if sequence > next(reversed(in_flight)) else Duplicate()
+        previous = next(reversed(in_flight))
+        return Append(previous) if sequence > previous else Duplicate()
     last_sequence = committed.last
     if last_sequence is None:
         return Append()  # a producer's first batch (Kafka's clients start at 0)
@@ -84,7 +88,7 @@ def check_record_sequence(
     assert last is not None
     expected = (last.sequence + len(last.appended)) % KAFKA_SEQUENCE_SPAN
     if sequence == expected:
-        return Append()
+        return Append(last_sequence)
     behind = (expected - sequence) % KAFKA_SEQUENCE_SPAN
     if behind < KAFKA_SEQUENCE_SPAN // 2:
         return Duplicate()

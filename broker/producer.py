@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from broker.drafts import RecordDraft
@@ -206,6 +207,8 @@ class Producer:
             )
             retried.set_result(list(decision.entry.appended))
             return retried
+        if decision.after is not None:
+            batch = replace(batch, producer=replace(batch.producer, after=decision.after))
         try:
             done = self._engine.append(topic, batch, self._queue_timeout)
         except BaseException:

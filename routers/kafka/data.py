@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -17,74 +18,110 @@ from routers.kafka.idempotence import producer_sequence
 from routers.kafka.messages import Request
 from routers.kafka.records import CorruptBatch, InvalidRecord, build_batch, read_produced
 from routers.kafka.session import Session
+from storage import AppendedRecord
 
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
 TRANSACTIONS_REFUSED = ErrorCode.transactional_id_authorization_failed  # no transactions
 
 
-async def _produce_partition(
+PartitionOutcome = tuple[str, int, "asyncio.Future[list[AppendedRecord]] | dict[str, Any]"]
+
+
+async def _queue_partition(
     session: Session, topic: str, partition: int, records: bytes | None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"index": partition, "base_offset": -1, "log_start_offset": -1}
+) -> asyncio.Future[list[AppendedRecord]] | dict[str, Any]:
+    """Decode and queue one partition's batch; its commit's future, or the error answer."""
+    broker = session.broker
     try:
         if records is None:
             raise CorruptBatch("no records")
         batch = read_produced(records, partition)
-        appended = await session.broker.produce(
+        await broker.prepare_produce(session.principal, topic)
+        return broker.submit_produce(
             session.principal,
             topic,
             batch.drafts,
-            producer_sequence(session, topic, batch, partition),
+            producer_sequence(batch, partition),
             check_record_sequence,
         )
-        out["base_offset"] = appended[0].offset
-        out["log_start_offset"] = session.broker.engine.partition_state(
-            topic, partition
-        ).log_start_offset
-        out["error_code"] = ErrorCode.none
-    except CorruptBatch as exc:
-        out.update(error_code=ErrorCode.corrupt_message, error_message=exc.message)
-    except InvalidRecord as exc:
-        out.update(error_code=ErrorCode.invalid_record, error_message=exc.message)
     except EddyError as exc:
-        out.update(error_code=error_code(exc), error_message=exc.message)
+        return _produce_error(partition, exc)
+
+
+def _produce_error(partition: int, exc: EddyError) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": partition, "base_offset": -1, "log_start_offset": -1}
+    if isinstance(exc, CorruptBatch):
+        code = ErrorCode.corrupt_message
+    elif isinstance(exc, InvalidRecord):
+        code = ErrorCode.invalid_record
+    else:
+        code = error_code(exc)
+    out.update(error_code=code, error_message=exc.message)
     return out
 
 
-async def produce(session: Session, request: Request) -> dict[str, Any] | None:
-    """Each partition's batch is one atomic append; all of them are queued at once (they share
-    a group commit) and the answer goes out when every one is committed, whatever `acks` said
-    (acks=0 gets no answer, as in Kafka)."""
+async def _partition_answer(
+    session: Session, topic: str, partition: int, queued: Any
+) -> dict[str, Any]:
+    if isinstance(queued, dict):
+        return queued
+    try:
+        appended = await queued
+    except EddyError as exc:
+        return _produce_error(partition, exc)
+    state = session.broker.engine.partition_state(topic, partition)
+    return {
+        "index": partition,
+        "error_code": ErrorCode.none,
+        "base_offset": appended[0].offset,
+        "log_start_offset": state.log_start_offset,
+    }
+
+
+Answer = Callable[[], Awaitable[dict[str, Any] | None]]
+
+
+async def submit_produce(session: Session, request: Request) -> Answer:
+    """A Produce in two steps, so a connection can keep several in flight as Kafka clients do:
+    this one (awaited in arrival order) decodes and queues every partition's batch, each an
+    atomic append, so they commit in the order they were sent and share group commits; the
+    function it returns waits for the commits and gives the answer (None for acks=0, which
+    Kafka does not answer). The answer always comes after the commit, whatever `acks` said."""
     body = request.body
     if body.transactional_id is not None:
-        responses = [
-            {
-                "name": t.name,
-                "partition_responses": [
-                    {
-                        "index": p.index,
-                        "error_code": ErrorCode.transactional_id_authorization_failed,
-                    }
-                    for p in t.partition_data
-                ],
-            }
-            for t in body.topic_data
-        ]
-        return {"responses": responses}
-    jobs = [
-        (t.name, _produce_partition(session, t.name, p.index, p.records))
-        for t in body.topic_data
-        for p in t.partition_data
-    ]
-    results = await asyncio.gather(*(job for _, job in jobs))
-    by_topic: dict[str, list[dict[str, Any]]] = {}
-    for (name, _), result in zip(jobs, results, strict=True):
-        by_topic.setdefault(name, []).append(result)
-    if body.acks == 0:
-        return None
-    return {
-        "responses": [{"name": n, "partition_responses": parts} for n, parts in by_topic.items()]
-    }
+        refused: dict[str, Any] = {
+            "responses": [
+                {
+                    "name": t.name,
+                    "partition_responses": [
+                        {"index": p.index, "error_code": TRANSACTIONS_REFUSED}
+                        for p in t.partition_data
+                    ],
+                }
+                for t in body.topic_data
+            ]
+        }
+
+        async def refuse() -> dict[str, Any] | None:
+            return refused
+
+        return refuse
+    queued: list[PartitionOutcome] = []
+    for t in body.topic_data:
+        for p in t.partition_data:
+            outcome = await _queue_partition(session, t.name, p.index, p.records)
+            queued.append((t.name, p.index, outcome))
+
+    async def answer() -> dict[str, Any] | None:
+        results = [await _partition_answer(session, name, p, q) for name, p, q in queued]
+        if body.acks == 0:
+            return None
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (name, _, _), result in zip(queued, results, strict=True):
+            by_topic.setdefault(name, []).append(result)
+        return {"responses": [{"name": n, "partition_responses": r} for n, r in by_topic.items()]}
+
+    return answer
 
 
 async def _read_partition(

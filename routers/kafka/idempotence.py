@@ -15,7 +15,6 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from models.errors import EddyError
 from routers.kafka.messages import Request
 from routers.kafka.records import ProducedBatch
 from routers.kafka.session import Session
@@ -24,19 +23,11 @@ from storage import ProducerSequence
 MAX_EPOCH = 32_767
 
 
-def producer_sequence(
-    session: Session, topic: str, batch: ProducedBatch, partition: int
-) -> ProducerSequence | None:
-    """The batch's producer sequence; it follows the producer's last committed batch (the
-    engine checks that again in the commit, so a failed earlier batch cannot leave a gap)."""
+def producer_sequence(batch: ProducedBatch, partition: int) -> ProducerSequence | None:
     if batch.producer_id < 0:
         return None
     name = f"kafka-{batch.producer_id}-{batch.producer_epoch}-{partition}"
-    try:
-        last = session.broker.engine.producer_history(topic, name).last
-    except EddyError:
-        last = None  # the topic is auto-created by the produce: nothing to follow
-    return ProducerSequence(name, batch.base_sequence, last)
+    return ProducerSequence(name, batch.base_sequence)
 
 
 async def init_producer_id(session: Session, request: Request) -> dict[str, Any]:

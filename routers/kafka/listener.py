@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -23,6 +23,7 @@ from routers.kafka import admin, data, idempotence, sasl
 from routers.kafka.groups import KafkaGroups
 from routers.kafka.messages import (
     API_VERSIONS,
+    PRODUCE,
     Request,
     encode_bare_error,
     encode_response,
@@ -39,8 +40,11 @@ NODE_ID = 1
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
+# Requests a connection may have read and not yet answered (Kafka's clients send up to 5).
+MAX_IN_FLIGHT = 16
+PRODUCE_KEY = PRODUCE.to_bytes(2, "big")
+
 HANDLERS: dict[int, Handler] = {
-    0: data.produce,
     1: data.fetch,
     2: data.list_offsets,
     3: admin.metadata,
@@ -159,16 +163,74 @@ class KafkaListener:
     async def _run(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Read requests and queue their answers in order. Produce requests are queued for
+        commit as they arrive and answered when committed, so a client's several produce
+        requests in flight share group commits; any other request waits until every answer
+        before it is out, then runs while the next requests are read."""
+        answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
+        sender = asyncio.create_task(self._send_answers(answers, writer))
+        try:
+            while not sender.done():
+                size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
+                if size < 0 or size > self._max_request_bytes:
+                    log.warning("Kafka request of %d bytes from %s refused", size, session.client)
+                    return  # the stream cannot be resynchronised past an unread frame
+                frame = await reader.readexactly(size)
+                if frame[:2] == PRODUCE_KEY:
+                    answer = await self._start_produce(session, frame)
+                else:
+                    await answers.join()
+                    answer = self._answer(session, frame)
+                await answers.put(asyncio.create_task(answer))
+            await sender  # its error, if it failed
+        finally:
+            if not sender.done():
+                await answers.join()
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
+
+    async def _send_answers(
+        self, answers: asyncio.Queue[asyncio.Task[bytes | None]], writer: asyncio.StreamWriter
+    ) -> None:
         while True:
-            size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
-            if size < 0 or size > self._max_request_bytes:
-                log.warning("Kafka request of %d bytes from %s refused", size, session.client)
-                return  # the stream cannot be resynchronised past an unread frame
-            frame = await reader.readexactly(size)
-            response = await self._answer(session, frame)
-            if response is not None:
-                writer.write(response)
-                await writer.drain()
+            task = await answers.get()
+            try:
+                response = await task
+                if response is not None:
+                    writer.write(response)
+                    await writer.drain()
+            finally:
+                answers.task_done()
+
+    async def _start_produce(
+        self, session: Session, frame: bytes
+    ) -> Coroutine[Any, Any, bytes | None]:
+        """Queue a Produce's batches now; the answer's coroutine waits for their commit."""
+        try:
+            api_key, version, correlation_id = peek_header(frame)
+        except ValueError:
+            return self._answer(session, frame)
+        if not supported(api_key, version):
+            return self._answer(session, frame)
+        try:
+            request = read_request(frame)
+        except Exception:  # kio raises several kinds on bytes that do not decode
+            return self._answer(session, frame)
+        self._check_credentials(session, request)
+        finish = await data.submit_produce(session, request)
+
+        async def answer() -> bytes | None:
+            body = await finish()
+            return None if body is None else encode_response(api_key, version, correlation_id, body)
+
+        return answer()
+
+    def _check_credentials(self, session: Session, request: Request) -> None:
+        session.client_id = request.client_id or ""
+        access = self._broker.access
+        if not access.still_valid(session.principal):  # expired JWT, or a key revoked
+            session.principal = access.authenticate(None)
 
     async def _answer(self, session: Session, frame: bytes) -> bytes | None:
         try:
@@ -189,10 +251,7 @@ class KafkaListener:
             request = read_request(frame)
         except Exception:  # kio raises several kinds on bytes that do not decode
             return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
-        session.client_id = request.client_id or ""
-        access = self._broker.access
-        if not access.still_valid(session.principal):  # expired JWT, or a key revoked
-            session.principal = access.authenticate(None)
+        self._check_credentials(session, request)
         body = await handler(session, request)
         if body is None:
             return None
