@@ -169,6 +169,7 @@ class KafkaListener:
         before it is out, then runs while the next requests are read."""
         answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
         sender = asyncio.create_task(self._send_answers(answers, writer))
+        started: set[asyncio.Task[bytes | None]] = set()
         try:
             while not sender.done():
                 size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
@@ -181,14 +182,17 @@ class KafkaListener:
                 else:
                     await answers.join()
                     answer = self._answer(session, frame)
-                await answers.put(asyncio.create_task(answer))
+                task = asyncio.create_task(answer)
+                started.add(task)
+                task.add_done_callback(started.discard)
+                await answers.put(task)
             await sender  # its error, if it failed
         finally:
-            if not sender.done():
-                await answers.join()
-                sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await sender
+            # The client is gone (or the server stops): nobody reads what is still pending.
+            # Commits under way are not cancelled by this (the engine finishes them).
+            for pending in (*started, sender):
+                pending.cancel()
+            await asyncio.gather(*started, sender, return_exceptions=True)
 
     async def _send_answers(
         self, answers: asyncio.Queue[asyncio.Task[bytes | None]], writer: asyncio.StreamWriter
