@@ -66,9 +66,6 @@ class KafkaGroups:
         state = self._groups.get(group)
         return state is not None and bool(state.members)
 
-    def group(self, group_id: str) -> Group | None:
-        return self._groups.get(group_id)
-
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(TICK_SECONDS)

@@ -1,5 +1,5 @@
 """The Kafka protocol listener: an asyncio server on the app's event loop, one task per
-connection, requests answered one at a time in order (as a Kafka broker does per connection).
+connection; answers go out in request order, as Kafka's clients expect (see `_run`).
 
 A request Eddy cannot answer in kind (an API or version it does not speak, bytes that do not
 decode) gets an error answer, never a dropped connection: ApiVersions of an unknown version is
@@ -44,6 +44,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_IN_FLIGHT = 16
 PRODUCE_KEY = PRODUCE.to_bytes(2, "big")
 
+# Produce (0) is not here: it is queued as it arrives (`_start_produce`).
 HANDLERS: dict[int, Handler] = {
     1: data.fetch,
     2: data.list_offsets,
@@ -241,8 +242,7 @@ class KafkaListener:
             api_key, version, correlation_id = peek_header(frame)
         except ValueError:
             return encode_bare_error(0, ErrorCode.corrupt_message)
-        handler = HANDLERS.get(api_key)
-        if handler is None or not supported(api_key, version):
+        if not supported(api_key, version):
             if api_key == API_VERSIONS:
                 return encode_response(
                     API_VERSIONS,
@@ -254,6 +254,9 @@ class KafkaListener:
         try:
             request = read_request(frame)
         except Exception:  # kio raises several kinds on bytes that do not decode
+            return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
+        handler = HANDLERS.get(api_key)
+        if handler is None:  # Produce: answered through `_start_produce`, never here
             return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
         self._check_credentials(session, request)
         body = await handler(session, request)

@@ -24,7 +24,6 @@ from typing import Any
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
-from kio.static.constants import EntityType
 
 # API key -> (name, lowest, highest version Eddy answers). The highest is capped where a later
 # version would need what Eddy does not have: topic ids (Fetch 13, Metadata 10+ answer them),
@@ -205,15 +204,10 @@ def build(cls: Any, values: Mapping[str, Any] | Any) -> Any:
     return cls(**kwargs)
 
 
-def response_class(api_key: int, version: int) -> type[Any]:
-    return load_response_schema(api_key, version)
-
-
 __all__ = [
     "API_VERSIONS",
     "PRODUCE",
     "SUPPORTED",
-    "EntityType",
     "Request",
     "build",
     "encode_bare_error",

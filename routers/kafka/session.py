@@ -3,8 +3,8 @@ the address clients are told to connect to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from broker import Broker
 from broker.access import Principal
@@ -31,5 +31,3 @@ class Session:
     client: str  # peer address, for logs and group descriptions
     client_id: str = ""
     sasl_mechanism: str | None = None  # set by SaslHandshake
-    sasl_raw_token_next: bool = False  # SaslHandshake v0: the next frame is a bare token
-    state: dict[str, Any] = field(default_factory=dict)
