@@ -58,6 +58,7 @@ def eddy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
         yield server, f"127.0.0.1:{port}"
     finally:
         server.stop()
+        print(server.output[-5000:])  # shown with a failure: what the server said
 
 
 def topic_name() -> str:

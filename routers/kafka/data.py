@@ -161,6 +161,14 @@ async def _read_partition(
         return out, 0
 
 
+def _grew(session: Session, topic: str, partition: int, high_watermark: int) -> bool:
+    """Has the partition's high watermark passed `high_watermark` (or is the topic gone)?"""
+    try:
+        return session.broker.engine.high_watermark(topic, partition) > high_watermark
+    except EddyError:
+        return True
+
+
 async def fetch(session: Session, request: Request) -> dict[str, Any]:
     body = request.body
     deadline = time.monotonic() + body.max_wait.total_seconds()
@@ -181,6 +189,11 @@ async def fetch(session: Session, request: Request) -> dict[str, Any]:
         errors = any(a["error_code"] != ErrorCode.none for a, _ in answers)
         if total >= min_bytes or remaining <= 0 or errors or hub.closing or not wanted:
             break
+        if any(
+            _grew(session, topic, p, answer["high_watermark"])
+            for (topic, p, _, _), (answer, _) in zip(wanted, answers, strict=True)
+        ):
+            continue  # a commit landed while reading: read again rather than wait for the next
         # Wait for a commit to any of the partitions (or the deadline), then read again.
         waits = [
             asyncio.ensure_future(hub.wait_for_data(topic, p, remaining))
