@@ -191,3 +191,18 @@ def test_answers_only_reach_waiting_requests_and_generations_agree(
         if group.state is State.STABLE:
             for member in group.members.values():
                 assert member.assignment == member.member_id.encode()
+    # the clock alone answers every request still waiting (no request waits forever)
+    for later in (100.0, 200.0):
+        deliver(group.tick(now + later))
+    assert [c for c in clients if c.waiting] == []
+
+
+def test_a_member_waiting_for_the_leader_that_expires_is_answered() -> None:
+    group = Group("g")
+    join(group, "", new_id="a", session=3)
+    join(group, "", new_id="b", session=3)
+    join(group, "a", now=0.1, session=3)
+    assert group.sync("b", 2, {}) == (PENDING, [])  # the leader never syncs
+    settled = group.tick(10.0)
+    assert ("b", SyncAnswer(ErrorCode.unknown_member_id)) in settled
+    assert group.state is State.EMPTY

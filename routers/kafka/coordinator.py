@@ -238,7 +238,9 @@ class Group:
         settled: list[tuple[str, Answer]] = []
         for member_id in member_ids:
             member = self.members.pop(member_id)
-            self.awaiting_sync.discard(member_id)
+            if member_id in self.awaiting_sync:  # expired while waiting for the leader
+                self.awaiting_sync.discard(member_id)
+                settled.append((member_id, SyncAnswer(ErrorCode.unknown_member_id)))
             if self.state is State.PREPARING and member.joined:
                 settled.append((member_id, JoinAnswer(ErrorCode.unknown_member_id, member_id)))
         if not self.members:
