@@ -456,6 +456,22 @@ def test_group_of_two_librdkafka_consumers_shares_commits_and_takes_over(
             # members are in the group, and REST may not reset it
             reset = rest.post(f"/v1/groups/{group}/reset", json={"topic": name, "to": "earliest"})
             assert reset.status_code == 409 and reset.json()["error"]["code"] == "group_active"
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:  # ListGroups and DescribeGroups, as kafka-python's admin reads them
+            listed = admin.list_groups()
+            described = admin.describe_groups([group])
+        finally:
+            admin.close()
+        assert {"group_id": group, "protocol_type": "consumer", "group_state": "Stable"} in listed
+        members = described[group]["members"]
+        assert described[group]["protocol_data"] == "range" and len(members) == 2
+        assigned = [
+            p
+            for m in members
+            for a in m["member_assignment"]["assigned_partitions"]
+            for p in a["partitions"]
+        ]
+        assert sorted(assigned) == [0, 1, 2, 3]
         # the other member is killed: after its session timeout this one owns every partition
         other.kill()
         other.wait()
@@ -465,6 +481,14 @@ def test_group_of_two_librdkafka_consumers_shares_commits_and_takes_over(
         poll_until(lambda: mine == {0, 1, 2, 3} and len(seen) + len(their_records()) >= 48)
         later = [(p or 0, o or 0) for p, o in seen if (o or 0) >= 10]
         assert sorted(later) == sorted((p, o) for p in range(4) for o in (10, 11))
+        me.close()  # leaves the group: now empty, it can be deleted (DeleteGroups)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            admin.delete_groups([group])
+        finally:
+            admin.close()
+        with httpx.Client(base_url=server.base_url) as rest:
+            assert rest.get(f"/v1/groups/{group}").status_code == 404
     finally:
         me.close()
         if other.poll() is None:
