@@ -768,3 +768,14 @@ def test_one_group_name_one_kind_of_member(eddy: tuple[ServerProcess, str]) -> N
     refused, frame = asyncio.run(run())
     assert type(refused).__name__ == "InconsistentGroupProtocolError"
     assert frame["type"] == "error" and frame["code"] == "group_active"
+
+
+def test_acks_zero_and_acks_one_produce(eddy: tuple[ServerProcess, str]) -> None:
+    _, bootstrap = eddy
+    for acks in ("0", "1"):
+        name = topic_name()
+        produce_all(
+            bootstrap, name, [{"value": f"{acks}-{i}".encode()} for i in range(5)], acks=acks
+        )
+        got = consume(bootstrap, name, 5)  # acks=0 gets no answer; the records are there
+        assert [m.value() for m in got] == [f"{acks}-{i}".encode() for i in range(5)]
