@@ -146,7 +146,7 @@ async def _read_partition(
             raise OffsetOutOfRange(
                 topic, partition, offset, state.log_start_offset, state.high_watermark
             )
-        if offset == state.high_watermark:
+        if offset == state.high_watermark or max_bytes <= 0:  # nothing new, or no room left
             return out, 0
         records = await broker.engine.read(topic, partition, offset, 100_000, max(max_bytes, 1))
         if not records:
@@ -179,11 +179,14 @@ async def fetch(session: Session, request: Request) -> dict[str, Any]:
         for p in t.partitions
     ]
     hub = session.broker.hub
+    response_max = int(getattr(body, "max_bytes", 0)) or 2**31 - 1
     while True:
-        answers = [
-            await _read_partition(session, topic, p, offset, max_bytes)
-            for topic, p, offset, max_bytes in wanted
-        ]
+        answers = []
+        budget = response_max  # the response's limit, over all partitions (KIP-74)
+        for topic, p, offset, max_bytes in wanted:
+            read = await _read_partition(session, topic, p, offset, min(max_bytes, budget))
+            budget = max(budget - read[1], 0)
+            answers.append(read)
         total = sum(size for _, size in answers)
         remaining = deadline - time.monotonic()
         errors = any(a["error_code"] != ErrorCode.none for a, _ in answers)
