@@ -121,6 +121,11 @@ def serve(**flags: Any) -> None:
             parse_client_config(settings.kafka_config)
             if not settings.kafka_bootstrap_servers:
                 raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
+            if settings.kafka_listener:
+                raise ValueError(
+                    "--kafka-listener serves the embedded engine; with --engine kafka, Kafka "
+                    "clients connect to the cluster itself"
+                )
         except ValueError as exc:
             _fail(str(exc), 2)
     # Fail fast with a clear message instead of a start-up traceback: a busy port before the

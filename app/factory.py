@@ -26,6 +26,7 @@ from app.settings import Settings
 from broker import Broker, BrokerConfig
 from broker.access import AccessPolicy, load_access_policy
 from routers import groups, ops, records, sse, topics, ws
+from routers.kafka import KafkaListener, parse_address
 from storage import Engine, SQLiteEngine
 from storage.kafka_client import KafkaSettings, parse_client_config
 
@@ -145,11 +146,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.auth_file,
         )
         await broker.start()
-        # "Eddy listening on ..." is logged by EddyServer once the socket is bound and serving.
+        kafka: KafkaListener | None = None
+        if settings.kafka_listener is not None:
+            kafka_host, kafka_port = parse_address(settings.kafka_listener)
+            advertised = settings.kafka_advertised_listener
+            kafka = KafkaListener(
+                broker,
+                kafka_host,
+                kafka_port,
+                settings.max_request_bytes,
+                parse_address(advertised) if advertised else None,
+            )
+            try:
+                await kafka.start()
+            except BaseException:
+                await broker.stop()
+                raise
         app.state.broker = broker  # for EddyServer's early shutdown hook
+        app.state.kafka = kafka
         try:
             yield {"broker": broker}
         finally:
+            if kafka is not None:
+                await kafka.stop()
             await broker.stop()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package instead of a CDN, so /docs works

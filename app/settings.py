@@ -171,6 +171,18 @@ class Settings(BaseSettings):
     kafka_refresh_interval: float = Field(
         2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
     )
+    kafka_listener: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):[0-9]{1,5}$",
+        description="HOST:PORT where the embedded broker also speaks Kafka's wire protocol "
+        "(port 0: any free port)",
+    )
+    kafka_advertised_listener: str | None = Field(
+        None,
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):[0-9]{1,5}$",
+        description="HOST:PORT Kafka clients are told to connect to (behind NAT, a proxy or a "
+        "container); default: the listener's own address",
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

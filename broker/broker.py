@@ -26,6 +26,7 @@ from broker.events import End, Subscribed
 from broker.fetcher import Fetcher
 from broker.groups import GroupCoordinator, ResetTo
 from broker.hub import FanoutHub
+from broker.idempotence import SequenceRule, check_sequence
 from broker.metrics import Metrics
 from broker.positions import SubscribeParams, partitions_to_look_up, start_positions
 from broker.producer import Producer
@@ -353,6 +354,18 @@ class Broker:
         self.access.audit_admin(principal, "update_topic", f"topic:{name}", "ok")
         return self._describe(name)
 
+    async def replace_topic_config(
+        self, principal: Principal, name: str, config: Mapping[str, Any]
+    ) -> TopicDetail:
+        """Set the topic's overrides to exactly `config` (Kafka's AlterConfigs: keys left out
+        go back to the server's defaults)."""
+        validate_topic_name(name)
+        self.access.require(principal, Action.ADMIN, name)
+        self._topic(name)
+        await self.engine.update_topic(name, None, validate_config(config))
+        self.access.audit_admin(principal, "update_topic", f"topic:{name}", "ok")
+        return self._describe(name)
+
     async def delete_topic(self, principal: Principal, name: str) -> None:
         validate_topic_name(name)
         self.access.require(principal, Action.ADMIN, name)
@@ -412,11 +425,34 @@ class Broker:
         topic: str,
         drafts: Sequence[RecordDraft],
         producer: ProducerSequence | None = None,
+        rule: SequenceRule = check_sequence,
     ) -> list[AppendedRecord]:
         self._authorize(principal, Action.WRITE, topic)
         self.rate_limiter.check(principal.name)
         meta = await self._topic_for_use(principal, topic)
-        return await self.producer.produce(meta, drafts, self._config_of(meta), producer)
+        return await self.producer.produce(meta, drafts, self._config_of(meta), producer, rule)
+
+    async def prepare_produce(self, principal: Principal, topic: str) -> None:
+        """What `produce` does before it queues: authorize, and auto-create the topic. For a
+        transport that queues requests in arrival order with `submit_produce` and collects
+        the outcomes later (Kafka clients keep several produce requests in flight)."""
+        self._authorize(principal, Action.WRITE, topic)
+        await self._topic_for_use(principal, topic)
+
+    def submit_produce(
+        self,
+        principal: Principal,
+        topic: str,
+        drafts: Sequence[RecordDraft],
+        producer: ProducerSequence | None,
+        rule: SequenceRule = check_sequence,
+    ) -> asyncio.Future[list[AppendedRecord]]:
+        """Queue `drafts` now (synchronously: calls commit in call order); the future resolves
+        when they are committed. Call `prepare_produce` first."""
+        self._authorize(principal, Action.WRITE, topic)
+        self.rate_limiter.check(principal.name)
+        meta = self.engine.get_topic(topic)
+        return self.producer.submit(meta, drafts, self._config_of(meta), producer, rule=rule)
 
     async def fetch(
         self,

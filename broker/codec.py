@@ -120,6 +120,8 @@ def record_dict(topic: str, record: StoredRecord) -> dict[str, Any]:
     }
     if record.value_format is ValueFormat.BINARY and record.value is not None:
         out["value_base64"] = base64.b64encode(record.value).decode()
+    elif record.value_format is ValueFormat.TEXT and record.value is not None:
+        out["value"] = record.value.decode("utf-8", "replace")
     else:
         out["value"] = None if record.value is None else orjson.Fragment(record.value)
     out["headers"] = record.headers

@@ -184,12 +184,14 @@ def drafts_from_body(
             raise validation_error(exc) from None
     if media_type == "text/plain":
         try:
-            text = body.decode("utf-8")
+            body.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidRequest(
                 "text/plain body is not valid UTF-8; send bytes as application/octet-stream"
             ) from None
-        return [RecordDraft(key, dump_json(text), ValueFormat.JSON, {}, partition)], None
+        # Kept as the text's own bytes (a JSON string to REST and WebSocket readers), so Kafka
+        # clients read back exactly the body that was sent.
+        return [RecordDraft(key, body, ValueFormat.TEXT, {}, partition)], None
     if media_type == "application/octet-stream":
         return [RecordDraft(key, body, ValueFormat.BINARY, {}, partition)], None
     raise UnsupportedMediaType(

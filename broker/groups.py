@@ -16,7 +16,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,6 +85,9 @@ class GroupCoordinator:
         self._auto_commit_interval = auto_commit_interval
         self._groups: dict[tuple[str, str], _TopicGroup] = {}
         self._ids = itertools.count(1)
+        # Whether another kind of member (the Kafka protocol listener's) is in a group: one group
+        # name is used by one kind at a time.
+        self.external_members: Callable[[str], bool] = lambda group: False
         metrics.registry.register(_GroupLagCollector(self._engine))
 
     # --- membership ---------------------------------------------------------------------------
@@ -102,6 +105,7 @@ class GroupCoordinator:
         of a group on this server first takes the server's part in the group across servers
         (on a Kafka cluster; at once on the embedded engine)."""
         validate_group_name(group)
+        self._refuse_if_external(group)
         member = Member(
             member_id=f"{group}-{next(self._ids)}-{secrets.token_hex(3)}",
             group=group,
@@ -310,6 +314,18 @@ class GroupCoordinator:
             offsets[partition] = offset
         return offsets
 
+    def _refuse_if_external(self, group: str) -> None:
+        if self.external_members(group):
+            raise GroupActive(
+                f"group '{group}' has Kafka-protocol members; one group name is used by one kind "
+                "of member at a time",
+                {"group": group},
+            )
+
+    def has_members(self, group: str) -> bool:
+        """Whether WebSocket members are in the group (on any topic)."""
+        return bool(self._active_topics(group))
+
     # --- REST -----------------------------------------------------------------------------------
     def _active_topics(self, group: str) -> dict[str, _TopicGroup]:
         return {t: s for (g, t), s in self._groups.items() if g == group and s.members}
@@ -376,6 +392,7 @@ class GroupCoordinator:
     async def commit_from_rest(self, group: str, topic: str, raw: Mapping[str, Any]) -> None:
         """Commit for a worker that consumes over REST (it picks its partitions itself)."""
         validate_group_name(group)
+        self._refuse_if_external(group)
         if topic in self._active_topics(group):
             raise GroupActive(
                 f"group '{group}' has WebSocket members on '{topic}'; they commit their own "
@@ -386,6 +403,7 @@ class GroupCoordinator:
 
     async def reset(self, group: str, topic: str, to: ResetTo) -> dict[int, int]:
         validate_group_name(group)
+        self._refuse_if_external(group)
         if self._active_topics(group):
             raise GroupActive(f"group '{group}' has members; stop them first", {"group": group})
         meta = self._engine.get_topic(topic)
@@ -404,6 +422,7 @@ class GroupCoordinator:
 
     async def delete(self, group: str) -> None:
         validate_group_name(group)
+        self._refuse_if_external(group)
         if self._active_topics(group):
             raise GroupActive(f"group '{group}' has members; stop them first", {"group": group})
         if not self._engine.committed_offsets(group):

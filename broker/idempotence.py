@@ -10,6 +10,7 @@ after a reconnect every resend of a committed record gets its original ack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,10 @@ from storage import ProducerEntry, ProducerWindow
 
 @dataclass(frozen=True)
 class Append:
-    """A new request: append it."""
+    """A new request: append it. `after`: the sequence it follows, for the engine's check in
+    the commit (None: sequence - 1, Eddy's numbering)."""
+
+    after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,14 @@ class OutOfOrder:
     expected: int
 
 
-Decision = Append | Retry | OutOfOrder
+@dataclass(frozen=True)
+class Duplicate:
+    """Kafka's rule: a batch older than the remembered ones (committed long ago)."""
+
+
+Decision = Append | Retry | OutOfOrder | Duplicate
+SequenceRule = Callable[[ProducerWindow, dict[int, Any], int, int], Decision]
+KAFKA_SEQUENCE_SPAN = 2**31  # Kafka's sequences are int32 and wrap to 0
 
 
 def check_sequence(
@@ -52,3 +63,33 @@ def check_sequence(
     if last is None or sequence == last + 1:
         return Append()
     return OutOfOrder(last + 1)
+
+
+def check_record_sequence(
+    committed: ProducerWindow, in_flight: dict[int, Any], sequence: int, window: int
+) -> Decision:
+    """Kafka's idempotent producers number records, not requests (per producer id, epoch and
+    partition: the caller keys `committed` by them): a batch's base sequence must follow the
+    last committed batch's last record. A base sequence of one of the remembered batches (Kafka
+    keeps 5) is a retry, answered with its original offsets; an older one is a duplicate; any
+    other is out of order. `window` is unused (the remembered batches are the window)."""
+    if sequence in in_flight:
+        return Retry(None)
+    entry = committed.get(sequence)
+    if entry is not None:
+        return Retry(entry)
+    if in_flight:  # the previous batch is still being committed (its size is not known here)
+        previous = next(reversed(in_flight))
+        return Append(previous) if sequence > previous else Duplicate()
+    last_sequence = committed.last
+    if last_sequence is None:
+        return Append()  # a producer's first batch (Kafka's clients start at 0)
+    last = committed.get(last_sequence)
+    assert last is not None
+    expected = (last.sequence + len(last.appended)) % KAFKA_SEQUENCE_SPAN
+    if sequence == expected:
+        return Append(last_sequence)
+    behind = (expected - sequence) % KAFKA_SEQUENCE_SPAN
+    if behind < KAFKA_SEQUENCE_SPAN // 2:
+        return Duplicate()
+    return OutOfOrder(expected)

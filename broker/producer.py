@@ -11,14 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from broker.drafts import RecordDraft
-from broker.idempotence import OutOfOrder, Retry, check_sequence
+from broker.idempotence import Duplicate, OutOfOrder, Retry, SequenceRule, check_sequence
 from broker.metrics import Metrics
 from broker.partitioner import RoundRobin, partition_for_key
 from broker.topic_rules import is_compacted
 from models.errors import (
+    DuplicateSequence,
     EddyError,
     InvalidRequest,
     OutOfOrderSequence,
@@ -59,13 +61,14 @@ class Producer:
         drafts: Sequence[RecordDraft],
         config: Mapping[str, Any],
         producer: ProducerSequence | None = None,
+        rule: SequenceRule = check_sequence,
     ) -> list[AppendedRecord]:
         """Append `drafts` atomically to the topic; returns when they are committed.
 
         Awaited without a shield of its own: a caller that is cancelled cancels only its view
         of the outcome (the engine's future, or the idempotent path's shield); the batch is
         queued already and commits anyway, and the engine resolves only futures not done."""
-        return await self.submit(meta, drafts, config, producer)
+        return await self.submit(meta, drafts, config, producer, rule=rule)
 
     def submit(
         self,
@@ -74,15 +77,17 @@ class Producer:
         config: Mapping[str, Any],
         producer: ProducerSequence | None = None,
         retry_window: int = PRODUCER_HISTORY,
+        rule: SequenceRule = check_sequence,
     ) -> asyncio.Future[list[AppendedRecord]]:
         """Validate and queue `drafts` now (synchronously, so calls commit in call order);
         the future resolves when they are committed. A client that goes away does not cancel
-        the commit. `retry_window`: how many recent sequences count as retries."""
+        the commit. `retry_window`: how many recent sequences count as retries; `rule`: how
+        sequences follow each other (Eddy's numbered requests, or Kafka's numbered records)."""
         records, sizes = self._place(meta, drafts, config, int(time.time() * 1000))
         batch = AppendBatch(records, producer, sizes)
         if producer is None:
             return self._engine.append(meta.name, batch, self._queue_timeout)
-        return self._submit_idempotent(meta.name, batch, retry_window)
+        return self._submit_idempotent(meta.name, batch, retry_window, rule)
 
     def _place(
         self, meta: TopicMeta, drafts: Sequence[RecordDraft], config: Mapping[str, Any], now: int
@@ -169,14 +174,21 @@ class Producer:
         return done, outcomes
 
     def _submit_idempotent(
-        self, topic: str, batch: AppendBatch, retry_window: int
+        self, topic: str, batch: AppendBatch, retry_window: int, rule: SequenceRule
     ) -> asyncio.Future[list[AppendedRecord]]:
         assert batch.producer is not None
         producer_id, sequence = batch.producer.producer_id, batch.producer.sequence
         in_flight = self._in_flight.setdefault((topic, producer_id), {})
-        decision = check_sequence(
+        decision = rule(
             self._engine.producer_history(topic, producer_id), in_flight, sequence, retry_window
         )
+        if isinstance(decision, Duplicate):
+            if not in_flight:
+                self._in_flight.pop((topic, producer_id), None)
+            raise DuplicateSequence(
+                f"producer '{producer_id}' resent sequence {sequence}, committed long ago",
+                {"producer_id": producer_id, "sequence": sequence},
+            )
         if isinstance(decision, OutOfOrder):
             if not in_flight:
                 self._in_flight.pop((topic, producer_id), None)
@@ -195,6 +207,8 @@ class Producer:
             )
             retried.set_result(list(decision.entry.appended))
             return retried
+        if decision.after is not None:
+            batch = replace(batch, producer=replace(batch.producer, after=decision.after))
         try:
             done = self._engine.append(topic, batch, self._queue_timeout)
         except BaseException:

@@ -145,6 +145,14 @@ class OutOfOrderSequence(EddyError):
     http_status = 409
 
 
+class DuplicateSequence(EddyError):
+    """An idempotent Kafka producer resent a batch committed long ago (Kafka's
+    DUPLICATE_SEQUENCE_NUMBER)."""
+
+    code = "duplicate_sequence"
+    http_status = 409
+
+
 class OffsetOutOfRange(EddyError):
     code = "offset_out_of_range"
     http_status = 416

@@ -31,6 +31,7 @@ class ValueFormat(enum.IntEnum):
 
     JSON = 0  # UTF-8 JSON text of any JSON value
     BINARY = 1  # opaque bytes (sent and returned as value_base64)
+    TEXT = 2  # UTF-8 text of a text/plain body: a JSON string over REST, its bytes over Kafka
 
 
 # The types made once per record are NamedTuples: immutable like the frozen dataclasses here,
@@ -60,6 +61,9 @@ class ProducerSequence:
 
     producer_id: str
     sequence: int
+    # The producer's last committed sequence this one must follow: None is Eddy's numbering
+    # (sequence - 1); Kafka's producers number records, so their batches jump by their size.
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

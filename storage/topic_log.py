@@ -162,14 +162,17 @@ class AppendJob(TopicJob):
             # The broker checked the sequence when it queued the batch; checked again here
             # against the disk, so that no failure of an earlier request can leave a gap.
             last = txn.producer_last(producer.producer_id)
-            if last is not None and producer.sequence != last + 1:
+            after = producer.sequence - 1 if producer.after is None else producer.after
+            if last is not None and last != after:
                 return OutOfOrderSequence(
                     f"producer '{producer.producer_id}' sent sequence {producer.sequence}; "
-                    f"expected {last + 1} (an earlier request failed)",
+                    f"it follows {after}, the last committed is {last} (an earlier request "
+                    "failed)",
                     {
                         "producer_id": producer.producer_id,
                         "sequence": producer.sequence,
-                        "expected": last + 1,
+                        "after": after,
+                        "last": last,
                     },
                 )
         appended: list[AppendedRecord] = []

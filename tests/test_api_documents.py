@@ -303,7 +303,7 @@ def test_docs_link_to_the_asyncapi_page_which_renders_offline(server: RunningSer
     from playwright.sync_api import expect, sync_playwright
 
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: run `bash .ci/install-browser.sh`")
+        pytest.fail(f"chromium not found at {CHROMIUM}: run `bash .ci/install-debian-packages.sh`")
     outside: list[str] = []
     errors: list[str] = []
     with sync_playwright() as playwright:

@@ -2,7 +2,7 @@
 Playwright for Python.
 
 The browser stack is required, not optional: when Playwright or chromium is missing these tests
-fail (CI installs them with `.ci/install-browser.sh` and the dev extras); they never skip.
+fail (CI installs them with `.ci/install-debian-packages.sh` and the dev extras); they never skip.
 Nothing here sleeps a fixed time: every wait is for an element or attribute to appear.
 """
 

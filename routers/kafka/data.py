@@ -1,0 +1,270 @@
+"""Records: Produce, Fetch (long-polling like Kafka: max_wait_ms / min_bytes) and ListOffsets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from broker.access import Action
+from broker.idempotence import check_record_sequence
+from models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
+from routers.kafka.errors import error_code
+from routers.kafka.idempotence import producer_sequence
+from routers.kafka.messages import Request
+from routers.kafka.records import CorruptBatch, InvalidRecord, build_batch, read_produced
+from routers.kafka.session import Session
+from storage import AppendedRecord
+
+EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
+TRANSACTIONS_REFUSED = ErrorCode.transactional_id_authorization_failed  # no transactions
+
+
+PartitionOutcome = tuple[str, int, "asyncio.Future[list[AppendedRecord]] | dict[str, Any]"]
+
+
+async def _queue_partition(
+    session: Session, topic: str, partition: int, records: bytes | None
+) -> asyncio.Future[list[AppendedRecord]] | dict[str, Any]:
+    """Decode and queue one partition's batch; its commit's future, or the error answer."""
+    broker = session.broker
+    try:
+        if records is None:
+            raise CorruptBatch("no records")
+        batch = read_produced(records, partition)
+        await broker.prepare_produce(session.principal, topic)
+        return broker.submit_produce(
+            session.principal,
+            topic,
+            batch.drafts,
+            producer_sequence(batch, partition),
+            check_record_sequence,
+        )
+    except EddyError as exc:
+        return _produce_error(partition, exc)
+
+
+def _produce_error(partition: int, exc: EddyError) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": partition, "base_offset": -1, "log_start_offset": -1}
+    if isinstance(exc, CorruptBatch):
+        code = ErrorCode.corrupt_message
+    elif isinstance(exc, InvalidRecord):
+        code = ErrorCode.invalid_record
+    else:
+        code = error_code(exc)
+    out.update(error_code=code, error_message=exc.message)
+    return out
+
+
+async def _partition_answer(
+    session: Session, topic: str, partition: int, queued: Any
+) -> dict[str, Any]:
+    if isinstance(queued, dict):
+        return queued
+    try:
+        appended = await queued
+    except EddyError as exc:
+        return _produce_error(partition, exc)
+    state = session.broker.engine.partition_state(topic, partition)
+    return {
+        "index": partition,
+        "error_code": ErrorCode.none,
+        "base_offset": appended[0].offset,
+        "log_start_offset": state.log_start_offset,
+    }
+
+
+Answer = Callable[[], Awaitable[dict[str, Any] | None]]
+
+
+async def submit_produce(session: Session, request: Request) -> Answer:
+    """A Produce in two steps, so a connection can keep several in flight as Kafka clients do:
+    this one (awaited in arrival order) decodes and queues every partition's batch, each an
+    atomic append, so they commit in the order they were sent and share group commits; the
+    function it returns waits for the commits and gives the answer (None for acks=0, which
+    Kafka does not answer). The answer always comes after the commit, whatever `acks` said."""
+    body = request.body
+    if body.transactional_id is not None:
+        refused: dict[str, Any] = {
+            "responses": [
+                {
+                    "name": t.name,
+                    "partition_responses": [
+                        {"index": p.index, "error_code": TRANSACTIONS_REFUSED}
+                        for p in t.partition_data
+                    ],
+                }
+                for t in body.topic_data
+            ]
+        }
+
+        async def refuse() -> dict[str, Any] | None:
+            return refused
+
+        return refuse
+    queued: list[PartitionOutcome] = []
+    for t in body.topic_data:
+        for p in t.partition_data:
+            outcome = await _queue_partition(session, t.name, p.index, p.records)
+            queued.append((t.name, p.index, outcome))
+
+    async def answer() -> dict[str, Any] | None:
+        results = [await _partition_answer(session, name, p, q) for name, p, q in queued]
+        if body.acks == 0:
+            return None
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (name, _, _), result in zip(queued, results, strict=True):
+            by_topic.setdefault(name, []).append(result)
+        return {"responses": [{"name": n, "partition_responses": r} for n, r in by_topic.items()]}
+
+    return answer
+
+
+async def _read_partition(
+    session: Session, topic: str, partition: int, offset: int, max_bytes: int
+) -> tuple[dict[str, Any], int]:
+    """One partition's fetch answer and the bytes of records in it."""
+    broker = session.broker
+    out: dict[str, Any] = {"partition_index": partition, "records": b""}
+    try:
+        broker.access.require(session.principal, Action.READ, topic)
+        meta = broker.engine.get_topic(topic)
+        if not 0 <= partition < meta.partitions:
+            raise PartitionNotFound(topic, partition, meta.partitions)
+        state = broker.engine.partition_state(topic, partition)
+        out.update(
+            high_watermark=state.high_watermark,
+            last_stable_offset=state.high_watermark,
+            log_start_offset=state.log_start_offset,
+            error_code=ErrorCode.none,
+        )
+        if not state.log_start_offset <= offset <= state.high_watermark:
+            raise OffsetOutOfRange(
+                topic, partition, offset, state.log_start_offset, state.high_watermark
+            )
+        if offset == state.high_watermark or max_bytes <= 0:  # nothing new, or no room left
+            return out, 0
+        records = await broker.engine.read(topic, partition, offset, 100_000, max(max_bytes, 1))
+        if not records:
+            return out, 0
+        data = build_batch(records)
+        out["records"] = data
+        broker.metrics.records_out.labels(topic, "kafka").inc(len(records))
+        return out, len(data)
+    except EddyError as exc:
+        out["error_code"] = error_code(exc)
+        out.setdefault("high_watermark", -1)
+        return out, 0
+
+
+def _grew(session: Session, topic: str, partition: int, high_watermark: int) -> bool:
+    """Has the partition's high watermark passed `high_watermark` (or is the topic gone)?"""
+    try:
+        return session.broker.engine.high_watermark(topic, partition) > high_watermark
+    except EddyError:
+        return True
+
+
+async def fetch(session: Session, request: Request) -> dict[str, Any]:
+    body = request.body
+    deadline = time.monotonic() + body.max_wait.total_seconds()
+    min_bytes = max(int(body.min_bytes), 1)
+    wanted = [
+        (t.topic, p.partition, p.fetch_offset, p.partition_max_bytes)
+        for t in body.topics
+        for p in t.partitions
+    ]
+    hub = session.broker.hub
+    response_max = int(getattr(body, "max_bytes", 0)) or 2**31 - 1
+    while True:
+        answers = []
+        budget = response_max  # the response's limit, over all partitions (KIP-74)
+        for topic, p, offset, max_bytes in wanted:
+            read = await _read_partition(session, topic, p, offset, min(max_bytes, budget))
+            budget = max(budget - read[1], 0)
+            answers.append(read)
+        total = sum(size for _, size in answers)
+        remaining = deadline - time.monotonic()
+        errors = any(a["error_code"] != ErrorCode.none for a, _ in answers)
+        if total >= min_bytes or remaining <= 0 or errors or hub.closing or not wanted:
+            break
+        if any(
+            _grew(session, topic, p, answer["high_watermark"])
+            for (topic, p, _, _), (answer, _) in zip(wanted, answers, strict=True)
+        ):
+            continue  # a commit landed while reading: read again rather than wait for the next
+        # Wait for a commit to any of the partitions (or the deadline), then read again.
+        waits = [
+            asyncio.ensure_future(hub.wait_for_data(topic, p, remaining))
+            for topic, p, _, _ in wanted
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            for w in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for (topic, _, _, _), (answer, _) in zip(wanted, answers, strict=True):
+        by_topic.setdefault(topic, []).append(answer)
+    return {
+        "error_code": ErrorCode.none,
+        "session_id": 0,
+        "responses": [{"topic": t, "partitions": parts} for t, parts in by_topic.items()],
+    }
+
+
+async def _list_offset(
+    session: Session, topic: str, partition: int, timestamp: int
+) -> dict[str, Any]:
+    broker = session.broker
+    out: dict[str, Any] = {"partition_index": partition, "timestamp": -1, "offset": -1}
+    try:
+        broker.access.require(session.principal, Action.READ, topic)
+        meta = broker.engine.get_topic(topic)
+        if not 0 <= partition < meta.partitions:
+            raise PartitionNotFound(topic, partition, meta.partitions)
+        state = broker.engine.partition_state(topic, partition)
+        if timestamp == EARLIEST:
+            out["offset"] = state.log_start_offset
+        elif timestamp == LATEST:
+            out["offset"] = state.high_watermark
+        elif timestamp == MAX_TIMESTAMP:
+            # Kafka: the record with the largest timestamp; Eddy answers the last record.
+            if state.high_watermark > state.log_start_offset:
+                last = await broker.engine.read(topic, partition, state.high_watermark - 1, 1, 1)
+                if last:
+                    out.update(offset=last[0].offset, timestamp=last[0].timestamp)
+        else:
+            found = await broker.offset_for_timestamp(
+                session.principal, topic, partition, timestamp
+            )
+            if found is not None:
+                first = await broker.engine.read(topic, partition, found, 1, 1)
+                out.update(offset=found, timestamp=first[0].timestamp if first else timestamp)
+        out["error_code"] = ErrorCode.none
+        out["leader_epoch"] = 0
+    except EddyError as exc:
+        out["error_code"] = error_code(exc)
+    return out
+
+
+async def list_offsets(session: Session, request: Request) -> dict[str, Any]:
+    return {
+        "topics": [
+            {
+                "name": t.name,
+                "partitions": [
+                    await _list_offset(session, t.name, p.partition_index, p.timestamp)
+                    for p in t.partitions
+                ],
+            }
+            for t in request.body.topics
+        ]
+    }

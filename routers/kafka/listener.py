@@ -1,0 +1,265 @@
+"""The Kafka protocol listener: an asyncio server on the app's event loop, one task per
+connection; answers go out in request order, as Kafka's clients expect (see `_run`).
+
+A request Eddy cannot answer in kind (an API or version it does not speak, bytes that do not
+decode) gets an error answer, never a dropped connection: ApiVersions of an unknown version is
+answered in v0 with UNSUPPORTED_VERSION and the supported versions (what clients expect), any
+other with the correlation id and UNSUPPORTED_VERSION (or CORRUPT_MESSAGE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from broker import Broker
+from routers.kafka import admin, data, idempotence, sasl
+from routers.kafka.groups import KafkaGroups
+from routers.kafka.messages import (
+    API_VERSIONS,
+    PRODUCE,
+    Request,
+    encode_bare_error,
+    encode_response,
+    peek_header,
+    read_request,
+    supported,
+)
+from routers.kafka.session import Advertised, Session
+
+log = logging.getLogger("eddy.kafka")
+
+Handler = Callable[[Session, Request], Awaitable[dict[str, Any] | None]]
+NODE_ID = 1
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Requests a connection may have read and not yet answered (Kafka's clients send up to 5).
+MAX_IN_FLIGHT = 16
+PRODUCE_KEY = PRODUCE.to_bytes(2, "big")
+
+# Produce (0) is not here: it is queued as it arrives (`_start_produce`).
+HANDLERS: dict[int, Handler] = {
+    1: data.fetch,
+    2: data.list_offsets,
+    3: admin.metadata,
+    8: lambda s, r: s.groups.offset_commit(s, r),
+    9: lambda s, r: s.groups.offset_fetch(s, r),
+    10: admin.find_coordinator,
+    11: lambda s, r: s.groups.join(s, r),
+    12: lambda s, r: s.groups.heartbeat(s, r),
+    13: lambda s, r: s.groups.leave(s, r),
+    14: lambda s, r: s.groups.sync(s, r),
+    15: lambda s, r: s.groups.describe_groups(s, r),
+    16: lambda s, r: s.groups.list_groups(s, r),
+    17: sasl.handshake,
+    18: admin.api_versions,
+    19: admin.create_topics,
+    20: admin.delete_topics,
+    22: idempotence.init_producer_id,
+    32: admin.describe_configs,
+    33: admin.alter_configs,
+    36: sasl.authenticate,
+    37: admin.create_partitions,
+    42: lambda s, r: s.groups.delete_groups(s, r),
+    44: admin.incremental_alter_configs,
+}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (IPv6 as [::1]:9092) -> (host, port). Raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class KafkaListener:
+    def __init__(
+        self,
+        broker: Broker,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        advertise: tuple[str, int] | None = None,
+    ) -> None:
+        self._broker = broker
+        self._host = host
+        self._port = port
+        self._max_request_bytes = max_request_bytes
+        self._advertise = advertise
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.groups = KafkaGroups(broker)
+        self.advertised = Advertised(NODE_ID, host, port)
+
+    @property
+    def port(self) -> int:
+        return self.advertised.port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self._host, self._port, reuse_address=True
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        host = socket.getfqdn() if self._host in WILDCARD_HOSTS else self._host
+        if self._advertise is not None:
+            host, port = self._advertise
+        self.advertised = Advertised(NODE_ID, host, port)
+        self.groups.start()
+        if self._broker.access.enabled and self._host not in LOOPBACK_HOSTS:
+            log.warning(
+                "Kafka listener on %s: SASL/PLAIN sends API keys unencrypted; keep it on "
+                "loopback or put a TLS-terminating proxy in front",
+                self._host,
+            )
+        log.info(
+            "Kafka protocol listener on %s:%d (advertised as %s:%d)",
+            self._host,
+            self._server.sockets[0].getsockname()[1],
+            host,
+            port,
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self.groups.stop()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        session = Session(
+            broker=self._broker,
+            groups=self.groups,
+            advertised=self.advertised,
+            principal=self._broker.access.authenticate(None),
+            client=f"{peer[0]}:{peer[1]}" if peer else "-",
+        )
+        try:
+            await self._run(session, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # a bug must not take the listener down; the client reconnects
+            log.exception("Kafka connection from %s failed", session.client)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _run(
+        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Read requests and queue their answers in order. Produce requests are queued for
+        commit as they arrive and answered when committed, so a client's several produce
+        requests in flight share group commits; any other request waits until every answer
+        before it is out, then runs while the next requests are read."""
+        answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
+        sender = asyncio.create_task(self._send_answers(answers, writer))
+        started: set[asyncio.Task[bytes | None]] = set()
+        try:
+            while not sender.done():
+                size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
+                if size < 0 or size > self._max_request_bytes:
+                    log.warning("Kafka request of %d bytes from %s refused", size, session.client)
+                    return  # the stream cannot be resynchronised past an unread frame
+                frame = await reader.readexactly(size)
+                if frame[:2] == PRODUCE_KEY:
+                    answer = await self._start_produce(session, frame)
+                else:
+                    await answers.join()
+                    answer = self._answer(session, frame)
+                task = asyncio.create_task(answer)
+                started.add(task)
+                task.add_done_callback(started.discard)
+                await answers.put(task)
+            await sender  # its error, if it failed
+        finally:
+            # The client is gone (or the server stops): nobody reads what is still pending.
+            # Commits under way are not cancelled by this (the engine finishes them).
+            for pending in (*started, sender):
+                pending.cancel()
+            await asyncio.gather(*started, sender, return_exceptions=True)
+
+    async def _send_answers(
+        self, answers: asyncio.Queue[asyncio.Task[bytes | None]], writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            task = await answers.get()
+            try:
+                response = await task
+                if response is not None:
+                    writer.write(response)
+                    await writer.drain()
+            finally:
+                answers.task_done()
+
+    async def _start_produce(
+        self, session: Session, frame: bytes
+    ) -> Coroutine[Any, Any, bytes | None]:
+        """Queue a Produce's batches now; the answer's coroutine waits for their commit."""
+        try:
+            api_key, version, correlation_id = peek_header(frame)
+        except ValueError:
+            return self._answer(session, frame)
+        if not supported(api_key, version):
+            return self._answer(session, frame)
+        try:
+            request = read_request(frame)
+        except Exception:  # kio raises several kinds on bytes that do not decode
+            return self._answer(session, frame)
+        self._check_credentials(session, request)
+        finish = await data.submit_produce(session, request)
+
+        async def answer() -> bytes | None:
+            body = await finish()
+            return None if body is None else encode_response(api_key, version, correlation_id, body)
+
+        return answer()
+
+    def _check_credentials(self, session: Session, request: Request) -> None:
+        session.client_id = request.client_id or ""
+        access = self._broker.access
+        if not access.still_valid(session.principal):  # expired JWT, or a key revoked
+            session.principal = access.authenticate(None)
+
+    async def _answer(self, session: Session, frame: bytes) -> bytes | None:
+        try:
+            api_key, version, correlation_id = peek_header(frame)
+        except ValueError:
+            return encode_bare_error(0, ErrorCode.corrupt_message)
+        if not supported(api_key, version):
+            if api_key == API_VERSIONS:
+                return encode_response(
+                    API_VERSIONS,
+                    0,
+                    correlation_id,
+                    admin.api_versions_body(ErrorCode.unsupported_version),
+                )
+            return encode_bare_error(correlation_id, ErrorCode.unsupported_version)
+        try:
+            request = read_request(frame)
+        except Exception:  # kio raises several kinds on bytes that do not decode
+            return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
+        handler = HANDLERS.get(api_key)
+        if handler is None:  # Produce: answered through `_start_produce`, never here
+            return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
+        self._check_credentials(session, request)
+        body = await handler(session, request)
+        if body is None:
+            return None
+        return encode_response(api_key, version, correlation_id, body)

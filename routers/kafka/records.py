@@ -1,0 +1,130 @@
+"""Record batches (Kafka's v2 format) to and from Eddy's records, with aiokafka's codec.
+
+aiokafka's `record` package reads and builds v2 batches (CRC-32C, varints, gzip, snappy, lz4
+and zstd through cramjam) in C; kio's own record module has no compression and truncates
+timestamps to seconds, so it is not used for records.
+
+Value mapping (the contract): a Kafka value is bytes. Valid UTF-8 JSON is stored as JSON, byte
+for byte (so Kafka consumers read back exactly what was produced, and REST/WebSocket consumers
+see it as `value`); anything else as binary (`value_base64`). JSON text with a raw line break
+between its tokens is kept binary too: values are spliced into JSON lines and event streams
+as they are stored, and a line break would split them. Keys and header values must be UTF-8
+(Eddy's keys and headers are text).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+
+from broker.codec import load_json
+from broker.drafts import RecordDraft
+from models.errors import EddyError, InvalidRequest
+from storage import StoredRecord, ValueFormat
+
+_BASE_OFFSET = struct.Struct(">q")
+# A builder refuses appends past its batch size; a fetch's size is bounded by the read instead.
+_NO_LIMIT = 2**31 - 1
+
+
+class InvalidRecord(InvalidRequest):
+    """A record Eddy cannot store (a key or header that is not UTF-8, a transactional batch)."""
+
+
+class CorruptBatch(InvalidRequest):
+    """The bytes are not a valid record batch (bad CRC, truncated, unknown codec)."""
+
+
+def value_format(value: bytes) -> ValueFormat:
+    """JSON if `value` is valid UTF-8 JSON on one line, else binary."""
+    if b"\n" in value or b"\r" in value:
+        return ValueFormat.BINARY
+    try:
+        _, text_is_valid = load_json(value)
+    except EddyError:
+        return ValueFormat.BINARY
+    return ValueFormat.JSON if text_is_valid else ValueFormat.BINARY
+
+
+def _text(data: bytes | None, what: str) -> str:
+    try:
+        return "" if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRecord(f"{what} is not UTF-8 text; Eddy's keys and headers are text") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ProducedBatch:
+    """The records of one partition's produce data, and the idempotent producer's numbering
+    (producer_id -1: not idempotent)."""
+
+    drafts: list[RecordDraft]
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+
+
+def read_produced(data: bytes, partition: int) -> ProducedBatch:
+    """Decode a Produce request's records for one partition (one or more v2 batches).
+    Raises CorruptBatch or InvalidRecord."""
+    drafts: list[RecordDraft] = []
+    producer_id, producer_epoch, base_sequence = -1, -1, -1
+    new = tuple.__new__
+    try:
+        batches = MemoryRecords(bytes(data))
+        first = True
+        while batches.has_next():
+            batch = batches.next_batch()
+            if not isinstance(batch, DefaultRecordBatch):
+                raise CorruptBatch("only v2 record batches (magic 2) are accepted")
+            if not batch.validate_crc():
+                raise CorruptBatch("record batch CRC mismatch")
+            if batch.is_transactional or batch.is_control_batch:
+                raise InvalidRecord("transactions are not supported")
+            if first:
+                producer_id, producer_epoch = batch.producer_id, batch.producer_epoch
+                base_sequence = batch.base_sequence
+                first = False
+            for record in batch:
+                value = record.value
+                timestamp = record.timestamp
+                drafts.append(
+                    new(
+                        RecordDraft,
+                        (
+                            None if record.key is None else _text(record.key, "key"),
+                            value,
+                            ValueFormat.JSON if value is None else value_format(value),
+                            {
+                                name: _text(text, f"header {name!r}")
+                                for name, text in record.headers
+                            },
+                            partition,
+                            timestamp if timestamp is not None and timestamp >= 0 else None,
+                        ),
+                    )
+                )
+    except (CorruptRecordException, UnsupportedCodecError, struct.error, ValueError) as exc:
+        raise CorruptBatch(f"corrupt record batch: {exc}") from None
+    if not drafts:
+        raise CorruptBatch("no records in the batch")
+    return ProducedBatch(drafts, producer_id, producer_epoch, base_sequence)
+
+
+def build_batch(records: Sequence[StoredRecord]) -> bytes:
+    """One uncompressed v2 batch of stored records (offsets kept, gaps allowed)."""
+    base = records[0].offset
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, _NO_LIMIT)
+    append = builder.append
+    for r in records:
+        key = None if r.key is None else r.key.encode()
+        headers = [(name, text.encode()) for name, text in r.headers.items()] if r.headers else []
+        append(r.offset - base, r.timestamp, key, r.value, headers)
+    data = builder.build()
+    _BASE_OFFSET.pack_into(data, 0, base)  # the header's base offset is not under the CRC
+    return bytes(data)

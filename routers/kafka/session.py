@@ -1,0 +1,33 @@
+"""What a handler knows about the connection it answers: the broker, who the client is, and
+the address clients are told to connect to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker import Broker
+from broker.access import Principal
+
+if TYPE_CHECKING:
+    from routers.kafka.groups import KafkaGroups
+
+
+@dataclass(frozen=True, slots=True)
+class Advertised:
+    """The one broker of Eddy's cluster, as Metadata and FindCoordinator describe it."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass
+class Session:
+    broker: Broker
+    groups: KafkaGroups
+    advertised: Advertised
+    principal: Principal
+    client: str  # peer address, for logs and group descriptions
+    client_id: str = ""
+    sasl_mechanism: str | None = None  # set by SaslHandshake
