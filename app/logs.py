@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
+import sys
 from typing import Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
@@ -75,6 +76,20 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
     return TextFormatter(TEXT_FORMAT)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler on whatever `sys.stderr` is when it writes, not when it was made: a
+    program that swaps stderr (a test runner, a CLI runner) and closes the old one must not
+    leave the root logger writing to a closed file."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr
+
+
 def logging_config(level: str, fmt: LogFormat) -> dict[str, Any]:
     """The `logging.config.dictConfig` of `eddy serve`: one stderr handler on the root logger,
     which uvicorn's loggers propagate to (so they share its formatter and filter)."""
@@ -86,8 +101,7 @@ def logging_config(level: str, fmt: LogFormat) -> dict[str, Any]:
         "formatters": {"eddy": {"()": formatter, "fmt": fmt}},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
+                "()": StderrHandler,
                 "formatter": "eddy",
                 "filters": ["call"],
             }

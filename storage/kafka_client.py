@@ -102,14 +102,20 @@ def encode_key(record: NewRecord) -> bytes | None:
 
 
 def value_format(value: bytes | None) -> ValueFormat:
-    """Kafka values carry no format: UTF-8 JSON reads back as JSON, anything else as binary (the
-    rule of the Kafka protocol listener, so both paths show a Kafka client's value alike)."""
+    """Kafka values carry no format. UTF-8 JSON reads back as JSON; other UTF-8 text as text (a
+    JSON string over REST: what a REST text/plain produce and most Kafka producers of plain
+    strings mean); anything else as binary (value_base64). Unlike the embedded engine, which
+    remembers the body's type, a valid UTF-8 octet-stream body therefore reads back as text."""
     if value is None:
         return ValueFormat.JSON
     try:
         orjson.loads(value)
     except orjson.JSONDecodeError:
-        return ValueFormat.BINARY
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            return ValueFormat.BINARY
+        return ValueFormat.TEXT
     return ValueFormat.JSON
 
 
