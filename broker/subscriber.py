@@ -58,6 +58,10 @@ class Connection(Protocol):
     @property
     def encoder(self) -> Encoder: ...
 
+    @property
+    def via(self) -> str:
+        """What the delivery metrics call this kind of connection (`websocket`, `sse`)."""
+
     def write(self, data: bytes) -> None:
         """Queue encoded records for the peer."""
 
@@ -112,8 +116,8 @@ class Subscriber:
         # For a subscription without a task of its own (`receive_frame` takes the client's
         # frames): told once how it ended.
         self.on_end: Callable[[End], None] | None = None
-        self._records_out = metrics.records_out.labels(topic, "websocket")
-        self._bytes_out = metrics.bytes_out.labels(topic, "websocket")
+        self._records_out = metrics.records_out.labels(topic, connection.via)
+        self._bytes_out = metrics.bytes_out.labels(topic, connection.via)
         self._slow_closes = metrics.slow_consumer_closes
 
     def attach(self, tails: Mapping[int, PartitionTail], pacer: Pacer) -> None:

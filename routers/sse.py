@@ -135,6 +135,8 @@ class SSEStream:
     response's body iterator (`events`) takes them out and sends them at the client's pace.
     `buffered` counts what the client has not taken yet, including the chunk being sent."""
 
+    via = "sse"  # the delivery metrics' label
+
     def __init__(self, limit_bytes: int) -> None:
         self._limit = limit_bytes
         self._chunks: list[bytes] = []

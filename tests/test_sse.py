@@ -18,6 +18,7 @@ import jwt
 from httpx_sse import EventSource, ServerSentEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from routers.sse import SSE_EVENTS, resume_id, with_resume_ids
@@ -147,6 +148,14 @@ def test_replay_then_live_with_resume_ids(client: httpx.Client, server: RunningS
         assert event.id == resume_id(seen)
     assert live.json()["value"] == 9
     assert live.id == "0:3,1:4,2:3"
+    # Delivery metrics say which transport delivered (the live record went to both).
+    delivered = {
+        sample.labels["via"]: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "eddy_records_out_total" and sample.labels.get("topic") == "prices"
+    }
+    assert delivered.get("sse", 0) >= 1 and delivered.get("websocket", 0) >= 1, delivered
 
 
 def test_last_event_id_resumes_exactly_there(client: httpx.Client, server: RunningServer) -> None:

@@ -38,6 +38,8 @@ class WebSocketConnection:
 
     __slots__ = ("_fast",)
 
+    via = "websocket"  # the delivery metrics' label
+
     def __init__(self, fast: FastSend) -> None:
         self._fast = fast
 
