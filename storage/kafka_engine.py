@@ -40,6 +40,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     IncompatibleBrokerVersion,
+    InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
     OffsetOutOfRangeError,
@@ -520,6 +521,13 @@ class KafkaEngine(Engine):
         except TopicAlreadyExistsError:
             await self._refresh_topic_soon(name)
             raise TopicExists(name) from None
+        except InvalidTopicError as exc:
+            # a name Eddy takes that the cluster does not: with --kafka-namespace's prefix, a
+            # name of up to 249 characters can pass Kafka's limit of 249 (the client's error)
+            raise InvalidRequest(
+                f"the Kafka cluster refuses topic '{name}' as '{self._kafka_name(name)}': {exc}",
+                {"topic": name},
+            ) from exc
         except (KafkaError, AttributeError) as exc:
             # (aiokafka's admin fails with AttributeError when the cluster names no controller,
             # as librdkafka's mock cluster does)

@@ -19,29 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import test_kafka_contract as contract
 from tests.conftest import RunningServer, ServerProcess, serve_in_thread, start_server_process
 from tests.kafka_brokers import free_port
 from tests.test_groups import FAST_PING
-from tests.test_rest import (
-    assert_error,
-    create,
-    fetch,
-    produce,
-    test_batches_are_atomic,
-    test_binary_values_round_trip,
-    test_keys_land_where_kafka_puts_them,
-    test_offset_lookup_by_timestamp,
-    test_produce_and_fetch_values_exactly,
-    test_topic_lifecycle,
-)
-from tests.test_websocket import (
-    records,
-    recv,
-    subscribe,
-    test_publish_and_subscribe_together,
-    test_replay_from_earliest_then_live_in_order,
-    test_subscribed_frame_then_live_records,
-)
+from tests.test_rest import assert_error, create, fetch, produce, test_topic_lifecycle
+from tests.test_websocket import records, recv, subscribe
 
 
 @dataclass
@@ -92,20 +75,43 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
         yield c
 
 
-# a subset of the contract tests (tests/test_kafka_contract.py runs them all on Tansu): topics
-# with PATCH, which Tansu cannot do, and the produce/fetch/subscribe paths on a broker whose high
-# watermarks are exact after multi-record batches
-__all__ = [
-    "test_batches_are_atomic",
-    "test_binary_values_round_trip",
-    "test_keys_land_where_kafka_puts_them",
-    "test_offset_lookup_by_timestamp",
-    "test_produce_and_fetch_values_exactly",
-    "test_publish_and_subscribe_together",
-    "test_replay_from_earliest_then_live_in_order",
-    "test_subscribed_frame_then_live_records",
-    "test_topic_lifecycle",
-]
+@pytest.fixture
+def gserver(server: RunningServer) -> RunningServer:
+    return server
+
+
+# --- differences on this broker, skipped by name ------------------------------------------------
+NAMESPACE_TOO_LONG_TEST = "test_topic_names_are_case_sensitive_and_dot_underscore_distinct"
+
+# tests/test_kafka_contract.py's contract tests run here with this module's fixtures (but for the
+# one skipped below), plus test_rest.test_topic_lifecycle with its PATCH (skipped on Tansu,
+# which implements neither CreatePartitions nor AlterConfigs)
+globals().update(
+    {name: getattr(contract, name) for name in contract.__all__ if name != NAMESPACE_TOO_LONG_TEST}
+)
+__all__ = [*contract.__all__, "test_topic_lifecycle"]
+
+
+@pytest.mark.skip(
+    reason="it creates a topic of 249 characters, Kafka's limit: with this module's "
+    "--kafka-namespace prefix the Kafka topic's name is longer, and Eddy's listener checks the "
+    "limit as Apache Kafka does (Tansu does not); "
+    "test_a_name_too_long_for_the_cluster_is_a_client_error covers that answer"
+)
+def test_topic_names_are_case_sensitive_and_dot_underscore_distinct() -> None:
+    """See test_rest.test_topic_names_are_case_sensitive_and_dot_underscore_distinct."""
+
+
+def test_a_name_too_long_for_the_cluster_is_a_client_error(client: httpx.Client) -> None:
+    """Eddy takes 249 characters; the namespace prefix makes it more than the cluster takes."""
+    details = assert_error(
+        client.post("/v1/topics", json={"name": "x" * 249}), 422, "invalid_request"
+    )
+    assert details == {"topic": "x" * 249}
+    for name in ("a.b", "a_b", "A.b", "x" * 200, "..."):
+        create(client, name)
+    listed = {t["name"] for t in client.get("/v1/topics").json()["topics"]}
+    assert listed == {"a.b", "a_b", "A.b", "x" * 200, "..."}
 
 
 def test_patch_changes_the_topic_on_the_broker(
