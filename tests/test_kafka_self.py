@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,7 +55,7 @@ def namespace() -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Any, self_broker: SelfBroker, namespace: str) -> Iterator[RunningServer]:
+def server(tmp_path: Path, self_broker: SelfBroker, namespace: str) -> Iterator[RunningServer]:
     with serve_in_thread(
         tmp_path / "data",
         engine="kafka",
@@ -89,7 +89,12 @@ NAMESPACE_TOO_LONG_TEST = "test_topic_names_are_case_sensitive_and_dot_underscor
 globals().update(
     {name: getattr(contract, name) for name in contract.__all__ if name != NAMESPACE_TOO_LONG_TEST}
 )
-__all__ = [*contract.__all__, "test_topic_lifecycle"]
+__all__ = [
+    *contract.__all__,
+    "test_concurrent_produce_requests_on_kafka",
+    "test_topic_lifecycle",
+]
+test_concurrent_produce_requests_on_kafka = contract.test_concurrent_produce_requests_on_kafka
 
 
 @pytest.mark.skip(
