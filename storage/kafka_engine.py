@@ -40,6 +40,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     IncompatibleBrokerVersion,
+    InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
     OffsetOutOfRangeError,
@@ -520,6 +521,13 @@ class KafkaEngine(Engine):
         except TopicAlreadyExistsError:
             await self._refresh_topic_soon(name)
             raise TopicExists(name) from None
+        except InvalidTopicError as exc:
+            # a name Eddy takes that the cluster does not: with --kafka-namespace's prefix, a
+            # name of up to 249 characters can pass Kafka's limit of 249 (the client's error)
+            raise InvalidRequest(
+                f"the Kafka cluster refuses topic '{name}' as '{self._kafka_name(name)}': {exc}",
+                {"topic": name},
+            ) from exc
         except (KafkaError, AttributeError) as exc:
             # (aiokafka's admin fails with AttributeError when the cluster names no controller,
             # as librdkafka's mock cluster does)
@@ -672,6 +680,11 @@ class KafkaEngine(Engine):
                 if not future.done():
                     future.set_exception(_produce_error(topic, exc))
                 continue
+            except Exception as exc:  # (aiokafka asserts): fail this send, keep the loop going
+                log.exception("sending to topic '%s' failed", topic)
+                if not future.done():
+                    future.set_exception(Unavailable(f"cannot produce to '{topic}': {exc!r}"))
+                continue
             finally:
                 queue.task_done()
             task = asyncio.create_task(self._await_acks(topic, batch, sent, future))
@@ -688,6 +701,7 @@ class KafkaEngine(Engine):
         by_partition: dict[int, list[int]] = defaultdict(list)
         for index, record in enumerate(batch.records):
             by_partition[record.partition].append(index)
+        await self._know_partitions(producer, topic, max(by_partition))
         sent = []
         for partition, indexes in by_partition.items():
             builder = producer.create_batch()
@@ -708,6 +722,21 @@ class KafkaEngine(Engine):
             ack = await producer.send_batch(builder, self._kafka_name(topic), partition=partition)
             sent.append((partition, indexes, ack))
         return sent
+
+    async def _know_partitions(self, producer: AIOKafkaProducer, topic: str, highest: int) -> None:
+        """The producer's metadata shows `highest` as a partition of `topic`: right after
+        partitions were added (by this server or another) it may not yet, and aiokafka's
+        send_batch then fails an assertion (not a KafkaError), which used to end this topic's
+        send loop and leave the request waiting forever. Refresh the metadata until it does."""
+        kafka_name = self._kafka_name(topic)
+        deadline = asyncio.get_running_loop().time() + 10
+        while highest not in (producer.client.cluster.partitions_for_topic(kafka_name) or ()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable(
+                    f"the Kafka cluster does not show partition {highest} of '{topic}'"
+                )
+            with contextlib.suppress(KafkaError):
+                await asyncio.wait_for(producer.client.force_metadata_update(), 5)
 
     async def _await_acks(
         self,

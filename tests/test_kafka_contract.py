@@ -153,7 +153,8 @@ __all__ = [
 # --- differences from the embedded engine (README, "Running over Kafka"), skipped by name ------
 TANSU_NO_ALTER = (
     "Tansu 0.6 implements neither AlterConfigs nor CreatePartitions (Apache Kafka does): PATCH "
-    "answers 422 unsupported_by_cluster there; test_topic_lifecycle_on_kafka covers the rest"
+    "answers 422 unsupported_by_cluster there; test_topic_lifecycle_on_kafka covers the rest, "
+    "and tests/test_kafka_self.py runs this test on Eddy's own Kafka listener"
 )
 
 
