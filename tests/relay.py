@@ -18,6 +18,7 @@ class Relay:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._held: set[socket.socket] = set()  # client sockets whose replies are dropped
+        self.dropped_bytes = 0  # of replies held back (lost) so far
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -43,6 +44,8 @@ class Relay:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 if held is not None and held in self._held:
+                    with self._lock:
+                        self.dropped_bytes += len(data)
                     continue  # lost on the way
                 sink.sendall(data)
         for sock in (source, sink):

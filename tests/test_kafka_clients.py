@@ -427,14 +427,19 @@ def test_group_of_two_librdkafka_consumers_shares_commits_and_takes_over(
                 seen.append((message.partition(), message.offset()))
         raise AssertionError("condition not reached")
 
+    def their_lines() -> list[list[str]]:
+        # Only complete lines: the other process may be in the middle of writing the last one.
+        text = output.read_text()
+        return [line.split() for line in text[: text.rfind("\n") + 1].splitlines()]
+
     def theirs() -> set[int]:
-        lines = [line.split() for line in output.read_text().splitlines()]
-        assigned = [line for line in lines if line and line[0] == "assigned"]
-        return {int(p) for p in assigned[-1][1].split(",") if p} if assigned else set()
+        assigned = [line for line in their_lines() if line and line[0] == "assigned"]
+        if not assigned or len(assigned[-1]) < 2:  # none yet, or an empty assignment
+            return set()
+        return {int(p) for p in assigned[-1][1].split(",") if p}
 
     def their_records() -> list[tuple[int | None, int | None]]:
-        lines = [line.split() for line in output.read_text().splitlines()]
-        return [(int(line[1]), int(line[2])) for line in lines if line and line[0] == "record"]
+        return [(int(line[1]), int(line[2])) for line in their_lines() if line[:1] == ["record"]]
 
     try:
         # both members share the partitions, disjointly
