@@ -53,7 +53,7 @@ from routers.responses import (
     errors,
 )
 from routers.ws.frames import event_message, slow_consumer_message
-from routers.ws.params import parse_subscribe_params
+from routers.ws.params import parse_subscription
 from routers.ws.session import watch_credentials
 from storage import StoredRecord
 
@@ -225,14 +225,14 @@ def sse_params(query: Mapping[str, str], last_event_id: str | None) -> Subscribe
                 "the WebSocket: /v1/topics/{topic}/ws)"
             )
     if last_event_id is None or not last_event_id.strip():
-        return parse_subscribe_params(query)
+        return parse_subscription(query)
     try:
-        parse_subscribe_params({"offsets": last_event_id})
+        parse_subscription({"offsets": last_event_id})
     except InvalidRequest:
         raise InvalidRequest(
             "Last-Event-ID must be a resume position like 0:42,1:17 (the id of an event)"
         ) from None
-    return parse_subscribe_params({**query, "offsets": last_event_id, "from": "earliest"})
+    return parse_subscription({**query, "offsets": last_event_id, "from": "earliest"})
 
 
 class _Session:
