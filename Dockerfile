@@ -5,12 +5,14 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY eddy/__init__.py eddy/__main__.py eddy/py.typed ./eddy/
 COPY app ./app
 COPY broker ./broker
 COPY models ./models
 COPY routers ./routers
 COPY storage ./storage
 COPY static ./static
+COPY openapi ./openapi
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- run: the wheel installed, no sources --------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The `eddy` command (also `python -m app`): `serve` runs the broker; `topics`, `produce`,
+"""The `eddy` command (also `python -m eddy`): `serve` runs the broker; `topics`, `produce`,
 `consume` and `groups` talk to a running one (app/client.py) in the spirit of kafka-topics and
 kcat."""
 
@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from app.client import (
+from eddy.app.client import (
     DEFAULT_URL,
     EddyClient,
     EddyError,
@@ -28,8 +28,8 @@ from app.client import (
     record_output,
     subscription_params,
 )
-from app.serve_options import with_setting_options
-from app.settings import Settings
+from eddy.app.serve_options import with_setting_options
+from eddy.app.settings import Settings
 
 # rich_markup_mode=None: click's plain help, which wraps at the terminal's width instead of
 # cutting option names, and keeps "[env var: ...; default: ...]" (rich markup would eat it).
@@ -107,12 +107,12 @@ def _settings(flags: dict[str, Any]) -> Settings:
 def serve(**flags: Any) -> None:
     """Run the broker. Every option is also an EDDY_* environment variable; options win."""
     # The server's modules load here, not for the client commands (which start faster).
-    from app.factory import create_app
-    from app.logs import configure_logging
-    from app.server import EddyServer, bind_socket, uvicorn_config
-    from broker.access import AuthFileError
-    from storage import DataDirLocked, SQLiteEngine
-    from storage.kafka_client import parse_client_config
+    from eddy.app.factory import create_app
+    from eddy.app.logs import configure_logging
+    from eddy.app.server import EddyServer, bind_socket, uvicorn_config
+    from eddy.broker.access import AuthFileError
+    from eddy.storage import DataDirLocked, SQLiteEngine
+    from eddy.storage.kafka_client import parse_client_config
 
     settings = _settings(flags)
     configure_logging(settings.log_level, settings.log_format)
@@ -165,7 +165,7 @@ def export_openapi(
     ),
 ) -> None:
     """Write the OpenAPI document the server serves (CI checks the checked-in copy equals it)."""
-    from app.factory import create_app
+    from eddy.app.factory import create_app
 
     spec = create_app(Settings()).openapi()
     out.parent.mkdir(parents=True, exist_ok=True)

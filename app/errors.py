@@ -14,8 +14,8 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from broker.codec import safe_json
-from models.errors import (
+from eddy.broker.codec import safe_json
+from eddy.models.errors import (
     EddyError,
     InvalidRequest,
     MethodNotAllowed,
@@ -24,7 +24,7 @@ from models.errors import (
     Unauthorized,
     Unavailable,
 )
-from routers.ws.frames import closing
+from eddy.routers.ws.frames import closing
 
 log = logging.getLogger("eddy.errors")
 

@@ -1,6 +1,6 @@
 """The app factory: `create_app(settings)` wires storage, broker, routers and error handling.
 
-Run it with `eddy serve` (see app/cli.py) or `uvicorn --factory app.factory:create_app`.
+Run it with `eddy serve` (see app/cli.py) or `uvicorn --factory eddy.app.factory:create_app`.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
-from app.errors import close_unmatched_websocket, install_error_handlers
-from app.http_encoding import GzipGetResponses, RequestDecoding
-from app.openapi import build_openapi, install_asyncapi, operation_id
-from app.request_log import RequestTelemetry
-from app.resources import static_dir
-from app.settings import Settings
-from broker import Broker, BrokerConfig
-from broker.access import AccessPolicy, load_access_policy
-from routers import groups, ops, records, sse, topics, ws
-from routers.kafka import KafkaListener, parse_address
-from storage import Engine, SQLiteEngine
-from storage.kafka_client import KafkaSettings, parse_client_config
+from eddy.app.errors import close_unmatched_websocket, install_error_handlers
+from eddy.app.http_encoding import GzipGetResponses, RequestDecoding
+from eddy.app.openapi import build_openapi, install_asyncapi, operation_id
+from eddy.app.request_log import RequestTelemetry
+from eddy.app.resources import static_dir
+from eddy.app.settings import Settings
+from eddy.broker import Broker, BrokerConfig
+from eddy.broker.access import AccessPolicy, load_access_policy
+from eddy.routers import groups, ops, records, sse, topics, ws
+from eddy.routers.kafka import KafkaListener, parse_address
+from eddy.storage import Engine, SQLiteEngine
+from eddy.storage.kafka_client import KafkaSettings, parse_client_config
 
 log = logging.getLogger("eddy")
 
@@ -83,7 +83,7 @@ def make_engine(settings: Settings) -> Engine:
     """The storage engine the settings ask for (raises ValueError for a bad --kafka-config)."""
     if settings.engine == "sqlite":
         return SQLiteEngine(settings.data_dir, settings.sync)
-    from storage.kafka_engine import KafkaEngine  # aiokafka is loaded only when used
+    from eddy.storage.kafka_engine import KafkaEngine  # aiokafka is loaded only when used
 
     if not settings.kafka_bootstrap_servers:
         raise ValueError("--engine kafka needs --kafka-bootstrap-servers")

@@ -22,8 +22,8 @@ from functools import partial
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
-from models.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from eddy.app.errors import error_response
+from eddy.models.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 GZIP_MINIMUM_SIZE = 1024
 # zlib's default level: most of level 9's ratio on JSON records at a fraction of its CPU.

@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
-from models.records import MAX_INT64, ProduceBatch, RecordIn
+from eddy.models.records import MAX_INT64, ProduceBatch, RecordIn
 
 # The server's address, as variables: tools that need an absolute URL get a correct one
 # (Postman's converter turns these into collection variables `scheme` and `host`; Swagger UI
@@ -110,7 +110,7 @@ def install_asyncapi(app: FastAPI) -> None:
     """`GET /asyncapi.yaml`, the AsyncAPI document of the WebSocket and SSE protocol (package
     data, so an installed wheel serves it too), and `GET /asyncapi`, the page in static/ that
     renders it offline (linked from /docs)."""
-    document = resources.files("openapi").joinpath("asyncapi.yaml").read_bytes()
+    document = resources.files("eddy.openapi").joinpath("asyncapi.yaml").read_bytes()
 
     @app.get("/asyncapi.yaml", include_in_schema=False)
     async def asyncapi_document() -> Response:

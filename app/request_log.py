@@ -27,8 +27,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker import Broker
-from models.context import Call, current_call
+from eddy.broker import Broker
+from eddy.models.context import Call, current_call
 
 access = logging.getLogger("eddy.access")
 

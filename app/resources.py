@@ -20,4 +20,4 @@ def package_dir(package: str) -> Path:
 
 def static_dir() -> Path:
     """The web console (static/: index.html, console.js, ...)."""
-    return package_dir("static")
+    return package_dir("eddy.static")

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from pydantic.fields import FieldInfo
 
-from app.settings import Settings
+from eddy.app.settings import Settings
 
 
 def env_name(name: str) -> str:

@@ -16,11 +16,11 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from app.http_protocol import HeadLimits, http_protocol
-from app.logs import uvicorn_log_config
-from app.settings import Settings
-from broker import Broker
-from routers.ws.protocol import EddyWebSocketProtocol
+from eddy.app.http_protocol import HeadLimits, http_protocol
+from eddy.app.logs import uvicorn_log_config
+from eddy.app.settings import Settings
+from eddy.broker import Broker
+from eddy.routers.ws.protocol import EddyWebSocketProtocol
 
 log = logging.getLogger("eddy")
 

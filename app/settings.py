@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker.topic_rules import INT_MAX, LONG_MAX
+from eddy.broker.topic_rules import INT_MAX, LONG_MAX
 
 
 class Settings(BaseSettings):

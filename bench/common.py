@@ -236,7 +236,7 @@ def eddy_server(
     argv = [
         sys.executable,
         "-m",
-        "app",
+        "eddy",
         "serve",
         "--host",
         HOST,

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from storage import AppendBatch, NewRecord, SQLiteEngine, ValueFormat
+from eddy.storage import AppendBatch, NewRecord, SQLiteEngine, ValueFormat
 
 BATCH = 1000
 CLIENTS = 4

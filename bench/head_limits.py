@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.head_limits [--seconds 5] [--rounds 3] [--connections 32]
 
 Serves `bench/raw_asgi.py` (the produce baseline: read the body, answer a small JSON) with
-uvicorn's own httptools protocol and with `app.http_protocol.EddyHttpProtocol` (head size,
+uvicorn's own httptools protocol and with `eddy.app.http_protocol.EddyHttpProtocol` (head size,
 header count and head deadline checks), alternating the two each round, and drives each with
 `wrk` (POSTs of a ~60-byte JSON record on keep-alive connections). Prints a markdown table: the
 median round of each side, the ratio, and the server's CPU per request.
@@ -36,7 +36,7 @@ from bench.common import REPO_ROOT, free_port, machine_busy_seconds, pid_cpu_sec
 
 PROTOCOLS = {
     "uvicorn httptools (baseline)": "httptools",
-    "Eddy head limits": "app.http_protocol:EddyHttpProtocol",
+    "Eddy head limits": "eddy.app.http_protocol:EddyHttpProtocol",
 }
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"records":[{"key":"AAPL","value":{"price":187.3,"n":12345}}]}'
@@ -189,7 +189,7 @@ def in_process(rounds: int, requests: int) -> tuple[float, float, float]:
     """(baseline µs/request, Eddy µs/request, median paired difference)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from app.http_protocol import EddyHttpProtocol
+    from eddy.app.http_protocol import EddyHttpProtocol
 
     async def measure_all() -> tuple[list[float], list[float]]:
         base, eddy = [], []

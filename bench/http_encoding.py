@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from app.http_encoding import GZIP_LEVEL, GzipGetResponses, RequestDecoding
+from eddy.app.http_encoding import GZIP_LEVEL, GzipGetResponses, RequestDecoding
 
 N = 20_000
 BODY = b'{"key": "AAPL", "value": {"price": 187.3}}'

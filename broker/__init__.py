@@ -4,7 +4,7 @@ Pure logic lives in `partitioner`, `positions` and `topic_rules`; everything els
 storage only through `storage.Engine`.
 """
 
-from broker.broker import Broker, BrokerConfig
-from broker.drafts import RecordDraft, drafts_from_body
+from eddy.broker.broker import Broker, BrokerConfig
+from eddy.broker.drafts import RecordDraft, drafts_from_body
 
 __all__ = ["Broker", "BrokerConfig", "RecordDraft", "drafts_from_body"]

@@ -25,8 +25,8 @@ from typing import Any, Literal
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from broker.jwks import JwksKeys
-from models.errors import Forbidden, Unauthorized
+from eddy.broker.jwks import JwksKeys
+from eddy.models.errors import Forbidden, Unauthorized
 
 audit = logging.getLogger("eddy.audit")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.access import (
+from eddy.broker.access import (
     AccessPolicy,
     Action,
     AuthenticationFailed,
@@ -21,29 +21,29 @@ from broker.access import (
     Principal,
     load_access_policy,
 )
-from broker.drafts import RecordDraft
-from broker.events import End, Subscribed
-from broker.fetcher import Fetcher
-from broker.groups import GroupCoordinator, ResetTo
-from broker.hub import FanoutHub
-from broker.idempotence import SequenceRule, check_sequence
-from broker.metrics import Metrics
-from broker.positions import SubscribeParams, partitions_to_look_up, start_positions
-from broker.producer import Producer
-from broker.publisher import AnswerSink, FrameSource, PublishSession, submitter
-from broker.rate_limit import RateLimiter
-from broker.retention import Cleaner
-from broker.subscriber import Connection, Subscriber
-from broker.subscription import CloseWhenFull, ConflateWhenFull
-from broker.topic_rules import (
+from eddy.broker.drafts import RecordDraft
+from eddy.broker.events import End, Subscribed
+from eddy.broker.fetcher import Fetcher
+from eddy.broker.groups import GroupCoordinator, ResetTo
+from eddy.broker.hub import FanoutHub
+from eddy.broker.idempotence import SequenceRule, check_sequence
+from eddy.broker.metrics import Metrics
+from eddy.broker.positions import SubscribeParams, partitions_to_look_up, start_positions
+from eddy.broker.producer import Producer
+from eddy.broker.publisher import AnswerSink, FrameSource, PublishSession, submitter
+from eddy.broker.rate_limit import RateLimiter
+from eddy.broker.retention import Cleaner
+from eddy.broker.subscriber import Connection, Subscriber
+from eddy.broker.subscription import CloseWhenFull, ConflateWhenFull
+from eddy.broker.topic_rules import (
     effective_config,
     validate_config,
     validate_group_name,
     validate_partition_count,
     validate_topic_name,
 )
-from models.context import current_call
-from models.errors import (
+from eddy.models.context import current_call
+from eddy.models.errors import (
     EddyError,
     InvalidRequest,
     TopicExists,
@@ -52,9 +52,9 @@ from models.errors import (
     Unauthorized,
     Unavailable,
 )
-from models.groups import GroupDetail, GroupSummary
-from models.topics import PartitionInfo, TopicDetail, TopicSummary
-from storage import (
+from eddy.models.groups import GroupDetail, GroupSummary
+from eddy.models.topics import PartitionInfo, TopicDetail, TopicSummary
+from eddy.storage import (
     PRODUCER_WINDOW,
     AppendedRecord,
     Engine,

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from models.errors import InvalidRequest
-from storage import StoredRecord, ValueFormat
+from eddy.models.errors import InvalidRequest
+from eddy.storage import StoredRecord, ValueFormat
 
 
 def _reject_constant(name: str) -> Any:

@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
-from broker.codec import check_text, decode_base64, dump_json, load_json, validation_error
-from models.errors import InvalidRequest, UnsupportedMediaType
-from models.records import MAX_INT32, MAX_INT64, ProduceBatch, ProducerRef, RecordIn
-from storage import ProducerSequence, ValueFormat
+from eddy.broker.codec import check_text, decode_base64, dump_json, load_json, validation_error
+from eddy.models.errors import InvalidRequest, UnsupportedMediaType
+from eddy.models.records import MAX_INT32, MAX_INT64, ProduceBatch, ProducerRef, RecordIn
+from eddy.storage import ProducerSequence, ValueFormat
 
 JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.positions import StartPosition
-from models.errors import EddyError
-from storage import AppendedRecord
+from eddy.broker.positions import StartPosition
+from eddy.models.errors import EddyError
+from eddy.storage import AppendedRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 
-from broker.codec import record_dict
-from broker.hub import FanoutHub
-from broker.metrics import Metrics
-from models.errors import InvalidRequest, OffsetOutOfRange
-from storage import Engine, PartitionState
+from eddy.broker.codec import record_dict
+from eddy.broker.hub import FanoutHub
+from eddy.broker.metrics import Metrics
+from eddy.models.errors import InvalidRequest, OffsetOutOfRange
+from eddy.storage import Engine, PartitionState
 
 
 def resolve_offset(topic: str, state: PartitionState, spec: str) -> int:

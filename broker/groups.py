@@ -23,14 +23,14 @@ from typing import Any, Literal
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from broker.assignment import assign_partitions
-from broker.codec import parse_json
-from broker.events import Assigned, Committed, Refused
-from broker.metrics import Metrics
-from broker.positions import StartFrom, StartPosition, default_start
-from broker.subscriber import Subscriber
-from broker.topic_rules import validate_group_name
-from models.errors import (
+from eddy.broker.assignment import assign_partitions
+from eddy.broker.codec import parse_json
+from eddy.broker.events import Assigned, Committed, Refused
+from eddy.broker.metrics import Metrics
+from eddy.broker.positions import StartFrom, StartPosition, default_start
+from eddy.broker.subscriber import Subscriber
+from eddy.broker.topic_rules import validate_group_name
+from eddy.models.errors import (
     EddyError,
     GroupActive,
     GroupNotFound,
@@ -40,13 +40,13 @@ from models.errors import (
     PartitionNotFound,
     TopicNotFound,
 )
-from models.groups import (
+from eddy.models.groups import (
     GroupDetail,
     GroupMemberInfo,
     GroupOffsetInfo,
     GroupSummary,
 )
-from storage import Engine, StoredRecord
+from eddy.storage import Engine, StoredRecord
 
 log = logging.getLogger("eddy.groups")
 

@@ -24,15 +24,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from broker.events import End, SessionEnd
-from broker.metrics import Metrics
-from broker.pacer import Pacer
-from broker.tail import PartitionTail
-from models.errors import EddyError, TopicNotFound
-from storage import Engine, StoredRecord
+from eddy.broker.events import End, SessionEnd
+from eddy.broker.metrics import Metrics
+from eddy.broker.pacer import Pacer
+from eddy.broker.tail import PartitionTail
+from eddy.models.errors import EddyError, TopicNotFound
+from eddy.storage import Engine, StoredRecord
 
 if TYPE_CHECKING:
-    from broker.subscriber import Subscriber
+    from eddy.broker.subscriber import Subscriber
 
 log = logging.getLogger("eddy.hub")
 

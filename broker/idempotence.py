@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from storage import ProducerEntry, ProducerWindow
+from eddy.storage import ProducerEntry, ProducerWindow
 
 
 @dataclass(frozen=True)

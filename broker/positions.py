@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from models.errors import OffsetOutOfRange, PartitionNotFound
-from storage import PartitionState
+from eddy.models.errors import OffsetOutOfRange, PartitionNotFound
+from eddy.storage import PartitionState
 
 StartFrom = Literal["earliest", "latest"]
 OnSlow = Literal["close", "conflate"]

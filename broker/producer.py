@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from broker.drafts import RecordDraft
-from broker.idempotence import Duplicate, OutOfOrder, Retry, SequenceRule, check_sequence
-from broker.metrics import Metrics
-from broker.partitioner import RoundRobin, partition_for_key
-from broker.topic_rules import is_compacted
-from models.errors import (
+from eddy.broker.drafts import RecordDraft
+from eddy.broker.idempotence import Duplicate, OutOfOrder, Retry, SequenceRule, check_sequence
+from eddy.broker.metrics import Metrics
+from eddy.broker.partitioner import RoundRobin, partition_for_key
+from eddy.broker.topic_rules import is_compacted
+from eddy.models.errors import (
     DuplicateSequence,
     EddyError,
     InvalidRequest,
@@ -27,7 +27,7 @@ from models.errors import (
     PartitionNotFound,
     RecordTooLarge,
 )
-from storage import (
+from eddy.storage import (
     PRODUCER_HISTORY,
     AppendBatch,
     AppendedRecord,

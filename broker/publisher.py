@@ -18,14 +18,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from broker.codec import check_text, load_json, validation_error
-from broker.drafts import RecordDraft, draft_from_record, plain_drafts
-from broker.events import Acked, End, Event, Refused
-from broker.producer import Producer
-from models.errors import EddyError, InvalidRequest
-from models.frames import PublishFrame
-from models.records import MAX_INT64
-from storage import AppendedRecord, ProducerSequence, TopicMeta
+from eddy.broker.codec import check_text, load_json, validation_error
+from eddy.broker.drafts import RecordDraft, draft_from_record, plain_drafts
+from eddy.broker.events import Acked, End, Event, Refused
+from eddy.broker.producer import Producer
+from eddy.models.errors import EddyError, InvalidRequest
+from eddy.models.frames import PublishFrame
+from eddy.models.records import MAX_INT64
+from eddy.storage import AppendedRecord, ProducerSequence, TopicMeta
 
 
 class FrameSource(Protocol):

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.errors import RateLimited
+from eddy.models.errors import RateLimited
 
 
 @dataclass

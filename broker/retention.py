@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from broker.metrics import Metrics
-from broker.topic_rules import cleanup_plan
-from models.errors import EddyError, TopicNotFound
-from storage import Engine, TopicMeta
+from eddy.broker.metrics import Metrics
+from eddy.broker.topic_rules import cleanup_plan
+from eddy.models.errors import EddyError, TopicNotFound
+from eddy.storage import Engine, TopicMeta
 
 log = logging.getLogger("eddy.retention")
 

@@ -27,21 +27,21 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
-from broker.conflation import RateBudget, Unsent
-from broker.events import End, Event, Refused, SessionEnd
-from broker.metrics import Metrics
-from broker.pacer import Pacer
-from broker.positions import StartPosition
-from broker.subscription import (
+from eddy.broker.conflation import RateBudget, Unsent
+from eddy.broker.events import End, Event, Refused, SessionEnd
+from eddy.broker.metrics import Metrics
+from eddy.broker.pacer import Pacer
+from eddy.broker.positions import StartPosition
+from eddy.broker.subscription import (
     CloseWhenFull,
     Keyed,
     Overflow,
     OverflowPolicy,
     Subscription,
 )
-from broker.tail import Encoder, PartitionTail, TailEntry
-from models.errors import EddyError, InvalidRequest
-from storage import Engine, StoredRecord
+from eddy.broker.tail import Encoder, PartitionTail, TailEntry
+from eddy.models.errors import EddyError, InvalidRequest
+from eddy.storage import Engine, StoredRecord
 
 log = logging.getLogger("eddy.subscriber")
 

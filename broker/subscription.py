@@ -38,9 +38,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from broker.conflation import Backlog
-from broker.tail import PartitionTail, TailEntry
-from storage import StoredRecord
+from eddy.broker.conflation import Backlog
+from eddy.broker.tail import PartitionTail, TailEntry
+from eddy.storage import StoredRecord
 
 
 @dataclass(slots=True)

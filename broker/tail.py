@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
-from storage import StoredRecord
+from eddy.storage import StoredRecord
 
 TAIL_RECORDS = 2_000
 TAIL_BYTES = 2 * 1_048_576

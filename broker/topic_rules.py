@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.errors import InvalidRequest
-from models.topics import MAX_PARTITIONS
+from eddy.models.errors import InvalidRequest
+from eddy.models.topics import MAX_PARTITIONS
 
 TOPIC_NAME_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
 _TOPIC_NAME = re.compile(TOPIC_NAME_PATTERN)

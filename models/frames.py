@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from models.records import MAX_INT64, RecordIn
+from eddy.models.records import MAX_INT64, RecordIn
 
 
 class PublishFrame(RecordIn):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.records import MAX_INT64
+from eddy.models.records import MAX_INT64
 
 
 class GroupSummary(BaseModel):

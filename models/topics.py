@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.records import MAX_INT32, MAX_INT64
+from eddy.models.records import MAX_INT32, MAX_INT64
 
 TOPIC_NAME_FIELD = Field(
     min_length=1,

@@ -8,8 +8,8 @@ from fastapi import Depends, Path, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from broker import Broker
-from broker.access import Principal
+from eddy.broker import Broker
+from eddy.broker.access import Principal
 
 
 async def get_broker(conn: HTTPConnection) -> Broker:

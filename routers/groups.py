@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from models.groups import CommittedOffsets, GroupDetail, GroupList, OffsetCommit, OffsetReset
-from routers.deps import BrokerDep, GroupPath, PrincipalDep
-from routers.responses import (
+from eddy.models.groups import CommittedOffsets, GroupDetail, GroupList, OffsetCommit, OffsetReset
+from eddy.routers.deps import BrokerDep, GroupPath, PrincipalDep
+from eddy.routers.responses import (
     AUTH,
     GROUP_ACTIVE,
     GROUP_NOT_FOUND,

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from routers.deps import BrokerDep
-from routers.responses import UNAVAILABLE, errors
+from eddy.routers.deps import BrokerDep
+from eddy.routers.responses import UNAVAILABLE, errors
 
 router = APIRouter(tags=["operations"])
 

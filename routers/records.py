@@ -14,18 +14,18 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from broker import Broker, drafts_from_body
-from broker.access import Principal
-from models.errors import PayloadTooLarge
-from models.records import (
+from eddy.broker import Broker, drafts_from_body
+from eddy.broker.access import Principal
+from eddy.models.errors import PayloadTooLarge
+from eddy.models.records import (
     MAX_INT32,
     MAX_INT64,
     FetchResponse,
     OffsetLookup,
     ProduceResponse,
 )
-from routers.deps import BrokerDep, PrincipalDep, TopicPath, bearer_token_of
-from routers.responses import (
+from eddy.routers.deps import BrokerDep, PrincipalDep, TopicPath, bearer_token_of
+from eddy.routers.responses import (
     AUTH,
     BUSY,
     INVALID,
@@ -42,7 +42,7 @@ from routers.responses import (
     UNSUPPORTED_MEDIA_TYPE,
     errors,
 )
-from storage import AppendedRecord
+from eddy.storage import AppendedRecord
 
 router = APIRouter(prefix="/v1/topics/{topic}", tags=["records"])
 

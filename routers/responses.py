@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.errors import (
+from eddy.models.errors import (
     EddyError,
     ErrorResponse,
     Forbidden,

@@ -35,15 +35,15 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
-from broker import Broker
-from broker.access import Principal
-from broker.codec import record_frame_bytes, safe_json
-from broker.events import End, Event, SessionEnd, Subscribed
-from broker.positions import SubscribeParams
-from broker.subscriber import Subscriber
-from models.errors import EddyError, InvalidRequest, Unauthorized, Unavailable
-from routers.deps import BrokerDep, TopicPath, bearer_token
-from routers.responses import (
+from eddy.broker import Broker
+from eddy.broker.access import Principal
+from eddy.broker.codec import record_frame_bytes, safe_json
+from eddy.broker.events import End, Event, SessionEnd, Subscribed
+from eddy.broker.positions import SubscribeParams
+from eddy.broker.subscriber import Subscriber
+from eddy.models.errors import EddyError, InvalidRequest, Unauthorized, Unavailable
+from eddy.routers.deps import BrokerDep, TopicPath, bearer_token
+from eddy.routers.responses import (
     AUTH,
     INVALID,
     OFFSET_OUT_OF_RANGE,
@@ -52,10 +52,10 @@ from routers.responses import (
     UNAVAILABLE,
     errors,
 )
-from routers.ws.frames import event_message, slow_consumer_message
-from routers.ws.params import parse_subscription
-from routers.ws.session import watch_credentials
-from storage import StoredRecord
+from eddy.routers.ws.frames import event_message, slow_consumer_message
+from eddy.routers.ws.params import parse_subscription
+from eddy.routers.ws.session import watch_credentials
+from eddy.storage import StoredRecord
 
 log = logging.getLogger("eddy.sse")
 

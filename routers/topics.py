@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from models.topics import TopicCreate, TopicDetail, TopicList, TopicPatch, TopicSummary
-from routers.deps import BrokerDep, PrincipalDep, TopicPath
-from routers.responses import (
+from eddy.models.topics import TopicCreate, TopicDetail, TopicList, TopicPatch, TopicSummary
+from eddy.routers.deps import BrokerDep, PrincipalDep, TopicPath
+from eddy.routers.responses import (
     AUTH,
     INVALID,
     TOPIC_EXISTS,

@@ -1,6 +1,6 @@
 """Storage: the `Engine` interface the broker talks to, and its SQLite implementation."""
 
-from storage.engine import (
+from eddy.storage.engine import (
     PRODUCER_HISTORY,
     PRODUCER_WINDOW,
     AppendBatch,
@@ -18,7 +18,7 @@ from storage.engine import (
     ValueFormat,
     record_size,
 )
-from storage.sqlite_engine import DataDirLocked, SQLiteEngine
+from eddy.storage.sqlite_engine import DataDirLocked, SQLiteEngine
 
 __all__ = [
     "PRODUCER_HISTORY",

@@ -10,8 +10,8 @@ import asyncio
 import sqlite3
 from typing import Any
 
-from storage.schema import partition_table, quote_identifier
-from storage.topic_log import TopicJob, TopicLog, Txn
+from eddy.storage.schema import partition_table, quote_identifier
+from eddy.storage.topic_log import TopicJob, TopicLog, Txn
 
 VACUUM_PAGES_PER_STEP = 256  # 1 MiB with 4 KiB pages: one short step for the writer
 

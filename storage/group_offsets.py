@@ -15,9 +15,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from models.errors import EddyError, Unavailable
-from storage.engine import CommittedOffset
-from storage.writer import Database, DatabaseClosed, Job, WriterPool
+from eddy.models.errors import EddyError, Unavailable
+from eddy.storage.engine import CommittedOffset
+from eddy.storage.writer import Database, DatabaseClosed, Job, WriterPool
 
 log = logging.getLogger("eddy.storage")
 

@@ -20,7 +20,7 @@ import orjson
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
+from eddy.storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
 
 
 @dataclass(frozen=True)

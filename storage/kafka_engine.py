@@ -51,7 +51,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
-from models.errors import (
+from eddy.models.errors import (
     EddyError,
     GroupActive,
     InvalidRequest,
@@ -62,7 +62,7 @@ from models.errors import (
     TopicNotFound,
     Unavailable,
 )
-from storage.engine import (
+from eddy.storage.engine import (
     AppendBatch,
     AppendedRecord,
     CommittedOffset,
@@ -73,7 +73,7 @@ from storage.engine import (
     TopicMeta,
     record_size,
 )
-from storage.kafka_client import (
+from eddy.storage.kafka_client import (
     KafkaSettings,
     encode_key,
     kafka_headers,

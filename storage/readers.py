@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from storage.writer import Connect, Database, DatabaseClosed, post, settle, settling_call
+from eddy.storage.writer import Connect, Database, DatabaseClosed, post, settle, settling_call
 
 T = TypeVar("T")
 

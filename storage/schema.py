@@ -21,7 +21,7 @@ from typing import Literal
 
 import orjson
 
-from storage.engine import (
+from eddy.storage.engine import (
     AppendedRecord,
     CommittedOffset,
     PartitionState,

@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from models.errors import TopicExists, TopicNotFound, Unavailable
-from storage import cleaning
-from storage.datadir import DataDir, DataDirLocked, disk_usage
-from storage.engine import (
+from eddy.models.errors import TopicExists, TopicNotFound, Unavailable
+from eddy.storage import cleaning
+from eddy.storage.datadir import DataDir, DataDirLocked, disk_usage
+from eddy.storage.engine import (
     AppendBatch,
     AppendedRecord,
     CommittedOffset,
@@ -35,9 +35,9 @@ from storage.engine import (
     StoredRecord,
     TopicMeta,
 )
-from storage.group_offsets import GroupOffsets
-from storage.readers import ReaderPool
-from storage.schema import (
+from eddy.storage.group_offsets import GroupOffsets
+from eddy.storage.readers import ReaderPool
+from eddy.storage.schema import (
     Connector,
     LoadedTopic,
     SyncPolicy,
@@ -45,8 +45,8 @@ from storage.schema import (
     load_group_offsets,
     load_topic,
 )
-from storage.topic_log import AlterJob, Announcer, QueueLimits, TopicLog
-from storage.writer import WriterPool
+from eddy.storage.topic_log import AlterJob, Announcer, QueueLimits, TopicLog
+from eddy.storage.writer import WriterPool
 
 log = logging.getLogger("eddy.storage")
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import orjson
 
-from models.errors import (
+from eddy.models.errors import (
     EddyError,
     OutOfOrderSequence,
     PartitionNotFound,
     TopicNotFound,
     Unavailable,
 )
-from storage.engine import (
+from eddy.storage.engine import (
     AppendBatch,
     AppendedRecord,
     PartitionState,
@@ -38,9 +38,9 @@ from storage.engine import (
     ValueFormat,
     record_size,
 )
-from storage.readers import ReaderPool
-from storage.schema import add_partitions, encode_appended, partition_table
-from storage.writer import Database, DatabaseClosed, Job, WriterPool
+from eddy.storage.readers import ReaderPool
+from eddy.storage.schema import add_partitions, encode_appended, partition_table
+from eddy.storage.writer import Database, DatabaseClosed, Job, WriterPool
 
 log = logging.getLogger("eddy.storage")
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.factory import create_app
-from app.server import EddyServer, uvicorn_config
-from app.settings import Settings
+from eddy.app.factory import create_app
+from eddy.app.server import EddyServer, uvicorn_config
+from eddy.app.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,14 +100,14 @@ def start_server_process(
     startup_timeout: float = 20,
     port: int | None = None,
 ) -> ServerProcess:
-    """`python -m app serve` as a subprocess (for restarts, kills and start-up behaviour); on
+    """`python -m eddy serve` as a subprocess (for restarts, kills and start-up behaviour); on
     `port` (a restart on the same address, for clients that reconnect by themselves)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "app",
+            "eddy",
             "serve",
             "--port",
             str(port),

@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from app.factory import create_app
-from app.settings import Settings
+from eddy.app.factory import create_app
+from eddy.app.settings import Settings
 from tests.conftest import RunningServer, serve_in_thread, wait_until
 
 SECRET = "test-secret-that-is-at-least-32-characters"
@@ -448,7 +448,7 @@ def test_a_bad_auth_file_stops_start_up_with_a_clear_message(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "app",
+            "eddy",
             "serve",
             "--data-dir",
             str(tmp_path / "d"),

@@ -9,9 +9,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from broker.access import Action, AuthFileError, Grants, load_access_policy, pattern_matches
-from broker.rate_limit import RateLimiter
-from models.errors import Forbidden, RateLimited, Unauthorized
+from eddy.broker.access import Action, AuthFileError, Grants, load_access_policy, pattern_matches
+from eddy.broker.rate_limit import RateLimiter
+from eddy.models.errors import Forbidden, RateLimited, Unauthorized
 
 
 def test_patterns_are_exact_names_or_prefixes() -> None:

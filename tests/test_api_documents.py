@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.topic_rules import validate_config, validate_partition_count
-from models.errors import EddyError, InvalidRequest
+from eddy.broker.topic_rules import validate_config, validate_partition_count
+from eddy.models.errors import EddyError, InvalidRequest
 from tests.conftest import REPO, RunningServer, serve_in_thread
 
 SPEC: dict[str, Any] = json.loads((REPO / "openapi" / "openapi.json").read_text())

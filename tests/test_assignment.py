@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from broker.assignment import assign_partitions
+from eddy.broker.assignment import assign_partitions
 
 
 def check_valid(partitions: int, members: list[str], result: dict[str, set[int]]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
+from eddy.app.cli import cli
 from tests.conftest import REPO, RunningServer, fetch_all, free_port, serve_in_thread, wait_until
 
 EDDY = str(Path(sys.executable).parent / "eddy")
@@ -372,8 +372,8 @@ groups = ["*"]
 
 
 def test_serve_help_shows_every_setting_with_its_variable_and_default() -> None:
-    from app.serve_options import default_text, env_name
-    from app.settings import Settings
+    from eddy.app.serve_options import default_text, env_name
+    from eddy.app.settings import Settings
 
     result = eddy(None, "serve", "--help", env={"COLUMNS": "80"}, process=True)
     help_text = ok(result)

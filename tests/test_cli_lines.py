@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.client import LineError, batches, parse_line, record_output
-from app.serve_options import default_text, env_name, help_text
-from app.settings import Settings
+from eddy.app.client import LineError, batches, parse_line, record_output
+from eddy.app.serve_options import default_text, env_name, help_text
+from eddy.app.settings import Settings
 
 
 @given(

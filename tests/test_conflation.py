@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.conflation import Backlog, RateBudget, Unsent
+from eddy.broker.conflation import Backlog, RateBudget, Unsent
 
 KEYS = ["a", "b", "c", None]
 PARTITIONS = 2

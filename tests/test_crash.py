@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL the real server while producers, publishers and a group member are busy,
 restart it on the same data dir, and check that nothing acknowledged was lost.
 
-Each run kills `python -m app serve` at a different point (after a different number of
+Each run kills `python -m eddy serve` at a different point (after a different number of
 acknowledged records, plus a random few milliseconds), then checks on the restarted server:
 every acknowledged record is at its acknowledged offset with its value; offsets are dense
 (0..high_watermark-1, every one fetchable); nothing stored was never sent, and batches are whole;

@@ -18,12 +18,12 @@ import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.factory import create_app
-from app.server import EddyServer, uvicorn_config
-from app.settings import Settings
-from broker.hub import FANOUT_STEP
-from broker.tail import TAIL_RECORDS
-from routers.ws.protocol import EddyWebSocketProtocol
+from eddy.app.factory import create_app
+from eddy.app.server import EddyServer, uvicorn_config
+from eddy.app.settings import Settings
+from eddy.broker.hub import FANOUT_STEP
+from eddy.broker.tail import TAIL_RECORDS
+from eddy.routers.ws.protocol import EddyWebSocketProtocol
 from tests.conftest import free_port, serve_in_thread, wait_until
 from tests.test_websocket import stalled_websocket
 

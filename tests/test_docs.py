@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.settings import Settings
+from eddy.app.settings import Settings
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

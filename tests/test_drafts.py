@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from broker.codec import parse_json, validation_error
-from broker.drafts import RecordDraft, draft_from_record, drafts_from_body
-from models.errors import InvalidRequest
-from models.records import MAX_INT64, ProduceBatch, RecordIn
-from storage import ProducerSequence
+from eddy.broker.codec import parse_json, validation_error
+from eddy.broker.drafts import RecordDraft, draft_from_record, drafts_from_body
+from eddy.models.errors import InvalidRequest
+from eddy.models.records import MAX_INT64, ProduceBatch, RecordIn
+from eddy.storage import ProducerSequence
 
 
 def stdlib_parse(data: bytes) -> Any:

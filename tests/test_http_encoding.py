@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from app.http_encoding import GZIP_MINIMUM_SIZE, BodyDecoder, GzipGetResponses
-from models.errors import InvalidRequest, PayloadTooLarge
+from eddy.app.http_encoding import GZIP_MINIMUM_SIZE, BodyDecoder, GzipGetResponses
+from eddy.models.errors import InvalidRequest, PayloadTooLarge
 from tests.conftest import RunningServer, free_port, serve_in_thread, wait_until
 
 RECORDS = 1000

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.http_protocol import head_size, websocket_head_problem
+from eddy.app.http_protocol import head_size, websocket_head_problem
 from tests.conftest import RunningServer, serve_in_thread, wait_until
 from tests.rawhttp import (
     WEBSOCKET_UPGRADE,

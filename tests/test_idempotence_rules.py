@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.idempotence import Append, OutOfOrder, Retry, check_sequence
-from storage import (
+from eddy.broker.idempotence import Append, OutOfOrder, Retry, check_sequence
+from eddy.storage import (
     PRODUCER_HISTORY,
     PRODUCER_WINDOW,
     AppendedRecord,

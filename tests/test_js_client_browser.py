@@ -29,7 +29,7 @@ from tests.conftest import (
 )
 
 needs_sse = pytest.mark.skipif(
-    importlib.util.find_spec("routers.sse") is None,
+    importlib.util.find_spec("eddy.routers.sse") is None,
     reason="needs the SSE endpoint GET /v1/topics/{topic}/events (routers/sse.py, sse branch)",
 )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.errors import InvalidRequest
-from routers.ws.params import parse_subscribe_params
+from eddy.models.errors import InvalidRequest
+from eddy.routers.ws.params import parse_subscribe_params
 from tests.conftest import (
     ServerProcess,
     fetch_all,

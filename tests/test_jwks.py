@@ -21,7 +21,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from broker.access import grants_from_claim
+from eddy.broker.access import grants_from_claim
 from tests.conftest import RunningServer, serve_in_thread, wait_until
 
 AUDIENCE = "https://eddy.example/api"

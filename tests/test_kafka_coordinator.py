@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kio.schema.errors import ErrorCode
 
-from routers.kafka.coordinator import (
+from eddy.routers.kafka.coordinator import (
     PENDING,
     Answer,
     Group,

@@ -258,7 +258,7 @@ def test_high_watermark_after_a_multi_record_batch_on_tansu(
 def test_the_kafka_engine_needs_bootstrap_servers(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from app.cli import cli
+    from eddy.app.cli import cli
 
     result = CliRunner().invoke(cli, ["serve", "--engine", "kafka", "--port", "0"])
     assert result.exit_code == 2
@@ -280,7 +280,7 @@ def test_the_kafka_engine_needs_bootstrap_servers(tmp_path: Path) -> None:
 
 
 def test_client_config_pairs_are_typed() -> None:
-    from storage.kafka_client import parse_client_config
+    from eddy.storage.kafka_client import parse_client_config
 
     assert parse_client_config(["request_timeout_ms=30000", "check_crcs=false", "x=a=b"]) == {
         "request_timeout_ms": 30000,

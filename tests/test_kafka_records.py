@@ -9,9 +9,9 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.idempotence import Append, Duplicate, OutOfOrder, Retry, check_record_sequence
-from routers.kafka.records import build_batch, read_produced, value_format
-from storage import AppendedRecord, ProducerEntry, ProducerWindow, StoredRecord, ValueFormat
+from eddy.broker.idempotence import Append, Duplicate, OutOfOrder, Retry, check_record_sequence
+from eddy.routers.kafka.records import build_batch, read_produced, value_format
+from eddy.storage import AppendedRecord, ProducerEntry, ProducerWindow, StoredRecord, ValueFormat
 
 text = st.text(st.characters(codec="utf-8"), max_size=20)
 records = st.lists(

@@ -4,7 +4,7 @@ and the only one of the three that implements CreatePartitions and AlterConfigs,
 engine's PATCH of a topic is checked end to end here: through the Kafka-engine server's REST
 API and on the embedded broker's own REST API (the underlying topic really changed).
 
-The broker is one `python -m app serve --kafka-listener` process for this module; each Kafka
+The broker is one `python -m eddy serve --kafka-listener` process for this module; each Kafka
 engine server has a --kafka-namespace of its own on it. Kafka's idempotent producer stays on
 (the listener implements InitProducerId).
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from routers.ws.keepalive import KeepaliveSweep, sweep_for
+from eddy.routers.ws.keepalive import KeepaliveSweep, sweep_for
 
 
 class Peer:

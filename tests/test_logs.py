@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from app.logs import CallFilter, formatter, redact
-from app.request_log import request_id_of
-from models.context import Call, current_call
+from eddy.app.logs import CallFilter, formatter, redact
+from eddy.app.request_log import request_id_of
+from eddy.models.context import Call, current_call
 from tests.conftest import start_server_process
 from tests.rawhttp import exchange
 

@@ -20,7 +20,7 @@ def test_checked_in_openapi_equals_served_spec(client: httpx.Client) -> None:
 def test_export_command_writes_the_same_spec(tmp_path: object, client: httpx.Client) -> None:
     out = f"{tmp_path}/spec.json"
     subprocess.run(
-        [sys.executable, "-m", "app", "export-openapi", "--out", out],
+        [sys.executable, "-m", "eddy", "export-openapi", "--out", out],
         cwd=REPO,
         check=True,
         capture_output=True,

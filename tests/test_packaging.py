@@ -1,5 +1,6 @@
 """The built wheel works outside the source tree: the web console, the docs and every package
-are in it (a missing package-data entry would only show once installed)."""
+are in it (a missing package-data entry would only show once installed), under one import
+package, `eddy`, so it installs beside other projects' `app` or `models` packages."""
 
 from __future__ import annotations
 
@@ -27,26 +28,39 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
     (wheel,) = wheels.glob("eddy-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
-        "static/index.html",
-        "static/console.js",
-        "static/asyncapi.html",
-        "static/vendor/asyncapi-react/index.js",
-        "openapi/asyncapi.yaml",
-        "routers/ws/protocol.py",
+        "eddy/__main__.py",
+        "eddy/static/index.html",
+        "eddy/static/console.js",
+        "eddy/static/asyncapi.html",
+        "eddy/static/vendor/asyncapi-react/index.js",
+        "eddy/openapi/asyncapi.yaml",
+        "eddy/routers/ws/protocol.py",
+        "eddy/app/cli.py",
     } <= names
+    # exactly one top-level import package (plus the dist-info)
+    top_level = {name.split("/", 1)[0] for name in names}
+    assert {t for t in top_level if not t.endswith(".dist-info")} == {"eddy"}, top_level
 
     site = tmp_path / "site"
+    # Another project's generic packages, already installed where the wheel goes.
+    for other in ("app", "models"):
+        (site / other).mkdir(parents=True)
+        (site / other / "__init__.py").write_text(f"OWNER = 'another project ({other})'\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), wheel],
         check=True,
         capture_output=True,
     )
+    for other in ("app", "models"):  # untouched by the install
+        assert "another project" in (site / other / "__init__.py").read_text()
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import app, app.resources as r; print(app.__file__, r.static_dir())",
+            "import app, models, eddy, eddy.app.resources as r;"
+            "assert app.OWNER.startswith('another') and models.OWNER.startswith('another');"
+            "print(eddy.__file__, r.static_dir())",
         ],
         cwd=tmp_path,
         env=env,
@@ -71,7 +85,7 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
     assert spec == json.loads((REPO / "openapi" / "openapi.json").read_text())
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--data-dir", "data"],
+        [sys.executable, "-m", "eddy", "serve", "--port", str(port), "--data-dir", "data"],
         cwd=tmp_path,  # not the source tree: imports come from the installed wheel
         env=env,
         stdout=subprocess.PIPE,

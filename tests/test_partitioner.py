@@ -8,7 +8,7 @@ from collections import Counter
 
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-from broker.partitioner import RoundRobin, murmur2, partition_for_key
+from eddy.broker.partitioner import RoundRobin, murmur2, partition_for_key
 
 
 def random_keys(count: int) -> list[str]:

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-from app.factory import create_app
-from app.server import EddyServer, uvicorn_config
-from app.settings import Settings
-from routers import records
+from eddy.app.factory import create_app
+from eddy.app.server import EddyServer, uvicorn_config
+from eddy.app.settings import Settings
+from eddy.routers import records
 from tests.conftest import RunningServer, free_port, serve_in_thread, wait_until
 
 

@@ -1,4 +1,4 @@
-"""The real `python -m app serve` process: start-up line, data-dir lock, restarts, kills."""
+"""The real `python -m eddy serve` process: start-up line, data-dir lock, restarts, kills."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -> None
             [
                 sys.executable,
                 "-m",
-                "app",
+                "eddy",
                 "serve",
                 "--port",
                 str(free_port()),
@@ -120,7 +120,7 @@ def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
 
 def test_invalid_setting_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app", "serve", "--data-dir", str(tmp_path), "--sync", "sometimes"],
+        [sys.executable, "-m", "eddy", "serve", "--data-dir", str(tmp_path), "--sync", "sometimes"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -150,7 +150,7 @@ def test_idempotent_producer_state_survives_sigkill(tmp_path: Path) -> None:
 def test_listening_is_logged_once_the_port_serves_and_a_line_at_shutdown(tmp_path: Path) -> None:
     """`--port 0` takes any free port: the start-up line names the real one, which answers."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+        [sys.executable, "-m", "eddy", "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -185,7 +185,7 @@ def test_a_busy_port_is_a_clear_error_before_storage_opens(tmp_path: Path) -> No
             [
                 sys.executable,
                 "-m",
-                "app",
+                "eddy",
                 "serve",
                 "--port",
                 str(port),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import PartitionNotFound, TopicExists, TopicNotFound, Unavailable
-from storage import (
+from eddy.models.errors import PartitionNotFound, TopicExists, TopicNotFound, Unavailable
+from eddy.storage import (
     AppendBatch,
     AppendedRecord,
     DataDirLocked,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from broker.events import Acked, Event
-from broker.metrics import Metrics
-from broker.producer import Producer
-from broker.publisher import PublishSession, submitter
-from models.errors import TopicNotFound, Unavailable
-from storage import (
+from eddy.broker.events import Acked, Event
+from eddy.broker.metrics import Metrics
+from eddy.broker.producer import Producer
+from eddy.broker.publisher import PublishSession, submitter
+from eddy.models.errors import TopicNotFound, Unavailable
+from eddy.storage import (
     PRODUCER_WINDOW,
     AppendBatch,
     AppendedRecord,
@@ -29,7 +29,7 @@ from storage import (
     StoredRecord,
     ValueFormat,
 )
-from storage.topic_log import QueueLimits
+from eddy.storage.topic_log import QueueLimits
 from tests.conftest import fill_disk, tmpfs
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.positions import SubscribeParams, partitions_to_look_up
-from models.errors import InvalidRequest
-from routers.ws.params import parse_subscribe_params, parse_subscription
+from eddy.broker.positions import SubscribeParams, partitions_to_look_up
+from eddy.models.errors import InvalidRequest
+from eddy.routers.ws.params import parse_subscribe_params, parse_subscription
 
 
 def test_every_transport_neutral_parameter_becomes_a_domain_value() -> None:

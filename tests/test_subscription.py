@@ -18,9 +18,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.subscription import Keyed, ReplayRead, Subscription
-from broker.tail import PartitionTail
-from storage import StoredRecord, ValueFormat
+from eddy.broker.subscription import Keyed, ReplayRead, Subscription
+from eddy.broker.tail import PartitionTail
+from eddy.storage import StoredRecord, ValueFormat
 
 TOPIC = "t"
 PARTITIONS = 3

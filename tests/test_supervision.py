@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from broker import Broker, BrokerConfig
-from broker.topic_rules import INT_MAX, LONG_MAX, cleanup_plan, validate_config
-from models.errors import InvalidRequest, Unavailable
-from storage import SQLiteEngine
+from eddy.broker import Broker, BrokerConfig
+from eddy.broker.topic_rules import INT_MAX, LONG_MAX, cleanup_plan, validate_config
+from eddy.models.errors import InvalidRequest, Unavailable
+from eddy.storage import SQLiteEngine
 from tests.conftest import RunningServer, fetch_all, serve_in_thread, wait_until
 
 DAY_MS = 86_400_000

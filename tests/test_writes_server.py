@@ -15,8 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from app.errors import error_response
-from models.errors import Unavailable
+from eddy.app.errors import error_response
+from eddy.models.errors import Unavailable
 from tests.conftest import fetch_all, fill_disk, serve_in_thread, start_server_process, wait_until
 
 PARTITIONS = 20

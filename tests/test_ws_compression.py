@@ -24,11 +24,11 @@ from websockets.streams import StreamReader
 from websockets.sync.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
-from broker.codec import record_frame_bytes
-from broker.tail import PartitionTail
-from routers.ws.deflate import DeflateFrames, deflate_frames, negotiated_encoder
-from routers.ws.frames import FRAMES
-from storage import StoredRecord, ValueFormat
+from eddy.broker.codec import record_frame_bytes
+from eddy.broker.tail import PartitionTail
+from eddy.routers.ws.deflate import DeflateFrames, deflate_frames, negotiated_encoder
+from eddy.routers.ws.frames import FRAMES
+from eddy.storage import StoredRecord, ValueFormat
 from tests.conftest import REPO, RunningServer
 
 NODE_SUBSCRIBER = REPO / "tests" / "node" / "ws_deflate_subscriber.mjs"

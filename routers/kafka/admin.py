@@ -8,12 +8,12 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from broker.access import Action
-from broker.topic_rules import validate_config
-from models.errors import EddyError, InvalidRequest, TopicExists, TopicNotFound
-from routers.kafka.errors import error_code
-from routers.kafka.messages import SUPPORTED, Request
-from routers.kafka.session import Session
+from eddy.broker.access import Action
+from eddy.broker.topic_rules import validate_config
+from eddy.models.errors import EddyError, InvalidRequest, TopicExists, TopicNotFound
+from eddy.routers.kafka.errors import error_code
+from eddy.routers.kafka.messages import SUPPORTED, Request
+from eddy.routers.kafka.session import Session
 
 CLUSTER_ID = "eddy"
 # Kafka's config names for Eddy's topic settings that are numbers (cleanup.policy is text).

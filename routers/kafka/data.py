@@ -10,15 +10,15 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from broker.access import Action
-from broker.idempotence import check_record_sequence
-from models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
-from routers.kafka.errors import error_code
-from routers.kafka.idempotence import producer_sequence
-from routers.kafka.messages import Request
-from routers.kafka.records import CorruptBatch, InvalidRecord, build_batch, read_produced
-from routers.kafka.session import Session
-from storage import AppendedRecord
+from eddy.broker.access import Action
+from eddy.broker.idempotence import check_record_sequence
+from eddy.models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
+from eddy.routers.kafka.errors import error_code
+from eddy.routers.kafka.idempotence import producer_sequence
+from eddy.routers.kafka.messages import Request
+from eddy.routers.kafka.records import CorruptBatch, InvalidRecord, build_batch, read_produced
+from eddy.routers.kafka.session import Session
+from eddy.storage import AppendedRecord
 
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
 TRANSACTIONS_REFUSED = ErrorCode.transactional_id_authorization_failed  # no transactions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from models.errors import (
+from eddy.models.errors import (
     DuplicateSequence,
     EddyError,
     Forbidden,

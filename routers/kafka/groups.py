@@ -19,11 +19,11 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from broker import Broker
-from broker.access import Action
-from broker.topic_rules import validate_group_name
-from models.errors import EddyError, GroupActive, GroupNotFound, PartitionNotFound
-from routers.kafka.coordinator import (
+from eddy.broker import Broker
+from eddy.broker.access import Action
+from eddy.broker.topic_rules import validate_group_name
+from eddy.models.errors import EddyError, GroupActive, GroupNotFound, PartitionNotFound
+from eddy.routers.kafka.coordinator import (
     Answer,
     Group,
     JoinAnswer,
@@ -32,9 +32,9 @@ from routers.kafka.coordinator import (
     SyncAnswer,
     new_member_id,
 )
-from routers.kafka.errors import error_code
-from routers.kafka.messages import Request
-from routers.kafka.session import Session
+from eddy.routers.kafka.errors import error_code
+from eddy.routers.kafka.messages import Request
+from eddy.routers.kafka.session import Session
 
 log = logging.getLogger("eddy.kafka.groups")
 

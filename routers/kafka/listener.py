@@ -18,10 +18,10 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from broker import Broker
-from routers.kafka import admin, data, idempotence, sasl
-from routers.kafka.groups import KafkaGroups
-from routers.kafka.messages import (
+from eddy.broker import Broker
+from eddy.routers.kafka import admin, data, idempotence, sasl
+from eddy.routers.kafka.groups import KafkaGroups
+from eddy.routers.kafka.messages import (
     API_VERSIONS,
     PRODUCE,
     Request,
@@ -31,7 +31,7 @@ from routers.kafka.messages import (
     read_request,
     supported,
 )
-from routers.kafka.session import Advertised, Session
+from eddy.routers.kafka.session import Advertised, Session
 
 log = logging.getLogger("eddy.kafka")
 

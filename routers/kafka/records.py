@@ -22,10 +22,10 @@ from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from broker.codec import load_json
-from broker.drafts import RecordDraft
-from models.errors import EddyError, InvalidRequest
-from storage import StoredRecord, ValueFormat
+from eddy.broker.codec import load_json
+from eddy.broker.drafts import RecordDraft
+from eddy.models.errors import EddyError, InvalidRequest
+from eddy.storage import StoredRecord, ValueFormat
 
 _BASE_OFFSET = struct.Struct(">q")
 # A builder refuses appends past its batch size; a fetch's size is bounded by the read instead.

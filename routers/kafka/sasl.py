@@ -15,9 +15,9 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from models.errors import EddyError
-from routers.kafka.messages import Request
-from routers.kafka.session import Session
+from eddy.models.errors import EddyError
+from eddy.routers.kafka.messages import Request
+from eddy.routers.kafka.session import Session
 
 MECHANISMS = ("PLAIN",)
 

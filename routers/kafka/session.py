@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker import Broker
-from broker.access import Principal
+from eddy.broker import Broker
+from eddy.broker.access import Principal
 
 if TYPE_CHECKING:
-    from routers.kafka.groups import KafkaGroups
+    from eddy.routers.kafka.groups import KafkaGroups
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ from fastapi import APIRouter, WebSocket
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from broker import Broker
-from models.errors import EddyError
-from routers.ws.params import parse_publish_params, parse_subscribe_params
-from routers.ws.session import WebSocketSession, client_address, incoming_frames
+from eddy.broker import Broker
+from eddy.models.errors import EddyError
+from eddy.routers.ws.params import parse_publish_params, parse_subscribe_params
+from eddy.routers.ws.session import WebSocketSession, client_address, incoming_frames
 
 router = APIRouter(tags=["websocket"])
 

@@ -4,8 +4,8 @@ frame saying why (contract, ../shared/API.md)."""
 
 from __future__ import annotations
 
-from broker.events import End, SessionEnd
-from models.errors import (
+from eddy.broker.events import End, SessionEnd
+from eddy.models.errors import (
     EddyError,
     Forbidden,
     GroupActive,

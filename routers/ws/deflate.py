@@ -32,10 +32,10 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.frames import Frame, Opcode
 
-from broker.codec import record_frame_bytes
-from broker.tail import Encoder
-from routers.ws.frames import FRAMES
-from storage import StoredRecord
+from eddy.broker.codec import record_frame_bytes
+from eddy.broker.tail import Encoder
+from eddy.routers.ws.frames import FRAMES
+from eddy.storage import StoredRecord
 
 WINDOW_BITS = 12  # 4 KiB windows, uvicorn's choice too: records are small, memory is not free
 COMPRESS_SETTINGS: dict[str, Any] = {"memLevel": 5}

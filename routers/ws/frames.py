@@ -14,12 +14,21 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from broker.codec import record_frame_bytes, safe_json
-from broker.events import Acked, Assigned, Committed, End, Event, Refused, SessionEnd, Subscribed
-from broker.positions import StartPosition
-from models.errors import EddyError
-from routers.ws.close_codes import close_code, close_reason
-from storage import StoredRecord
+from eddy.broker.codec import record_frame_bytes, safe_json
+from eddy.broker.events import (
+    Acked,
+    Assigned,
+    Committed,
+    End,
+    Event,
+    Refused,
+    SessionEnd,
+    Subscribed,
+)
+from eddy.broker.positions import StartPosition
+from eddy.models.errors import EddyError
+from eddy.routers.ws.close_codes import close_code, close_reason
+from eddy.storage import StoredRecord
 
 _TEXT = 0x81  # FIN + text opcode
 

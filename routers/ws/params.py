@@ -11,9 +11,9 @@ import math
 import re
 from collections.abc import Collection, Mapping
 
-from broker.positions import SubscribeParams
-from broker.topic_rules import validate_group_name
-from models.errors import InvalidRequest
+from eddy.broker.positions import SubscribeParams
+from eddy.broker.topic_rules import validate_group_name
+from eddy.models.errors import InvalidRequest
 
 SUBSCRIPTION_PARAMETERS = (
     "from",

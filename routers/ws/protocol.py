@@ -37,9 +37,9 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from broker.tail import Encoder
-from routers.ws.deflate import negotiated_encoder, server_deflate_factory
-from routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for
+from eddy.broker.tail import Encoder
+from eddy.routers.ws.deflate import negotiated_encoder, server_deflate_factory
+from eddy.routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for
 
 FrameCallback = Callable[[str | bytes], None]
 # What uvicorn still reads of a detached connection's scope (its log lines).

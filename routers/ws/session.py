@@ -16,18 +16,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from fastapi import WebSocket
 
-from broker import Broker
-from broker.access import Principal
-from broker.codec import record_frame_bytes
-from broker.events import End, Event
-from broker.subscriber import Subscriber
-from broker.tail import Encoder
-from models.errors import EddyError, Forbidden, Unauthorized
-from routers.deps import bearer_token
-from routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER
-from routers.ws.frames import answer_frame, closing, event_frame, text_frame
-from routers.ws.protocol import FAST_SEND, FastSend
-from storage import StoredRecord
+from eddy.broker import Broker
+from eddy.broker.access import Principal
+from eddy.broker.codec import record_frame_bytes
+from eddy.broker.events import End, Event
+from eddy.broker.subscriber import Subscriber
+from eddy.broker.tail import Encoder
+from eddy.models.errors import EddyError, Forbidden, Unauthorized
+from eddy.routers.deps import bearer_token
+from eddy.routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER
+from eddy.routers.ws.frames import answer_frame, closing, event_frame, text_frame
+from eddy.routers.ws.protocol import FAST_SEND, FastSend
+from eddy.storage import StoredRecord
 
 log = logging.getLogger("eddy.ws")
 
