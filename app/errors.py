@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eddy.broker.codec import safe_json
+from eddy.broker.metrics import Transport
 from eddy.models.errors import (
     EddyError,
     InvalidRequest,
@@ -46,7 +47,7 @@ def error_response(error: EddyError) -> Response:
 def _count_rejection(request: Request, code: str) -> None:
     broker = request.scope.get("state", {}).get("broker")
     if broker is not None:
-        broker.metrics.count_rejection(code, "http")
+        broker.metrics.count_rejection(code, Transport.REST)
 
 
 def _rejected(request: Request, error: EddyError) -> Response:

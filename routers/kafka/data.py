@@ -12,6 +12,7 @@ from kio.schema.errors import ErrorCode
 
 from eddy.broker.access import Action
 from eddy.broker.idempotence import check_record_sequence
+from eddy.broker.metrics import Transport
 from eddy.models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.idempotence import producer_sequence
@@ -151,7 +152,7 @@ async def _read_partition(
             return out, 0
         data = build_batch(records)
         out["records"] = data
-        broker.metrics.records_out.labels(topic, "kafka").inc(len(records))
+        broker.metrics.count_delivered(topic, Transport.KAFKA, len(records), len(data))
         return out, len(data)
     except EddyError as exc:
         out["error_code"] = error_code(exc)
