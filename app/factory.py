@@ -104,6 +104,7 @@ def make_engine(settings: Settings) -> Engine:
             refresh_interval=settings.kafka_refresh_interval,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             group_session_timeout_ms=settings.kafka_group_session_timeout_ms,
+            produce_timeout=settings.kafka_produce_timeout,
         )
     )
 

@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         description="Kafka group session timeout of each server's group consumers: a server "
         "that stops heartbeating loses its share of a group's partitions after this long",
     )
+    kafka_produce_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds a produce waits for the Kafka cluster's acknowledgement: then 503 "
+        "unavailable (nothing was sent) or 503 outcome_unknown (sent, unacknowledged: a retry "
+        "may store it twice), both with Retry-After",
+    )
     kafka_refresh_interval: float = Field(
         2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
     )

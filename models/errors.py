@@ -21,6 +21,7 @@
     ├── RateLimited                 rate_limited      429
     ├── UnsupportedMediaType        unsupported_media_type 415
     ├── Unavailable                 unavailable       503
+    │   └── OutcomeUnknown          outcome_unknown   503   (Kafka engine: sent, not acked)
     ├── MalformedRequest            malformed_request 400   (HTTP only: bad framing)
     ├── RequestTimeout              request_timeout   408   (HTTP only: head too slow)
     └── HeadersTooLarge             headers_too_large 431   (HTTP only: head too large)
@@ -216,6 +217,16 @@ class Unavailable(EddyError):
     ) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after  # seconds, when waiting is known to help (Retry-After)
+
+
+class OutcomeUnknown(Unavailable):
+    """The Kafka engine handed the records to its cluster and got no acknowledgement within
+    --kafka-produce-timeout (the connection was lost, or the cluster is away): they may be
+    stored, now or once the cluster is back, or not at all. A plain retry may store them twice
+    (unlike `unavailable`, which says they were not sent). WebSocket: an error frame with the
+    publish's `id` (the connection stays open); close code 1011 where an error closes one."""
+
+    code = "outcome_unknown"
 
 
 class MalformedRequest(EddyError):
