@@ -192,6 +192,38 @@ class Settings(BaseSettings):
         "container); default: the listener's own address",
     )
 
+    kafka_listener_idle_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a Kafka listener connection may stay idle (no request arriving or "
+        "being answered) before it is closed (Kafka's connections.max.idle.ms)",
+    )
+    kafka_listener_request_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds the rest of a Kafka request may take to arrive once its first byte "
+        "has (then the connection is closed)",
+    )
+    kafka_listener_max_connections: int = Field(
+        10_000,
+        ge=1,
+        description="Open Kafka listener connections allowed; more are closed at accept "
+        "(Kafka's max.connections)",
+    )
+    kafka_listener_max_connections_per_ip: int = Field(
+        1_000,
+        ge=1,
+        description="Open Kafka listener connections allowed from one client address; more are "
+        "closed at accept (Kafka's max.connections.per.ip)",
+    )
+    kafka_listener_max_request_bytes: int = Field(
+        100 * 1_048_576,
+        ge=1024,
+        le=2**31 - 1,
+        description="Largest Kafka request (Kafka's socket.request.max.bytes); a longer one "
+        "closes the connection",
+    )
+
     @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
