@@ -1,10 +1,12 @@
 """The Kafka protocol listener: an asyncio server on the app's event loop, one task per
 connection; answers go out in request order, as Kafka's clients expect (see `_run`).
 
-A request Eddy cannot answer in kind (an API or version it does not speak, bytes that do not
-decode) gets an error answer, never a dropped connection: ApiVersions of an unknown version is
-answered in v0 with UNSUPPORTED_VERSION and the supported versions (what clients expect), any
-other with the correlation id and UNSUPPORTED_VERSION (or CORRUPT_MESSAGE).
+Every answer is the response of the request's own API and version. A request Eddy cannot answer
+in kind (an API or version it does not speak, bytes that do not decode) closes the connection
+once the answers before it are out, as Apache Kafka does; the one exception is Kafka's own:
+ApiVersions of a version Eddy does not speak is answered in v0 with UNSUPPORTED_VERSION and the
+supported versions, which is how clients negotiate. Tagged fields a version's schema lacks are
+skipped (`tagged.py`), so a newer client's additions do not make a request undecodable.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -24,9 +27,10 @@ from eddy.routers.kafka.groups import KafkaGroups
 from eddy.routers.kafka.messages import (
     API_VERSIONS,
     PRODUCE,
+    SUPPORTED,
     Request,
-    encode_bare_error,
     encode_response,
+    peek_client_id,
     peek_header,
     read_request,
     supported,
@@ -42,7 +46,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # Requests a connection may have read and not yet answered (Kafka's clients send up to 5).
 MAX_IN_FLIGHT = 16
-PRODUCE_KEY = PRODUCE.to_bytes(2, "big")
+# A refused request is logged once per (API, version, client id) in this many seconds.
+REFUSAL_LOG_INTERVAL = 600.0
+REFUSAL_LOG_KEYS = 1024
 
 # Produce (0) is not here: it is queued as it arrives (`_start_produce`).
 HANDLERS: dict[int, Handler] = {
@@ -97,6 +103,7 @@ class KafkaListener:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.groups = KafkaGroups(broker)
+        self._refusals_logged: dict[tuple[int, int, str | None], float] = {}
         self.advertised = Advertised(NODE_ID, host, port)
 
     @property
@@ -178,11 +185,19 @@ class KafkaListener:
                     log.warning("Kafka request of %d bytes from %s refused", size, session.client)
                     return  # the stream cannot be resynchronised past an unread frame
                 frame = await reader.readexactly(size)
-                if frame[:2] == PRODUCE_KEY:
-                    answer = await self._start_produce(session, frame)
+                try:
+                    request = self._decode(frame)
+                except Refused as refused:
+                    await answers.join()  # the answers before it go out first
+                    self._log_refusal(session, refused)
+                    return  # as Apache Kafka does: no answer that is not the API's response
+                if isinstance(request, bytes):  # already answered (ApiVersions negotiation)
+                    answer = _ready(request)
+                elif request.api_key == PRODUCE:
+                    answer = await self._start_produce(session, request)
                 else:
                     await answers.join()
-                    answer = self._answer(session, frame)
+                    answer = self._answer(session, request)
                 task = asyncio.create_task(answer)
                 started.add(task)
                 task.add_done_callback(started.discard)
@@ -209,25 +224,17 @@ class KafkaListener:
                 answers.task_done()
 
     async def _start_produce(
-        self, session: Session, frame: bytes
+        self, session: Session, request: Request
     ) -> Coroutine[Any, Any, bytes | None]:
         """Queue a Produce's batches now; the answer's coroutine waits for their commit."""
-        try:
-            api_key, version, correlation_id = peek_header(frame)
-        except ValueError:
-            return self._answer(session, frame)
-        if not supported(api_key, version):
-            return self._answer(session, frame)
-        try:
-            request = read_request(frame)
-        except Exception:  # kio raises several kinds on bytes that do not decode
-            return self._answer(session, frame)
         self._check_credentials(session, request)
         finish = await data.submit_produce(session, request)
 
         async def answer() -> bytes | None:
             body = await finish()
-            return None if body is None else encode_response(api_key, version, correlation_id, body)
+            if body is None:
+                return None
+            return encode_response(request.api_key, request.version, request.correlation_id, body)
 
         return answer()
 
@@ -237,29 +244,62 @@ class KafkaListener:
         if not access.still_valid(session.principal):  # expired JWT, or a key revoked
             session.principal = access.authenticate(None)
 
-    async def _answer(self, session: Session, frame: bytes) -> bytes | None:
+    def _decode(self, frame: bytes) -> Request | bytes:
+        """The request, or the answer to an ApiVersions of a version Eddy does not speak.
+        Raises Refused for a request that cannot be answered in its own API's schema."""
         try:
             api_key, version, correlation_id = peek_header(frame)
         except ValueError:
-            return encode_bare_error(0, ErrorCode.corrupt_message)
+            raise Refused(frame, "shorter than a request header") from None
         if not supported(api_key, version):
             if api_key == API_VERSIONS:
-                return encode_response(
-                    API_VERSIONS,
-                    0,
-                    correlation_id,
-                    admin.api_versions_body(ErrorCode.unsupported_version),
-                )
-            return encode_bare_error(correlation_id, ErrorCode.unsupported_version)
+                body = admin.api_versions_body(ErrorCode.unsupported_version)
+                return encode_response(API_VERSIONS, 0, correlation_id, body)
+            raise Refused(frame, "an API or version Eddy does not speak")
         try:
-            request = read_request(frame)
-        except Exception:  # kio raises several kinds on bytes that do not decode
-            return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
-        handler = HANDLERS.get(api_key)
-        if handler is None:  # Produce: answered through `_start_produce`, never here
-            return encode_bare_error(correlation_id, ErrorCode.corrupt_message)
+            return read_request(frame)
+        except Exception as error:  # kio raises several kinds on bytes that do not decode
+            raise Refused(frame, f"does not decode ({type(error).__name__}: {error})") from None
+
+    def _log_refusal(self, session: Session, refused: Refused) -> None:
+        key = (refused.api_key, refused.version, refused.client_id)
+        now = time.monotonic()
+        last = self._refusals_logged.get(key)
+        if last is not None and now - last < REFUSAL_LOG_INTERVAL:
+            return
+        if len(self._refusals_logged) >= REFUSAL_LOG_KEYS:
+            self._refusals_logged.clear()
+        self._refusals_logged[key] = now
+        name = SUPPORTED.get(refused.api_key, ("unknown API",))[0]
+        log.warning(
+            "Kafka request %s (key %d) v%d from %s (client id %r): %s; connection closed",
+            name,
+            refused.api_key,
+            refused.version,
+            session.client,
+            refused.client_id,
+            refused.reason,
+        )
+
+    async def _answer(self, session: Session, request: Request) -> bytes | None:
+        handler = HANDLERS[request.api_key]  # every supported API but Produce has one
         self._check_credentials(session, request)
         body = await handler(session, request)
         if body is None:
             return None
-        return encode_response(api_key, version, correlation_id, body)
+        return encode_response(request.api_key, request.version, request.correlation_id, body)
+
+
+class Refused(Exception):
+    """A request the listener cannot answer in its own API's schema."""
+
+    def __init__(self, frame: bytes, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.api_key = int.from_bytes(frame[0:2], "big", signed=True) if len(frame) >= 2 else -1
+        self.version = int.from_bytes(frame[2:4], "big", signed=True) if len(frame) >= 4 else -1
+        self.client_id = peek_client_id(frame)
+
+
+async def _ready(answer: bytes) -> bytes | None:
+    return answer

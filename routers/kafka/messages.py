@@ -25,6 +25,8 @@ from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 
+from eddy.routers.kafka import tagged
+
 # API key -> (name, lowest, highest version Eddy answers). The highest is capped where a later
 # version would need what Eddy does not have: topic ids (Fetch 13, Metadata 10+ answer them),
 # batched group keys (FindCoordinator 4, OffsetFetch 8) or KIP-848 member epochs.
@@ -91,8 +93,16 @@ def read_request(frame: bytes) -> Request:
     api_key = int.from_bytes(frame[0:2], "big", signed=True)
     version = int.from_bytes(frame[2:4], "big", signed=True)
     read_header, read_body = _request_codec(api_key, version)
-    header, size = read_header(frame, 0)
-    body, _ = read_body(frame, size)
+    try:
+        header, size = read_header(frame, 0)
+        body, _ = read_body(frame, size)
+    except KeyError as error:
+        if not tagged.is_unknown_tag(error):
+            raise
+        # A tag this version's schema lacks: Kafka's rule is to skip it (kio refuses it).
+        cls = load_request_schema(api_key, version)
+        header, size = tagged.read_entity(cls.__header_schema__, frame, 0)
+        body, _ = tagged.read_entity(cls, frame, size)
     return Request(api_key, version, header.correlation_id, header.client_id, body)
 
 
@@ -119,15 +129,14 @@ def encode_response(api_key: int, version: int, correlation_id: int, body: Any) 
     return bytes(data)
 
 
-def encode_bare_error(correlation_id: int, code: ErrorCode) -> bytes:
-    """An answer to a request Eddy cannot decode or does not speak: correlation id and an error
-    code, which is what ApiVersions v0 answers look like and what clients read on a version
-    they did not negotiate."""
-    payload = correlation_id.to_bytes(4, "big", signed=True) + int(code).to_bytes(
-        2, "big", signed=True
-    )
-    payload += b"\0\0\0\0"  # an empty array after it (ApiVersions' api_keys)
-    return len(payload).to_bytes(4, "big") + payload
+def peek_client_id(frame: bytes) -> str | None:
+    """The client id of a request header (v1 and v2 alike), or None where it cannot be read."""
+    if len(frame) < 10:
+        return None
+    size = int.from_bytes(frame[8:10], "big", signed=True)
+    if size < 0 or 10 + size > len(frame):
+        return None
+    return frame[10 : 10 + size].decode("utf-8", "replace")
 
 
 # --- building responses ---------------------------------------------------------------------------
@@ -210,8 +219,8 @@ __all__ = [
     "SUPPORTED",
     "Request",
     "build",
-    "encode_bare_error",
     "encode_response",
+    "peek_client_id",
     "peek_header",
     "read_request",
     "supported",
