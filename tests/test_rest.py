@@ -413,7 +413,7 @@ def test_operations_endpoints(client: httpx.Client) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'eddy_records_in_total{topic="m"} 1.0' in text
-    assert 'eddy_records_out_total{topic="m",via="fetch"} 1.0' in text
+    assert 'eddy_records_out_total{topic="m",via="http"} 1.0' in text
     assert "eddy_websockets_open" in text
     assert 'route="/v1/topics/{topic}/records"' in text
     docs = client.get("/docs")

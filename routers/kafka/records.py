@@ -37,9 +37,13 @@ _NO_LIMIT = 2**31 - 1
 class InvalidRecord(InvalidRequest):
     """A record Eddy cannot store (a key that is not UTF-8, a transactional batch)."""
 
+    kafka_error = "invalid_record"
+
 
 class CorruptBatch(InvalidRequest):
     """The bytes are not a valid record batch (bad CRC, truncated, unknown codec)."""
+
+    kafka_error = "corrupt_message"
 
 
 def value_format(value: bytes) -> ValueFormat:
