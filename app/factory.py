@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 
+from eddy.app import lean
 from eddy.app.errors import close_unmatched_websocket, install_error_handlers
 from eddy.app.http_encoding import GzipGetResponses, RequestDecoding
 from eddy.app.openapi import build_openapi, install_asyncapi, operation_id
@@ -219,4 +220,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so the outermost: request ids, request metrics and the access log cover the
     # WebSocket fast path and the lean produce route too.
     app.add_middleware(RequestTelemetry, access_log=settings.access_log)
+    lean.install(app, settings.access_log, cors=bool(settings.origins))
     return app

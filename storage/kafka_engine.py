@@ -73,10 +73,10 @@ from eddy.storage.engine import (
     TopicMeta,
     record_size,
 )
+from eddy.storage.headers import kafka_headers
 from eddy.storage.kafka_client import (
     KafkaSettings,
     encode_key,
-    kafka_headers,
     stored_record,
 )
 
