@@ -21,6 +21,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
 from eddy.storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
+from eddy.storage.headers import exact_headers
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,6 @@ def parse_client_config(pairs: Sequence[str]) -> dict[str, Any]:
     return config
 
 
-def kafka_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    return [(name, text.encode()) for name, text in headers.items()]
-
-
 def encode_key(record: NewRecord) -> bytes | None:
     return None if record.key is None else record.key.encode()
 
@@ -124,7 +121,7 @@ def value_format(value: bytes | None) -> ValueFormat:
 
 def stored_record(record: ConsumerRecord[bytes, bytes]) -> StoredRecord:
     key = None if record.key is None else record.key.decode(errors="replace")
-    headers = {name: (text or b"").decode(errors="replace") for name, text in record.headers}
+    headers = exact_headers(record.headers)
     value = record.value
     return StoredRecord(
         record.partition,

@@ -75,10 +75,10 @@ from eddy.storage.engine import (
     TopicMeta,
     record_size,
 )
+from eddy.storage.headers import kafka_headers
 from eddy.storage.kafka_client import (
     KafkaSettings,
     encode_key,
-    kafka_headers,
     stored_record,
 )
 
@@ -1248,6 +1248,25 @@ class KafkaEngine(Engine):
             for _, error_code in partitions:
                 if error_code:
                     _raise_group_error(group, error_code, "commit offsets of")
+
+    async def check_group_idle(self, group: str) -> None:
+        """The group's state as Kafka's coordinator describes it: members anywhere (another
+        Eddy server's seat, or Kafka consumers) make it active. Its offsets may not be known
+        here yet (a group whose members never committed has none)."""
+        admin = self._live_admin()
+        try:
+            described = await admin.describe_consumer_groups([self._prefix + group])
+        except KafkaError as exc:
+            raise _kafka_unavailable(f"cannot describe group '{group}'", exc) from exc
+        for response in described:
+            for entry in response.groups:
+                error_code, state, members = entry[0], entry[2], entry[5]
+                if error_code == 0 and (members or state not in ("Empty", "Dead", "")):
+                    raise GroupActive(
+                        f"group '{group}' has members (on another Eddy server, or Kafka "
+                        "consumers); stop them first",
+                        {"group": group},
+                    )
 
     async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
         admin = self._live_admin()
