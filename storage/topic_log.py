@@ -38,6 +38,7 @@ from eddy.storage.engine import (
     ValueFormat,
     record_size,
 )
+from eddy.storage.headers import encode_headers, stored_pairs
 from eddy.storage.readers import ReaderPool
 from eddy.storage.schema import add_partitions, encode_appended, partition_table
 from eddy.storage.writer import Database, DatabaseClosed, Job, WriterPool
@@ -198,7 +199,10 @@ class AppendJob(TopicJob):
                     key,
                     value,
                     int(value_format),
-                    dumps(headers) if headers else None,
+                    # a dict inline (nearly every record); pairs in headers.py's array form
+                    (dumps(headers) if type(headers) is dict else encode_headers(headers))
+                    if headers
+                    else None,
                     size,
                 )
             )
@@ -476,6 +480,7 @@ class TopicLog:
                 total += size
                 if records and total > max_bytes:
                     break
+                stored: Any = loads(headers) if headers else {}
                 add(
                     new(
                         StoredRecord,
@@ -486,7 +491,7 @@ class TopicLog:
                             key,
                             value,
                             formats[fmt],
-                            loads(headers) if headers else {},
+                            stored if type(stored) is dict else stored_pairs(stored),
                             size,
                         ),
                     )

@@ -1,7 +1,7 @@
 """Kafka fetches answered with the batches producers sent (routers/kafka/batch_cache.py): what
 a librdkafka consumer reads from them equals what it reads from batches built from storage,
-and what REST reads; batches Eddy stores differently, compacted topics and a topic deleted and
-created again are never answered from kept batches."""
+and what REST reads; compacted topics and a topic deleted and created again are never answered
+from kept batches."""
 
 from __future__ import annotations
 
@@ -84,15 +84,15 @@ def create(client: httpx.Client, topic: str, **config: Any) -> None:
     assert client.post("/v1/topics", json=body).status_code in (200, 201)
 
 
-@pytest.mark.parametrize("compression", ["none", "lz4"])
+@pytest.mark.parametrize(("compression", "dup"), [("none", False), ("lz4", False), ("none", True)])
 def test_kept_batches_read_as_batches_built_from_storage(
-    eddy: tuple[RunningServer, str], compression: str
+    eddy: tuple[RunningServer, str], compression: str, dup: bool
 ) -> None:
     server, bootstrap = eddy
-    topic = f"t-{compression}"
+    topic = f"t-{compression}-{dup}"
     with server.client() as c:
         create(c, topic)
-        produce(bootstrap, topic, 600, compression=compression)
+        produce(bootstrap, topic, 600, dup=dup, compression=compression)
         kept = cache(server)
         hits = kept.hits
         from_kept = consume(bootstrap, topic, 600)
@@ -104,21 +104,22 @@ def test_kept_batches_read_as_batches_built_from_storage(
         rest = fetch_all(c, topic, 0)
         assert [r["offset"] for r in rest] == [r[0] for r in built]
         assert [r["timestamp"] for r in rest] == [r[4] for r in built]
-        assert [r["headers"] for r in rest] == [{k: v.decode() for k, v in r[3]} for r in built]
+        if not dup:  # (repeated names: REST shows them as pairs)
+            assert [r["headers"] for r in rest] == [{k: v.decode() for k, v in r[3]} for r in built]
+        else:
+            assert all([n for n, _ in r[3]] == ["h", "dup", "dup"] for r in from_kept)
 
 
-def test_batches_stored_differently_are_not_kept(eddy: tuple[RunningServer, str]) -> None:
+def test_compacted_topics_are_not_answered_from_kept_batches(
+    eddy: tuple[RunningServer, str],
+) -> None:
     server, bootstrap = eddy
     with server.client() as c:
-        create(c, "dup")
-        produce(bootstrap, "dup", 50, dup=True)  # repeated header names: stored as a mapping
         create(c, "compacted", **{"cleanup.policy": "compact"})
         produce(bootstrap, "compacted", 50, keyed=True)
         hits = cache(server).hits
-        dup = consume(bootstrap, "dup", 50)
-        assert consume(bootstrap, "compacted", 50)
+        assert len(consume(bootstrap, "compacted", 50)) == 50
         assert cache(server).hits == hits
-        assert all(len([h for h in r[3] if h[0] == "dup"]) == 1 for r in dup)
 
 
 def test_a_topic_created_again_is_not_answered_from_its_old_batches(

@@ -10,11 +10,12 @@ compressed. A fetch anywhere else, or of a batch no longer kept, reads and build
 
 Kept only when the stored records are exactly what the batch says: one v2 batch filling the
 partition's data, producer (CreateTime) timestamps on every record (Eddy stamps records without
-one itself), header names unique per record (Eddy's headers are a mapping), appended as one
-contiguous run of offsets. Never served for a compacted topic (compaction removes records from
-inside a batch), nor across a topic deleted and created again under the same name (entries
-remember the topic's `created_at`). Retention only removes whole leading ranges, and a fetch
-below the log start offset is refused before the cache is asked.
+one itself), offsets numbered from 0 without gaps, appended as one contiguous run of offsets
+(headers are stored exactly, so they never differ). Never served for a compacted topic
+(compaction removes records from inside a batch), nor across a topic deleted and created
+again under the same name (entries remember the topic's `created_at`). Retention only
+removes whole leading ranges, and a fetch below the log start offset is refused before the
+cache is asked.
 
 Bounded by bytes (`DEFAULT_MAX_BYTES`); the oldest batches go first, so consumers near the head
 of a partition, Kafka's usual case, are served from here. Why a cache and not the batches in
