@@ -8,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY eddy/__init__.py eddy/__main__.py eddy/py.typed ./eddy/
 COPY app ./app
 COPY broker ./broker
+COPY client ./client
 COPY models ./models
 COPY routers ./routers
 COPY storage ./storage

@@ -15,14 +15,12 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eddy.broker.codec import safe_json
+from eddy.broker.metrics import Transport
 from eddy.models.errors import (
     EddyError,
     InvalidRequest,
     MethodNotAllowed,
-    RateLimited,
     RouteNotFound,
-    Unauthorized,
-    Unavailable,
 )
 from eddy.routers.ws.frames import closing
 
@@ -38,18 +36,18 @@ def _json(body: object, status: int) -> Response:
 
 
 def error_response(error: EddyError) -> Response:
+    """The error's response: its status, body and headers, all from the error class."""
     response = _json(error.to_body(), error.http_status)
-    if isinstance(error, RateLimited | Unavailable) and error.retry_after is not None:
+    response.headers.update(error.http_headers)
+    if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    elif isinstance(error, Unauthorized):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="eddy"'
     return response
 
 
 def _count_rejection(request: Request, code: str) -> None:
     broker = request.scope.get("state", {}).get("broker")
     if broker is not None:
-        broker.metrics.count_rejection(code, "http")
+        broker.metrics.count_rejection(code, Transport.REST)
 
 
 def _rejected(request: Request, error: EddyError) -> Response:
@@ -97,11 +95,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         response.headers["Allow"] = ", ".join(allowed)
         return response
     else:  # any other 4xx Starlette raises (e.g. a malformed form): same shape, its status
-        _count_rejection(request, "invalid_request")
-        return _json(
-            {"error": {"code": "invalid_request", "message": str(exc.detail), "details": {}}},
-            exc.status_code,
-        )
+        invalid = InvalidRequest(str(exc.detail))
+        _count_rejection(request, invalid.code)
+        return _json(invalid.to_body(), exc.status_code)
     return _rejected(request, error)
 
 
@@ -122,9 +118,8 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return _json(
-        {"error": {"code": "internal_error", "message": "internal error", "details": {}}}, 500
-    )
+    internal = EddyError("internal error")
+    return _json(internal.to_body(), internal.http_status)
 
 
 async def close_unmatched_websocket(scope: Scope, receive: Receive, send: Send) -> None:

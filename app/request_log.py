@@ -94,14 +94,18 @@ class RequestTelemetry:
             await self.app(scope, receive, send_with_id)
         finally:
             current_call.reset(reset)
-            seconds = time.perf_counter() - started
-            if kind == "http":
-                broker: Broker | None = scope.get("state", {}).get("broker")
-                if broker is not None:
-                    route = getattr(scope.get("route"), "path", "unmatched")
-                    broker.metrics.observe_request(scope["method"], route, status, seconds)
-            if self.access_log and access.isEnabledFor(logging.INFO):
-                self._log(scope, call, status, seconds)
+            self.finished(scope, call, status, started)
+
+    def finished(self, scope: Scope, call: Call, status: int, started: float) -> None:
+        """A call ended: its request metrics and access log line (`started`: perf_counter)."""
+        seconds = time.perf_counter() - started
+        if scope["type"] == "http":
+            broker: Broker | None = scope.get("state", {}).get("broker")
+            if broker is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                broker.metrics.observe_request(scope["method"], route, status, seconds)
+        if self.access_log and access.isEnabledFor(logging.INFO):
+            self._log(scope, call, status, seconds)
 
     @staticmethod
     def _log(scope: Scope, call: Call, status: int, seconds: float) -> None:

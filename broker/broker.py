@@ -27,7 +27,7 @@ from eddy.broker.fetcher import Fetcher
 from eddy.broker.groups import GroupCoordinator, ResetTo
 from eddy.broker.hub import FanoutHub
 from eddy.broker.idempotence import SequenceRule, check_sequence
-from eddy.broker.metrics import Metrics
+from eddy.broker.metrics import Metrics, Transport
 from eddy.broker.positions import SubscribeParams, partitions_to_look_up, start_positions
 from eddy.broker.producer import Producer
 from eddy.broker.publisher import AnswerSink, FrameSource, PublishSession, submitter
@@ -706,7 +706,7 @@ class Broker:
             sink,
             min(in_flight, PRODUCER_WINDOW) if producer_id else in_flight,
             producer_id,
-            lambda error: self.metrics.count_rejection(error.code, "websocket"),
+            lambda error: self.metrics.count_rejection(error.code, Transport.WEBSOCKET),
         )
         self.hub.register_publisher(session)
         try:

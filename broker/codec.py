@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from eddy.models.errors import InvalidRequest
 from eddy.storage import StoredRecord, ValueFormat
+from eddy.storage.headers import json_view
 
 
 def _reject_constant(name: str) -> Any:
@@ -124,7 +125,11 @@ def record_dict(topic: str, record: StoredRecord) -> dict[str, Any]:
         out["value"] = record.value.decode("utf-8", "replace")
     else:
         out["value"] = None if record.value is None else orjson.Fragment(record.value)
-    out["headers"] = record.headers
+    headers = record.headers
+    if type(headers) is dict:
+        out["headers"] = headers
+    else:  # repeated names, null or non-UTF-8 values: also `header_list`
+        json_view(headers, out)
     return out
 
 

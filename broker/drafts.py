@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from eddy.broker.codec import check_text, decode_base64, dump_json, load_json, validation_error
 from eddy.models.errors import InvalidRequest, UnsupportedMediaType
 from eddy.models.records import MAX_INT32, MAX_INT64, ProduceBatch, ProducerRef, RecordIn
-from eddy.storage import ProducerSequence, ValueFormat
+from eddy.storage import Headers, ProducerSequence, ValueFormat, exact_headers
+from eddy.storage.headers import header_pairs
 
 JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
@@ -25,7 +26,7 @@ class RecordDraft(NamedTuple):
     key: str | None
     value: bytes | None
     value_format: ValueFormat
-    headers: dict[str, str]
+    headers: Headers
     partition: int | None = None
     timestamp: int | None = None
 
@@ -41,12 +42,14 @@ def draft_from_record(record: RecordIn) -> RecordDraft:
         value_format = ValueFormat.JSON
     if record.key is not None:
         check_text(record.key, "key")
-    for name, text in record.headers.items():
+    # the list form becomes a dict again unless a dict would lose some of it
+    sent = record.headers
+    headers: Headers = sent if isinstance(sent, dict) else exact_headers(sent)
+    for name, text in header_pairs(headers):
         check_text(name, "header name")
-        check_text(text, f"header {name!r}")
-    return RecordDraft(
-        record.key, value, value_format, record.headers, record.partition, record.timestamp
-    )
+        if isinstance(text, str):
+            check_text(text, f"header {name!r}")
+    return RecordDraft(record.key, value, value_format, headers, record.partition, record.timestamp)
 
 
 # A record object whose fields have exactly RecordIn's types, in range, and nothing that

@@ -9,7 +9,7 @@ import orjson
 
 from eddy.broker.codec import record_dict
 from eddy.broker.hub import FanoutHub
-from eddy.broker.metrics import Metrics
+from eddy.broker.metrics import Metrics, Transport
 from eddy.models.errors import InvalidRequest, OffsetOutOfRange
 from eddy.storage import Engine, PartitionState
 
@@ -71,8 +71,10 @@ class Fetcher:
             "high_watermark": state.high_watermark,
         }
         if records:
-            self._metrics.records_out.labels(topic, "fetch").inc(len(records))
-            self._metrics.bytes_out.labels(topic, "fetch").inc(
-                sum(len(r.value or b"") + len(r.key or "") for r in records)
+            self._metrics.count_delivered(
+                topic,
+                Transport.REST,
+                len(records),
+                sum(len(r.value or b"") + len(r.key or "") for r in records),
             )
         return orjson.dumps(body)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from eddy.broker.events import End, SessionEnd
-from eddy.broker.metrics import Metrics
+from eddy.broker.metrics import Metrics, Transport
 from eddy.broker.pacer import Pacer
 from eddy.broker.tail import PartitionTail
 from eddy.models.errors import EddyError, TopicNotFound
@@ -170,7 +170,7 @@ class FanoutHub:
         subscribers, index = fanout.pass_, fanout.index
         stop = min(index + FANOUT_STEP, len(subscribers))
         deadline = time.perf_counter() + STEP_SECONDS
-        records = size = 0
+        counted: dict[Transport, list[int]] = {}  # via -> [records, bytes]
         while index < stop:
             subscriber = subscribers[index]
             index += 1
@@ -180,14 +180,18 @@ class FanoutHub:
                 log.exception("fan-out to a subscriber of %s failed", fanout.topic)
                 subscriber.finish(EddyError("delivery failed"))
                 continue
-            records += sent
-            size += written
+            if sent:
+                counts = counted.get(subscriber.via)
+                if counts is None:
+                    counted[subscriber.via] = [sent, written]
+                else:
+                    counts[0] += sent
+                    counts[1] += written
             if index % CLOCK_EVERY == 0 and time.perf_counter() > deadline:
                 break
         fanout.index = index
-        if records:
-            self._metrics.records_out.labels(fanout.topic, "websocket").inc(records)
-            self._metrics.bytes_out.labels(fanout.topic, "websocket").inc(size)
+        for via, (records, size) in counted.items():
+            self._metrics.count_delivered(fanout.topic, via, records, size)
         if fanout.index >= len(fanout.pass_):
             fanout.pass_ = None
             if not fanout.dirty:

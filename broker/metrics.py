@@ -9,6 +9,7 @@ usage is measured in a thread just before a scrape (`Broker.refresh_disk_metrics
 from __future__ import annotations
 
 import contextlib
+import enum
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
@@ -31,6 +32,16 @@ from eddy.storage import PartitionState, StoredRecord
 
 # (topic, its partitions' states), for the scrape
 PartitionSource = Callable[[], Iterable[tuple[str, Sequence[PartitionState]]]]
+
+
+class Transport(enum.StrEnum):
+    """The transport label of every counter that has one (`via` of the delivery counters,
+    `transport` of the rejections)."""
+
+    REST = "http"
+    WEBSOCKET = "websocket"
+    SSE = "sse"
+    KAFKA = "kafka"
 
 
 def eddy_version() -> str:
@@ -97,8 +108,8 @@ class Metrics:
         )
         self.rejections = Counter(
             "eddy_rejections",
-            "Requests and WebSocket records refused, by error code and transport "
-            "(http: REST answers; websocket: publish error frames and sessions ended by an error)",
+            "Requests and records refused, by error code and transport (http: REST answers; "
+            "websocket: publish error frames and sessions ended by an error)",
             ["code", "transport"],
             registry=self.registry,
         )
@@ -169,8 +180,13 @@ class Metrics:
         """Report the partitions `source` lists at each scrape."""
         self.registry.register(PartitionCollector(source))
 
-    def count_rejection(self, code: str, transport: str) -> None:
+    def count_rejection(self, code: str, transport: Transport) -> None:
         self.rejections.labels(code, transport).inc()
+
+    def count_delivered(self, topic: str, via: Transport, records: int, nbytes: int) -> None:
+        """Records and bytes sent to consumers over a transport."""
+        self.records_out.labels(topic, via).inc(records)
+        self.bytes_out.labels(topic, via).inc(nbytes)
 
     def count_auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
@@ -218,6 +234,6 @@ class Metrics:
         with contextlib.suppress(KeyError):
             self.background_errors.remove("cleaner", topic)
         for metric in (self.records_out, self.bytes_out):
-            for via in ("fetch", "websocket"):
+            for via in Transport:
                 with contextlib.suppress(KeyError):
                     metric.remove(topic, via)

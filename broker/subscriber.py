@@ -29,7 +29,7 @@ from typing import Protocol
 
 from eddy.broker.conflation import RateBudget, Unsent
 from eddy.broker.events import End, Event, Refused, SessionEnd
-from eddy.broker.metrics import Metrics
+from eddy.broker.metrics import Metrics, Transport
 from eddy.broker.pacer import Pacer
 from eddy.broker.positions import StartPosition
 from eddy.broker.subscription import (
@@ -59,8 +59,8 @@ class Connection(Protocol):
     def encoder(self) -> Encoder: ...
 
     @property
-    def via(self) -> str:
-        """What the delivery metrics call this kind of connection (`websocket`, `sse`)."""
+    def via(self) -> Transport:
+        """What the delivery metrics call this kind of connection."""
 
     def write(self, data: bytes) -> None:
         """Queue encoded records for the peer."""
@@ -116,6 +116,7 @@ class Subscriber:
         # For a subscription without a task of its own (`receive_frame` takes the client's
         # frames): told once how it ended.
         self.on_end: Callable[[End], None] | None = None
+        self.via = connection.via
         self._records_out = metrics.records_out.labels(topic, connection.via)
         self._bytes_out = metrics.bytes_out.labels(topic, connection.via)
         self._slow_closes = metrics.slow_consumer_closes

@@ -13,6 +13,7 @@ from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from eddy.storage import StoredRecord
+from eddy.storage.headers import header_pairs
 
 TAIL_RECORDS = 2_000
 TAIL_BYTES = 2 * 1_048_576
@@ -56,7 +57,7 @@ def _size(record: StoredRecord) -> int:
         ENTRY_OVERHEAD
         + len(record.value or b"")
         + len(record.key or "")
-        + sum(len(k) + len(v) for k, v in record.headers.items())
+        + sum(len(k) + len(v or "") for k, v in header_pairs(record.headers))
     )
 
 

@@ -1,33 +1,37 @@
-"""Eddy's error tree and the one JSON shape every error takes.
+"""Eddy's error tree, each error's codes on every transport, and the one JSON shape they take.
 
-    EddyError                       code              HTTP
-    ├── InvalidRequest              invalid_request   422
-    ├── NotFound
-    │   ├── TopicNotFound           topic_not_found   404
-    │   ├── PartitionNotFound       partition_not_found 404
-    │   └── RouteNotFound           not_found         404
-    ├── MethodNotAllowed            method_not_allowed 405
-    │   └── GroupNotFound           group_not_found   404
-    ├── TopicExists                 topic_exists      409
-    ├── GroupActive                 group_active      409
-    ├── TopicLimitReached           topic_limit_reached 409
-    ├── NotAssigned                 not_assigned      409
-    ├── OutOfOrderSequence          out_of_order_sequence 409
-    ├── OffsetOutOfRange            offset_out_of_range 416
-    ├── RecordTooLarge              record_too_large  413
-    ├── PayloadTooLarge             payload_too_large 413
-    ├── Unauthorized                unauthorized      401
-    ├── Forbidden                   forbidden         403
-    ├── RateLimited                 rate_limited      429
-    ├── UnsupportedMediaType        unsupported_media_type 415
-    ├── Unavailable                 unavailable       503
-    ├── MalformedRequest            malformed_request 400   (HTTP only: bad framing)
-    ├── RequestTimeout              request_timeout   408   (HTTP only: head too slow)
-    └── HeadersTooLarge             headers_too_large 431   (HTTP only: head too large)
+    EddyError                code                   HTTP  WebSocket  Kafka
+    ├── InvalidRequest       invalid_request        422   4400       INVALID_REQUEST
+    ├── TopicNotFound        topic_not_found        404   4404       UNKNOWN_TOPIC_OR_PARTITION
+    ├── PartitionNotFound    partition_not_found    404   4400       UNKNOWN_TOPIC_OR_PARTITION
+    ├── RouteNotFound        not_found              404   4404       INVALID_REQUEST
+    ├── MethodNotAllowed     method_not_allowed     405   4400       INVALID_REQUEST
+    ├── TopicExists          topic_exists           409   4400       TOPIC_ALREADY_EXISTS
+    ├── GroupNotFound        group_not_found        404   4400       GROUP_ID_NOT_FOUND
+    ├── GroupActive          group_active           409   4400       NON_EMPTY_GROUP
+    ├── TopicLimitReached    topic_limit_reached    409   4400       POLICY_VIOLATION
+    ├── NotAssigned          not_assigned           409   4400       ILLEGAL_GENERATION
+    ├── OutOfOrderSequence   out_of_order_sequence  409   4400       OUT_OF_ORDER_SEQUENCE_NUMBER
+    ├── DuplicateSequence    duplicate_sequence     409   4400       DUPLICATE_SEQUENCE_NUMBER
+    ├── OffsetOutOfRange     offset_out_of_range    416   4400       OFFSET_OUT_OF_RANGE
+    ├── RecordTooLarge       record_too_large       413   4400       MESSAGE_TOO_LARGE
+    ├── Unauthorized         unauthorized           401   4401       *_AUTHORIZATION_FAILED
+    ├── Forbidden            forbidden              403   4403       *_AUTHORIZATION_FAILED
+    ├── RateLimited          rate_limited           429   4429       THROTTLING_QUOTA_EXCEEDED
+    ├── PayloadTooLarge      payload_too_large      413   1009       RECORD_LIST_TOO_LARGE
+    ├── UnsupportedMediaType unsupported_media_type 415   4400       INVALID_REQUEST
+    ├── Unavailable          unavailable            503   1011       KAFKA_STORAGE_ERROR
+    │   └── OutcomeUnknown   outcome_unknown        503   1011       REQUEST_TIMED_OUT
+    ├── MalformedRequest     malformed_request      400   (HTTP only: bad framing)
+    ├── RequestTimeout       request_timeout        408   (HTTP only: head too slow)
+    └── HeadersTooLarge      headers_too_large      431   (HTTP only: head too large)
 
-Every layer raises these; ``app/errors.py`` turns them into responses in exactly one place and
-the WebSocket transport turns them into error frames and close codes (one table in
-``routers/ws/close_codes.py``).
+Each class states its codes as data (`code`, `http_status`, `ws_close_code`, `kafka_error`: a
+Kafka error code's name, `description`: for the OpenAPI document); a subclass that keeps its
+parent's code refines it and inherits the rest. Every table the transports use is derived from
+these: app/errors.py (HTTP responses), routers/responses.py (the OpenAPI declarations),
+routers/ws/close_codes.py and routers/kafka/errors.py; tests/test_error_table.py checks that
+every class states all of them.
 """
 
 from __future__ import annotations
@@ -36,12 +40,23 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+CLOSE_MESSAGE_TOO_BIG = 1009  # RFC 6455
+CLOSE_INTERNAL_ERROR = 1011  # RFC 6455
+
 
 class EddyError(Exception):
-    """Base class: carries the contract's error code and HTTP status."""
+    """Base class: the contract's error code and what each transport answers with it."""
 
     code: ClassVar[str] = "internal_error"
     http_status: ClassVar[int] = 500
+    ws_close_code: ClassVar[int] = CLOSE_INTERNAL_ERROR
+    kafka_error: ClassVar[str] = "unknown_server_error"  # kio's `ErrorCode` member name
+    # Access errors name what was refused: a group's differs from a topic's on Kafka.
+    kafka_group_error: ClassVar[str | None] = None
+    description: ClassVar[str] = "Internal error"
+    # Headers an HTTP response of this error carries (Retry-After is added from `retry_after`).
+    http_headers: ClassVar[dict[str, str]] = {}
+    retry_after: float | None = None  # seconds, when waiting is known to help (Retry-After)
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -66,11 +81,17 @@ class EddyError(Exception):
 class InvalidRequest(EddyError):
     code = "invalid_request"
     http_status = 422
+    ws_close_code = 4400
+    kafka_error = "invalid_request"
+    description = "Invalid request"
 
 
 class TopicNotFound(EddyError):
     code = "topic_not_found"
     http_status = 404
+    ws_close_code = 4404
+    kafka_error = "unknown_topic_or_partition"
+    description = "The topic does not exist"
 
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic '{topic}' does not exist", {"topic": topic})
@@ -79,6 +100,9 @@ class TopicNotFound(EddyError):
 class PartitionNotFound(EddyError):
     code = "partition_not_found"
     http_status = 404
+    ws_close_code = 4400
+    kafka_error = "unknown_topic_or_partition"
+    description = "The topic has no such partition"
 
     def __init__(self, topic: str, partition: int, partitions: int) -> None:
         super().__init__(
@@ -90,16 +114,25 @@ class PartitionNotFound(EddyError):
 class RouteNotFound(EddyError):
     code = "not_found"
     http_status = 404
+    ws_close_code = 4404
+    kafka_error = "invalid_request"
+    description = "No route at this path"
 
 
 class MethodNotAllowed(EddyError):
     code = "method_not_allowed"
     http_status = 405
+    ws_close_code = 4400
+    kafka_error = "invalid_request"
+    description = "The path does not serve this method (Allow lists those it does)"
 
 
 class TopicExists(EddyError):
     code = "topic_exists"
     http_status = 409
+    ws_close_code = 4400
+    kafka_error = "topic_already_exists"
+    description = "The topic exists already"
 
     def __init__(self, topic: str) -> None:
         super().__init__(f"topic '{topic}' already exists", {"topic": topic})
@@ -108,6 +141,9 @@ class TopicExists(EddyError):
 class GroupNotFound(EddyError):
     code = "group_not_found"
     http_status = 404
+    ws_close_code = 4400
+    kafka_error = "group_id_not_found"
+    description = "The consumer group does not exist"
 
     def __init__(self, group: str) -> None:
         super().__init__(f"consumer group '{group}' does not exist", {"group": group})
@@ -116,6 +152,9 @@ class GroupNotFound(EddyError):
 class GroupActive(EddyError):
     code = "group_active"
     http_status = 409
+    ws_close_code = 4400
+    kafka_error = "non_empty_group"
+    description = "The group has members; stop them first"
 
 
 class TopicLimitReached(EddyError):
@@ -123,6 +162,9 @@ class TopicLimitReached(EddyError):
 
     code = "topic_limit_reached"
     http_status = 409
+    ws_close_code = 4400
+    kafka_error = "policy_violation"
+    description = "The server's limit of topics (--max-topics) is reached"
 
     def __init__(self, topic: str, limit: int) -> None:
         super().__init__(
@@ -136,6 +178,9 @@ class NotAssigned(EddyError):
 
     code = "not_assigned"
     http_status = 409
+    ws_close_code = 4400
+    kafka_error = "illegal_generation"
+    description = "The member does not own the partition (any more)"
 
 
 class OutOfOrderSequence(EddyError):
@@ -143,6 +188,9 @@ class OutOfOrderSequence(EddyError):
 
     code = "out_of_order_sequence"
     http_status = 409
+    ws_close_code = 4400
+    kafka_error = "out_of_order_sequence_number"
+    description = "The idempotent producer skipped or reused a sequence number"
 
 
 class DuplicateSequence(EddyError):
@@ -151,11 +199,17 @@ class DuplicateSequence(EddyError):
 
     code = "duplicate_sequence"
     http_status = 409
+    ws_close_code = 4400
+    kafka_error = "duplicate_sequence_number"
+    description = "The idempotent producer resent a batch committed long ago"
 
 
 class OffsetOutOfRange(EddyError):
     code = "offset_out_of_range"
     http_status = 416
+    ws_close_code = 4400
+    kafka_error = "offset_out_of_range"
+    description = "Offset out of range (details: log_start_offset, high_watermark)"
 
     def __init__(
         self, topic: str, partition: int, offset: int, log_start_offset: int, high_watermark: int
@@ -176,21 +230,39 @@ class OffsetOutOfRange(EddyError):
 class RecordTooLarge(EddyError):
     code = "record_too_large"
     http_status = 413
+    ws_close_code = 4400
+    kafka_error = "message_too_large"
+    description = "A record exceeds the topic's max.message.bytes"
 
 
 class Unauthorized(EddyError):
     code = "unauthorized"
     http_status = 401
+    ws_close_code = 4401
+    kafka_error = "topic_authorization_failed"
+    kafka_group_error = "group_authorization_failed"
+    http_headers = {"WWW-Authenticate": 'Bearer realm="eddy"'}  # noqa: RUF012 (read only)
+    description = "Missing or invalid credentials (access control on)"
 
 
 class Forbidden(EddyError):
     code = "forbidden"
     http_status = 403
+    ws_close_code = 4403
+    kafka_error = "topic_authorization_failed"
+    kafka_group_error = "group_authorization_failed"
+    description = (
+        "Valid credentials without the permission (the body does not reveal whether the "
+        "topic exists)"
+    )
 
 
 class RateLimited(EddyError):
     code = "rate_limited"
     http_status = 429
+    ws_close_code = 4429
+    kafka_error = "throttling_quota_exceeded"
+    description = "Produce rate limit reached (--produce-rate-limit)"
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, {"retry_after_seconds": round(retry_after, 3)})
@@ -200,22 +272,50 @@ class RateLimited(EddyError):
 class PayloadTooLarge(EddyError):
     code = "payload_too_large"
     http_status = 413
+    ws_close_code = CLOSE_MESSAGE_TOO_BIG
+    kafka_error = "record_list_too_large"
+    description = "The request body or frame exceeds --max-request-bytes"
 
 
 class UnsupportedMediaType(EddyError):
     code = "unsupported_media_type"
     http_status = 415
+    ws_close_code = 4400
+    kafka_error = "invalid_request"
+    description = "Unsupported Content-Type or Content-Encoding"
 
 
 class Unavailable(EddyError):
     code = "unavailable"
     http_status = 503
+    ws_close_code = CLOSE_INTERNAL_ERROR
+    kafka_error = "kafka_storage_error"
+    description = "Storage unavailable or overloaded"
 
     def __init__(
         self, message: str, details: dict[str, Any] | None = None, retry_after: float | None = None
     ) -> None:
         super().__init__(message, details)
-        self.retry_after = retry_after  # seconds, when waiting is known to help (Retry-After)
+        self.retry_after = retry_after
+
+
+class OutcomeUnknown(Unavailable):
+    """The Kafka engine handed the records to its cluster and got no acknowledgement within
+    --kafka-produce-timeout (the connection was lost, or the cluster is away): they may be
+    stored, now or once the cluster is back, or not at all. A plain retry may store them twice
+    (unlike `unavailable`, which says they were not sent). WebSocket: an error frame with the
+    publish's `id` (the connection stays open); close code 1011 where an error closes one.
+    Kafka's REQUEST_TIMED_OUT says the same to a Kafka producer (Kafka answers it when
+    replication did not finish in time)."""
+
+    code = "outcome_unknown"
+    http_status = 503
+    ws_close_code = CLOSE_INTERNAL_ERROR
+    kafka_error = "request_timed_out"
+    description = (
+        "Kafka engine: sent to the cluster, not acknowledged within --kafka-produce-timeout "
+        "(may be stored; a retry may duplicate)"
+    )
 
 
 class MalformedRequest(EddyError):
@@ -223,6 +323,9 @@ class MalformedRequest(EddyError):
 
     code = "malformed_request"
     http_status = 400
+    ws_close_code = 4400
+    kafka_error = "corrupt_message"
+    description = "The request's framing cannot be trusted"
 
 
 class RequestTimeout(EddyError):
@@ -230,6 +333,9 @@ class RequestTimeout(EddyError):
 
     code = "request_timeout"
     http_status = 408
+    ws_close_code = 4408
+    kafka_error = "request_timed_out"
+    description = "The request head did not arrive in time"
 
 
 class HeadersTooLarge(EddyError):
@@ -237,6 +343,9 @@ class HeadersTooLarge(EddyError):
 
     code = "headers_too_large"
     http_status = 431
+    ws_close_code = CLOSE_MESSAGE_TOO_BIG
+    kafka_error = "invalid_request"
+    description = "The request head is too large"
 
 
 class ErrorBody(BaseModel):

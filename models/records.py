@@ -10,6 +10,11 @@ MAX_INT32 = 2**31 - 1  # Kafka's partition numbers are int32
 MAX_INT64 = 2**63 - 1  # offsets and timestamps are SQLite (and Kafka) int64
 
 
+# Headers as a list keeps what an object cannot: order with repeated names, and null values.
+HeaderList = list[tuple[str, str | None]]
+HEADER_LIST_EXAMPLE = [["trace", "a1"], ["trace", "b2"], ["retry", None]]
+
+
 class RecordIn(BaseModel):
     """A record to produce. Give `value` (any JSON) or `value_base64` (bytes), not both."""
 
@@ -20,7 +25,12 @@ class RecordIn(BaseModel):
     value_base64: str | None = Field(
         default=None, description="Binary value, base64-encoded (instead of `value`)"
     )
-    headers: dict[str, str] = Field(default_factory=dict, examples=[{"source": "feed-1"}])
+    headers: dict[str, str] | HeaderList = Field(
+        default_factory=dict,
+        description="Name -> text value; or a list of `[name, value or null]` pairs, in order "
+        "(a name may repeat), kept exactly as Kafka keeps headers",
+        examples=[{"source": "feed-1"}, HEADER_LIST_EXAMPLE],
+    )
     partition: int | None = Field(
         default=None, ge=0, le=MAX_INT32, description="Explicit partition (default: hash of key)"
     )
@@ -76,7 +86,18 @@ class RecordOut(BaseModel):
     key: str | None
     value: Any = Field(default=None, description="The JSON value, exactly as produced")
     value_base64: str | None = Field(default=None, description="Present for binary values only")
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(
+        description="The last value of each header name (a name whose last value is null is "
+        "left out)",
+        examples=[{"source": "feed-1"}],
+    )
+    header_list: HeaderList | None = Field(
+        default=None,
+        description="Every header in order, `[name, value or null]`: present only when the "
+        "object cannot show them exactly (a repeated name, a null value, or a value that is not "
+        "UTF-8, shown with U+FFFD for each bad byte sequence)",
+        examples=[HEADER_LIST_EXAMPLE],
+    )
 
 
 class FetchResponse(BaseModel):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from eddy.broker import Broker, drafts_from_body
 from eddy.broker.access import Principal
@@ -31,6 +31,7 @@ from eddy.routers.responses import (
     INVALID,
     OFFSET_OUT_OF_RANGE,
     OUT_OF_ORDER,
+    OUTCOME_UNKNOWN,
     PARTITION_NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
@@ -188,45 +189,58 @@ def offsets_json(appended: Sequence[AppendedRecord]) -> bytes:
 _NO_QUERY = RawBodyQuery()
 
 
+async def produce_answer(scope: Scope, receive: Receive) -> bytes:
+    """POST /v1/topics/{topic}/records without FastAPI: reads the request, appends, and
+    returns the response's JSON once committed; raises the documented route's errors (the
+    caller turns them into responses with the app's handlers)."""
+    broker: Broker = scope["state"]["broker"]
+    content_type = authorization = declared = None
+    for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+        if name == b"content-type" and content_type is None:
+            content_type = value
+        elif name == b"authorization" and authorization is None:
+            authorization = value
+        elif name == b"content-length" and declared is None:
+            declared = value
+    principal = await broker.authenticate(
+        None if authorization is None else bearer_token_of(authorization.decode("latin-1"))
+    )
+    query = raw_body_query(scope["query_string"]) if scope["query_string"] else _NO_QUERY
+    body = await read_body(receive, broker.config.max_request_bytes, declared)
+    return await produce_records(
+        broker,
+        principal,
+        scope["path_params"]["topic"],
+        body,
+        "application/json" if content_type is None else content_type.decode("latin-1"),
+        query,
+    )
+
+
+def answer_start(answer: bytes, *extra: tuple[bytes, bytes]) -> Message:
+    """The `http.response.start` message of a produce answer."""
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-length", b"%d" % len(answer)),
+            (b"content-type", b"application/json"),
+            *extra,
+        ],
+    }
+
+
 class ProduceEndpoint:
     """POST /v1/topics/{topic}/records as a bare ASGI app: the hottest endpoint, so none of
     FastAPI's per-request work (dependency resolution, parameter models, response-model
     validation and re-encoding). It sits first in the app's routes, inside all middleware, and
-    raises the same errors as the documented route below, which the app's handlers answer."""
+    raises the same errors as the documented route below, which the app's handlers answer.
+    Most requests do not even get here: app/lean.py answers them before the middleware stack,
+    which this route serves when a request needs it (a compressed body, a CORS origin)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        broker: Broker = scope["state"]["broker"]
-        content_type = authorization = declared = None
-        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
-            if name == b"content-type" and content_type is None:
-                content_type = value
-            elif name == b"authorization" and authorization is None:
-                authorization = value
-            elif name == b"content-length" and declared is None:
-                declared = value
-        principal = await broker.authenticate(
-            None if authorization is None else bearer_token_of(authorization.decode("latin-1"))
-        )
-        query = raw_body_query(scope["query_string"]) if scope["query_string"] else _NO_QUERY
-        body = await read_body(receive, broker.config.max_request_bytes, declared)
-        answer = await produce_records(
-            broker,
-            principal,
-            scope["path_params"]["topic"],
-            body,
-            "application/json" if content_type is None else content_type.decode("latin-1"),
-            query,
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-length", b"%d" % len(answer)),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
+        answer = await produce_answer(scope, receive)
+        await send(answer_start(answer))
         await send({"type": "http.response.body", "body": answer})
 
 
@@ -266,6 +280,7 @@ produce_route = LeanRoute(
         RATE_LIMITED,
         UNAVAILABLE,
         BUSY,
+        OUTCOME_UNKNOWN,
     ),
 )
 async def produce(

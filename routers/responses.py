@@ -18,6 +18,7 @@ from eddy.models.errors import (
     GroupNotFound,
     InvalidRequest,
     OffsetOutOfRange,
+    OutcomeUnknown,
     OutOfOrderSequence,
     PartitionNotFound,
     PayloadTooLarge,
@@ -74,42 +75,44 @@ BUSY = Unavailable(
     {"topic": "prices", "retry_after_seconds": 1},
     retry_after=1,
 )
+OUTCOME_UNKNOWN = OutcomeUnknown(
+    "the Kafka cluster has not acknowledged the records sent to 'prices' within 5 s: they may "
+    "be stored (now or once it is back) or not; a retry may store them twice",
+    {"topic": "prices", "timeout_seconds": 5},
+    retry_after=1,
+)
 
 _RETRY_AFTER = {
     "description": "Seconds to wait before retrying",
     "schema": {"type": "integer", "minimum": 1},
 }
-_DESCRIPTIONS = {
-    401: "Missing or invalid credentials (access control on)",
-    403: "Valid credentials without the permission (the body does not reveal whether the "
-    "topic exists)",
-    404: "Not found",
-    409: "Conflict",
-    413: "Too large",
-    415: "Unsupported Content-Type or Content-Encoding",
-    416: "Offset out of range (details: log_start_offset, high_watermark)",
-    422: "Invalid request",
-    429: "Produce rate limit reached (--produce-rate-limit)",
-    503: "Storage unavailable or overloaded",
-}
+_HEADER_DESCRIPTIONS = {"WWW-Authenticate": "The scheme to authenticate with"}
 
 
-def _headers(status: int, samples: list[EddyError]) -> dict[str, Any]:
-    """The headers app/errors.py adds to an error response of this status."""
-    if status == 401:
-        return {
-            "WWW-Authenticate": {
-                "description": "The scheme to authenticate with",
-                "required": True,
-                "schema": {"type": "string", "example": 'Bearer realm="eddy"'},
+def _description(samples: list[EddyError]) -> str:
+    """A status's description, from its errors' classes (each code once)."""
+    described = {type(e).code: type(e).description for e in samples}
+    if len(described) == 1:
+        return next(iter(described.values()))
+    return "; ".join(f"{code}: {text}" for code, text in described.items())
+
+
+def _headers(samples: list[EddyError]) -> dict[str, Any]:
+    """The headers app/errors.py adds to error responses of these errors (one status's)."""
+    headers: dict[str, Any] = {}
+    for sample in samples:
+        for name, value in sample.http_headers.items():
+            headers[name] = {
+                "description": _HEADER_DESCRIPTIONS[name],
+                "required": all(name in e.http_headers for e in samples),
+                "schema": {"type": "string", "example": value},
             }
-        }
-    retrying = [isinstance(e, RateLimited | Unavailable) and e.retry_after for e in samples]
+    retrying = [e.retry_after is not None for e in samples]
     if any(retrying):
         # Required only when every error of this status carries it (429 always does; a 503 only
         # when waiting is known to help).
-        return {"Retry-After": {**_RETRY_AFTER, "required": all(retrying)}}
-    return {}
+        headers["Retry-After"] = {**_RETRY_AFTER, "required": all(retrying)}
+    return headers
 
 
 def _examples(samples: list[EddyError]) -> dict[str, Any]:
@@ -132,10 +135,10 @@ def errors(*samples: EddyError) -> Responses:
     for status, group in sorted(by_status.items()):
         response: dict[str, Any] = {
             "model": ErrorResponse,
-            "description": _DESCRIPTIONS.get(status, "Error"),
+            "description": _description(group),
             "content": {"application/json": {"examples": _examples(group)}},
         }
-        headers = _headers(status, group)
+        headers = _headers(group)
         if headers:
             response["headers"] = headers
         responses[status] = response

@@ -39,6 +39,7 @@ from eddy.broker import Broker
 from eddy.broker.access import Principal
 from eddy.broker.codec import record_frame_bytes, safe_json
 from eddy.broker.events import End, Event, SessionEnd, Subscribed
+from eddy.broker.metrics import Transport
 from eddy.broker.positions import SubscribeParams
 from eddy.broker.subscriber import Subscriber
 from eddy.models.errors import EddyError, InvalidRequest, Unauthorized, Unavailable
@@ -135,7 +136,7 @@ class SSEStream:
     response's body iterator (`events`) takes them out and sends them at the client's pace.
     `buffered` counts what the client has not taken yet, including the chunk being sent."""
 
-    via = "sse"  # the delivery metrics' label
+    via = Transport.SSE  # the delivery metrics' label
 
     def __init__(self, limit_bytes: int) -> None:
         self._limit = limit_bytes
@@ -338,7 +339,7 @@ async def subscribe_events(
     """Stream a topic's records as Server-Sent Events: the WebSocket subscription's parameters
     (not `group`), resumable with `Last-Event-ID`. The declared query parameters document the
     route; all of them are read by the WebSocket's parser, as on `/ws`."""
-    principal: Principal = broker.access.authenticate(bearer_token(request, allow_query=True))
+    principal: Principal = await broker.authenticate(bearer_token(request, allow_query=True))
     params = sse_params(request.query_params, last_event_id)
     if not broker.open_websocket():  # SSE streams share the streaming connection slots
         raise Unavailable("too many streaming connections; retry later")

@@ -18,6 +18,7 @@ from eddy.storage.engine import (
     ValueFormat,
     record_size,
 )
+from eddy.storage.headers import HeaderPairs, Headers, HeaderValue, exact_headers
 from eddy.storage.sqlite_engine import DataDirLocked, SQLiteEngine
 
 __all__ = [
@@ -28,6 +29,9 @@ __all__ = [
     "CommittedOffset",
     "DataDirLocked",
     "Engine",
+    "HeaderPairs",
+    "HeaderValue",
+    "Headers",
     "LogListener",
     "NewRecord",
     "PartitionState",
@@ -38,5 +42,6 @@ __all__ = [
     "StoredRecord",
     "TopicMeta",
     "ValueFormat",
+    "exact_headers",
     "record_size",
 ]

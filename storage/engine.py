@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from eddy.storage.headers import Headers, headers_size
+
 log = logging.getLogger("eddy.storage")
 
 # Committed requests remembered per producer id and topic. A REST retry may repeat one of the
@@ -44,7 +46,7 @@ class NewRecord(NamedTuple):
     key: str | None
     value: bytes | None  # None is a null value (a tombstone on compacted topics)
     value_format: ValueFormat
-    headers: dict[str, str]
+    headers: Headers  # a dict, or (name, value) pairs where a dict would lose some (headers.py)
 
 
 class AppendedRecord(NamedTuple):
@@ -123,15 +125,18 @@ class ProducerWindow:
         return iter(self._entries.values())
 
 
-def record_size(key: str | None, value: bytes | None, headers: Mapping[str, str]) -> int:
+def record_size(key: str | None, value: bytes | None, headers: Headers) -> int:
     """Bytes of a record's data: UTF-8 key + value + header names and values. The one rule
     behind max.message.bytes, size_bytes, retention.bytes and the write queue's byte bound."""
     size = len(value) if value else 0
     if key:
         size += len(key) if key.isascii() else len(key.encode())
     if headers:
-        for name, text in headers.items():
-            size += len(name.encode()) + len(text.encode())
+        if type(headers) is dict:  # the common form inline: this runs for every record
+            for name, text in headers.items():
+                size += len(name.encode()) + len(text.encode())
+        else:
+            size += headers_size(headers)
     return size
 
 
@@ -142,7 +147,7 @@ class StoredRecord(NamedTuple):
     key: str | None
     value: bytes | None
     value_format: ValueFormat
-    headers: dict[str, str]
+    headers: Headers
     size: int = 0  # its record_size (the engine always sets it)
 
 
@@ -265,6 +270,11 @@ class Engine(abc.ABC):
 
     async def leave_group(self, group: str, topic: str) -> None:  # noqa: B027 (optional hook)
         """The last member of `group` on `topic` on this server left."""
+
+    async def check_group_idle(self, group: str) -> None:  # noqa: B027 (optional hook)
+        """Raise `GroupActive` if members this server does not hold are in the group (another
+        server's, or Kafka consumers', on a shared cluster); call it when this server holds
+        none. The embedded engine has every member on this server."""
 
     @abc.abstractmethod
     async def open(self) -> None:

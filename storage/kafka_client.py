@@ -21,6 +21,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
 from eddy.storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
+from eddy.storage.headers import exact_headers
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class KafkaSettings:
     fetch_max_wait_ms: int = 500
     # A server whose group consumer stops heartbeating (killed) loses its partitions after this
     group_session_timeout_ms: int = 10_000
+    # Seconds a produce waits for the cluster's acknowledgement before it is answered with
+    # 503 unavailable (nothing sent) or outcome_unknown (sent, no answer)
+    produce_timeout: float = 5.0
 
     def client_options(self, client_class: Any) -> dict[str, Any]:
         """Keyword arguments for one aiokafka client class (each takes a different set)."""
@@ -93,10 +97,6 @@ def parse_client_config(pairs: Sequence[str]) -> dict[str, Any]:
     return config
 
 
-def kafka_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    return [(name, text.encode()) for name, text in headers.items()]
-
-
 def encode_key(record: NewRecord) -> bytes | None:
     return None if record.key is None else record.key.encode()
 
@@ -121,7 +121,7 @@ def value_format(value: bytes | None) -> ValueFormat:
 
 def stored_record(record: ConsumerRecord[bytes, bytes]) -> StoredRecord:
     key = None if record.key is None else record.key.decode(errors="replace")
-    headers = {name: (text or b"").decode(errors="replace") for name, text in record.headers}
+    headers = exact_headers(record.headers)
     value = record.value
     return StoredRecord(
         record.partition,

@@ -31,7 +31,11 @@ from eddy.storage.engine import (
 )
 
 SyncPolicy = Literal["full", "normal"]
-SCHEMA_VERSION = 2  # 1: no producers table
+# 1: no producers table. 2: a record's `headers` is always a JSON object. 3: it may also be a
+# JSON array of [name, value] pairs (headers.py: repeated names, null or non-UTF-8 values).
+# Version 2 rows are valid version 3 rows, so the migration only records the version; it
+# exists so that an older Eddy refuses a file it would misread instead of serving it.
+SCHEMA_VERSION = 3
 CREATE_PRODUCERS = (
     "CREATE TABLE IF NOT EXISTS producers (producer_id TEXT NOT NULL, sequence INTEGER NOT NULL, "
     "appended BLOB NOT NULL, committed_at INTEGER NOT NULL, PRIMARY KEY (producer_id, sequence))"
@@ -136,11 +140,12 @@ def migrate(conn: sqlite3.Connection) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version == SCHEMA_VERSION:
         return
-    if version != 1:
+    if version not in (1, 2):
         raise RuntimeError(f"unsupported schema version {version}")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(CREATE_PRODUCERS)  # version 1: written by Eddy before the idempotent producer
+        if version == 1:  # written by Eddy before the idempotent producer
+            conn.execute(CREATE_PRODUCERS)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

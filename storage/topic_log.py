@@ -38,6 +38,7 @@ from eddy.storage.engine import (
     ValueFormat,
     record_size,
 )
+from eddy.storage.headers import encode_headers, stored_pairs
 from eddy.storage.readers import ReaderPool
 from eddy.storage.schema import add_partitions, encode_appended, partition_table
 from eddy.storage.writer import Database, DatabaseClosed, Job, WriterPool
@@ -197,7 +198,10 @@ class AppendJob(TopicJob):
                     key,
                     value,
                     int(value_format),
-                    dumps(headers) if headers else None,
+                    # a dict inline (nearly every record); pairs in headers.py's array form
+                    (dumps(headers) if type(headers) is dict else encode_headers(headers))
+                    if headers
+                    else None,
                     size,
                 )
             )
@@ -468,10 +472,12 @@ class TopicLog:
         def read(conn: sqlite3.Connection) -> list[StoredRecord]:
             records: list[StoredRecord] = []
             total = 0
+            loads = orjson.loads
             for off, ts, key, value, fmt, headers, size in conn.execute(sql, (offset, limit)):
                 total += size
                 if records and total > max_bytes:
                     break
+                stored: Any = loads(headers) if headers else {}
                 records.append(
                     StoredRecord(
                         partition,
@@ -480,7 +486,7 @@ class TopicLog:
                         key,
                         value,
                         ValueFormat(fmt),
-                        orjson.loads(headers) if headers else {},
+                        stored if type(stored) is dict else stored_pairs(stored),
                         size,
                     )
                 )

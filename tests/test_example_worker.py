@@ -1,4 +1,5 @@
-"""The README's worker, run twice as real processes: kill one mid-stream, lose nothing."""
+"""The consumer-group worker of docs/groups.md, run twice as real processes: kill one
+mid-stream, lose nothing."""
 
 from __future__ import annotations
 

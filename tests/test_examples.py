@@ -1,6 +1,6 @@
-"""The README's Python examples (examples/) as real processes against real servers: permanent
-errors end them with the server's message and exit status 1; transient ones reconnect and
-resume without losing or repeating anything."""
+"""The documented Python examples (examples/; docs/tour.md, docs/clients.md) as real processes
+against real servers: permanent errors end them with the server's message and exit status 1;
+transient ones reconnect and resume without losing or repeating anything."""
 
 from __future__ import annotations
 

@@ -173,7 +173,7 @@ def run_trial(data: Path, producers: int, publishers: int, kill_after: int, seed
             check_records(client, ledger)
         unacked = set(ledger.sent) - set(ledger.acked)
         assert unacked == set(), f"sent, retried, never acknowledged: {sorted(unacked)[:10]}"
-        # the figures the README quotes (pytest -s shows them)
+        # the figures docs/guarantees.md quotes (pytest -s shows them)
         print(
             f"\nfault-crash: {producers} REST + {publishers} WebSocket producers, killed after "
             f"{acked_at_kill} acks with {in_flight} records in flight; {len(ledger.acked)} "

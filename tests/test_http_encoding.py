@@ -58,7 +58,7 @@ def test_a_large_fetch_is_gzipped_for_clients_that_accept_it(client: httpx.Clien
     wire = int(zipped.headers["content-length"])
     assert zipped.json() == plain.json()  # httpx decoded it
     assert len(zipped.json()["records"]) == RECORDS
-    # The figure the README quotes: bytes on the wire for 1,000 records.
+    # The figure docs/api.md quotes: bytes on the wire for 1,000 records.
     print(f"fetch of {RECORDS} records: {len(plain.content)} bytes plain, {wire} gzipped")
     assert wire * 4 < len(plain.content)
 

@@ -3,8 +3,8 @@ on a Tansu broker this test run starts (tests/kafka_brokers.py).
 
 Each test imported here runs with this module's `server`/`client`/`gserver` fixtures: an Eddy
 server with --engine kafka and a namespace of its own on the shared broker. Tests of what the
-Kafka engine does differently (README, "Running over Kafka") are listed at the end, skipped by
-name with the reason.
+Kafka engine does differently (docs/kafka.md, "Running over Kafka") are listed at the end,
+skipped by name with the reason.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ __all__ = [
 ]
 
 
-# --- differences from the embedded engine (README, "Running over Kafka"), skipped by name ------
+# --- differences from the embedded engine (docs/kafka.md, "Running over Kafka"), skipped by name
 TANSU_NO_ALTER = (
     "Tansu 0.6 implements neither AlterConfigs nor CreatePartitions (Apache Kafka does): PATCH "
     "answers 422 unsupported_by_cluster there; test_topic_lifecycle_on_kafka covers the rest, "

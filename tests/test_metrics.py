@@ -3,6 +3,7 @@ checked with promtool when it is installed: .ci/install-debian-packages.sh)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import platform
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from httpx_sse import EventSource
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from tests.conftest import RunningServer, serve_in_thread
+from tests.conftest import RunningServer, free_port, serve_in_thread
 
 KEY = "metrics-test-key"
 AUTH = f"""
@@ -112,3 +115,62 @@ def test_promtool_accepts_the_exposition(server: RunningServer) -> None:
     # promtool exits 0 when the exposition parses; it prints lint hints (e.g. about counters'
     # names) that are not errors.
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def kafka_read(bootstrap: str, topic: str, count: int) -> int:
+    """Records a Kafka consumer reads from partition 0, from the beginning (at least `count`)."""
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            read = 0
+            while read < count:
+                batch = await consumer.getmany(tp, timeout_ms=10_000)
+                assert batch, "the Kafka fetch timed out"
+                read += len(batch[tp])
+            return read
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def test_deliveries_are_counted_per_transport_and_dropped_with_their_topic(
+    tmp_path: Path,
+) -> None:
+    kafka = f"127.0.0.1:{free_port()}"
+    with (
+        serve_in_thread(tmp_path / "d", kafka_listener=kafka) as server,
+        httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(20, read=20)) as c,
+    ):
+        assert c.post("/v1/topics", json={"name": "gone", "partitions": 1}).status_code == 201
+        with c.stream(
+            "GET", "/v1/topics/gone/events", headers={"Accept": "text/event-stream"}
+        ) as response:
+            events = EventSource(response).iter_sse()
+            assert next(events).event == "subscribed"
+            records = [{"value": i} for i in range(3)]
+            assert c.post("/v1/topics/gone/records", json={"records": records}).status_code == 200
+            assert [next(events).event for _ in range(3)] == ["record"] * 3  # live deliveries
+        with connect(f"{server.ws_url}/v1/topics/gone/ws?from=earliest", open_timeout=10) as ws:
+            frames = [json.loads(ws.recv(timeout=10)) for _ in range(4)]
+            assert [f["type"] for f in frames] == ["subscribed", "record", "record", "record"]
+        assert c.get("/v1/topics/gone/partitions/0/records?offset=0").status_code == 200
+        assert kafka_read(kafka, "gone", 3) == 3
+
+        _, samples = scrape(server)
+        delivered = {
+            dict(labels)["via"]: count
+            for (name, labels), count in samples.items()
+            if name == "eddy_records_out_total" and dict(labels)["topic"] == "gone"
+        }
+        assert delivered == {"sse": 3, "websocket": 3, "http": 3, "kafka": 3}
+
+        assert c.delete("/v1/topics/gone").status_code == 204
+        _, samples = scrape(server)
+        left = [k for k in samples if ("topic", "gone") in k[1]]
+        assert not left, left

@@ -36,6 +36,8 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
         "eddy/openapi/asyncapi.yaml",
         "eddy/routers/ws/protocol.py",
         "eddy/app/cli.py",
+        "eddy/client/__init__.py",
+        "eddy/client/py.typed",
     } <= names
     # exactly one top-level import package (plus the dist-info)
     top_level = {name.split("/", 1)[0] for name in names}
@@ -58,7 +60,7 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
         [
             sys.executable,
             "-c",
-            "import app, models, eddy, eddy.app.resources as r;"
+            "import app, models, eddy, eddy.app.resources as r, eddy.client;"
             "assert app.OWNER.startswith('another') and models.OWNER.startswith('another');"
             "print(eddy.__file__, r.static_dir())",
         ],

@@ -413,7 +413,7 @@ def test_operations_endpoints(client: httpx.Client) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'eddy_records_in_total{topic="m"} 1.0' in text
-    assert 'eddy_records_out_total{topic="m",via="fetch"} 1.0' in text
+    assert 'eddy_records_out_total{topic="m",via="http"} 1.0' in text
     assert "eddy_websockets_open" in text
     assert 'route="/v1/topics/{topic}/records"' in text
     docs = client.get("/docs")
@@ -561,6 +561,32 @@ def test_lean_produce_route_is_labelled_in_request_metrics(client: httpx.Client)
         'eddy_http_request_duration_seconds_count{method="POST",'
         'route="/v1/topics/{topic}/records",status="200"} 1.0'
     ) in metrics
+
+
+def test_produce_answered_before_the_middleware_keeps_request_ids_and_metrics(
+    client: httpx.Client,
+) -> None:
+    """app/lean.py answers plain produce requests itself: successes and errors carry the
+    request id and are counted under the route, as the middleware stack would."""
+    ok = client.post(
+        "/v1/topics/lean/records", json={"value": 1}, headers={"X-Request-ID": "lean-ok"}
+    )
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "lean-ok"
+    assert ok.headers["content-type"] == "application/json"
+    refused = client.post(
+        "/v1/topics/lean/records", json={"value": 1, "partition": 9}, headers={"X-Request-ID": "x1"}
+    )
+    assert_error(refused, 404, "partition_not_found")
+    assert refused.headers["x-request-id"] == "x1"
+    malformed = client.post("/v1/topics/lean/records", content=b"{", headers={"X-Request-ID": "x2"})
+    assert_error(malformed, 422, "invalid_request")
+    assert malformed.headers["x-request-id"] == "x2"
+    metrics = client.get("/metrics").text
+    for status in ("200", "404", "422"):
+        assert (
+            'eddy_http_request_duration_seconds_count{method="POST",'
+            f'route="/v1/topics/{{topic}}/records",status="{status}"}} 1.0'
+        ) in metrics
 
 
 def test_chunked_produce_bodies_are_read_whole_and_limited(tmp_path: Path) -> None:

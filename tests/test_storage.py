@@ -19,6 +19,7 @@ from eddy.storage import (
     SQLiteEngine,
     ValueFormat,
 )
+from eddy.storage.schema import SCHEMA_VERSION
 
 
 def rec(partition: int, value: bytes | None, key: str | None = "k", ts: int = 1000) -> NewRecord:
@@ -191,7 +192,71 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     assert [e.sequence for e in engine.producer_history("old", "p")] == [0]
     await engine.close()
     with sqlite3.connect(tmp_path / "topics" / "old" / "log.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# A topic file as Eddy with schema version 2 wrote it (its SQL, verbatim): headers are always
+# a JSON object there.
+VERSION_2_TOPIC = """
+PRAGMA auto_vacuum=INCREMENTAL;
+PRAGMA journal_mode=WAL;
+CREATE TABLE topic (name TEXT NOT NULL, partitions INTEGER NOT NULL,
+    config TEXT NOT NULL, created_at INTEGER NOT NULL);
+INSERT INTO topic VALUES ('v2', 2, '{}', 1764000000000);
+CREATE TABLE partitions (partition INTEGER PRIMARY KEY,
+    log_start_offset INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL);
+CREATE TABLE "p0" ("offset" INTEGER PRIMARY KEY, timestamp INTEGER NOT NULL, key TEXT,
+    value BLOB, value_format INTEGER NOT NULL, headers BLOB, size INTEGER NOT NULL);
+CREATE TABLE "p1" ("offset" INTEGER PRIMARY KEY, timestamp INTEGER NOT NULL, key TEXT,
+    value BLOB, value_format INTEGER NOT NULL, headers BLOB, size INTEGER NOT NULL);
+INSERT INTO partitions VALUES (0, 0, 2, 24), (1, 0, 0, 0);
+INSERT INTO "p0" VALUES (0, 1000, 'k', CAST('1' AS BLOB), 0, CAST('{"a":"1","b":"2"}' AS BLOB), 6);
+INSERT INTO "p0" VALUES (1, 1001, NULL, CAST('"x"' AS BLOB), 0, NULL, 3);
+CREATE TABLE IF NOT EXISTS producers (producer_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+    appended BLOB NOT NULL, committed_at INTEGER NOT NULL, PRIMARY KEY (producer_id, sequence));
+PRAGMA user_version=2;
+"""
+
+
+async def test_a_version_2_data_dir_opens_and_reads_back_the_same(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)  # lays out the data dir as it always has
+    await engine.close()
+    (tmp_path / "topics" / "v2").mkdir()
+    conn = sqlite3.connect(tmp_path / "topics" / "v2" / "log.db")
+    conn.executescript(VERSION_2_TOPIC)
+    conn.close()
+    engine = await open_engine(tmp_path)
+    assert [t.name for t in engine.list_topics()] == ["v2"]
+    assert engine.high_watermark("v2", 0) == 2
+    records = await engine.read("v2", 0, 0, 10, 1 << 20)
+    assert [(r.offset, r.key, r.value, r.headers, r.size) for r in records] == [
+        (0, "k", b"1", {"a": "1", "b": "2"}, 6),
+        (1, None, b'"x"', {}, 3),
+    ]
+    # new records in the same file keep their headers exactly
+    exact = (("a", "1"), ("a", None), ("b", b"\xff\x00"))
+    await append(engine, "v2", [NewRecord(0, 1002, "k", b"2", ValueFormat.JSON, exact)])
+    await engine.close()
+    engine = await open_engine(tmp_path)
+    records = await engine.read("v2", 0, 0, 10, 1 << 20)
+    assert [r.headers for r in records] == [{"a": "1", "b": "2"}, {}, exact]
+    assert records[2].size == 1 + 1 + (1 + 1) + 1 + (1 + 2)
+    await engine.close()
+    with sqlite3.connect(tmp_path / "topics" / "v2" / "log.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+async def test_a_file_from_a_newer_eddy_is_refused_not_misread(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path)
+    await engine.create_topic("new", 1, {})
+    await engine.close()
+    with sqlite3.connect(tmp_path / "topics" / "new" / "log.db") as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    engine = await open_engine(tmp_path)
+    with pytest.raises(Unavailable, match="topic 'new' is unavailable"):
+        engine.get_topic("new")
+    await engine.close()
 
 
 async def test_a_corrupt_topic_file_does_not_keep_other_topics_down(tmp_path: Path) -> None:

@@ -12,11 +12,12 @@ from kio.schema.errors import ErrorCode
 
 from eddy.broker.access import Action
 from eddy.broker.idempotence import check_record_sequence
+from eddy.broker.metrics import Transport
 from eddy.models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.idempotence import producer_sequence
 from eddy.routers.kafka.messages import Request
-from eddy.routers.kafka.records import CorruptBatch, InvalidRecord, build_batch, read_produced
+from eddy.routers.kafka.records import CorruptBatch, build_batch, read_produced
 from eddy.routers.kafka.session import Session
 from eddy.storage import AppendedRecord
 
@@ -49,15 +50,13 @@ async def _queue_partition(
 
 
 def _produce_error(partition: int, exc: EddyError) -> dict[str, Any]:
-    out: dict[str, Any] = {"index": partition, "base_offset": -1, "log_start_offset": -1}
-    if isinstance(exc, CorruptBatch):
-        code = ErrorCode.corrupt_message
-    elif isinstance(exc, InvalidRecord):
-        code = ErrorCode.invalid_record
-    else:
-        code = error_code(exc)
-    out.update(error_code=code, error_message=exc.message)
-    return out
+    return {
+        "index": partition,
+        "base_offset": -1,
+        "log_start_offset": -1,
+        "error_code": error_code(exc),
+        "error_message": exc.message,
+    }
 
 
 async def _partition_answer(
@@ -153,7 +152,7 @@ async def _read_partition(
             return out, 0
         data = build_batch(records)
         out["records"] = data
-        broker.metrics.records_out.labels(topic, "kafka").inc(len(records))
+        broker.metrics.count_delivered(topic, Transport.KAFKA, len(records), len(data))
         return out, len(data)
     except EddyError as exc:
         out["error_code"] = error_code(exc)

@@ -8,8 +8,9 @@ Value mapping (the contract): a Kafka value is bytes. Valid UTF-8 JSON is stored
 for byte (so Kafka consumers read back exactly what was produced, and REST/WebSocket consumers
 see it as `value`); anything else as binary (`value_base64`). JSON text with a raw line break
 between its tokens is kept binary too: values are spliced into JSON lines and event streams
-as they are stored, and a line break would split them. Keys and header values must be UTF-8
-(Eddy's keys and headers are text).
+as they are stored, and a line break would split them. Keys must be UTF-8 (Eddy's keys are
+text). Headers are kept exactly: order, repeated names, null values and bytes that are not UTF-8
+(storage/headers.py), so a Kafka consumer reads back the headers that were produced.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from eddy.broker.codec import load_json
 from eddy.broker.drafts import RecordDraft
 from eddy.models.errors import EddyError, InvalidRequest
 from eddy.storage import StoredRecord, ValueFormat
+from eddy.storage.headers import exact_headers, kafka_headers
 
 _BASE_OFFSET = struct.Struct(">q")
 # A builder refuses appends past its batch size; a fetch's size is bounded by the read instead.
@@ -33,11 +35,15 @@ _NO_LIMIT = 2**31 - 1
 
 
 class InvalidRecord(InvalidRequest):
-    """A record Eddy cannot store (a key or header that is not UTF-8, a transactional batch)."""
+    """A record Eddy cannot store (a key that is not UTF-8, a transactional batch)."""
+
+    kafka_error = "invalid_record"
 
 
 class CorruptBatch(InvalidRequest):
     """The bytes are not a valid record batch (bad CRC, truncated, unknown codec)."""
+
+    kafka_error = "corrupt_message"
 
 
 def value_format(value: bytes) -> ValueFormat:
@@ -55,7 +61,7 @@ def _text(data: bytes | None, what: str) -> str:
     try:
         return "" if data is None else data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidRecord(f"{what} is not UTF-8 text; Eddy's keys and headers are text") from None
+        raise InvalidRecord(f"{what} is not UTF-8 text; Eddy's keys are text") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +106,7 @@ def read_produced(data: bytes, partition: int) -> ProducedBatch:
                             None if record.key is None else _text(record.key, "key"),
                             value,
                             ValueFormat.JSON if value is None else value_format(value),
-                            {
-                                name: _text(text, f"header {name!r}")
-                                for name, text in record.headers
-                            },
+                            exact_headers(record.headers) if record.headers else {},
                             partition,
                             timestamp if timestamp is not None and timestamp >= 0 else None,
                         ),
@@ -123,7 +126,7 @@ def build_batch(records: Sequence[StoredRecord]) -> bytes:
     append = builder.append
     for r in records:
         key = None if r.key is None else r.key.encode()
-        headers = [(name, text.encode()) for name, text in r.headers.items()] if r.headers else []
+        headers = kafka_headers(r.headers) if r.headers else []
         append(r.offset - base, r.timestamp, key, r.value, headers)
     data = builder.build()
     _BASE_OFFSET.pack_into(data, 0, base)  # the header's base offset is not under the CRC

@@ -1,63 +1,18 @@
-"""The one table from why a session ended to its WebSocket close code (the HTTP statuses of the
-same errors are in app/errors.py). 44xx mirror the HTTP statuses; each is preceded by an error
-frame saying why (contract, ../shared/API.md)."""
+"""Why a session ended, as its WebSocket close code: an error's code is the error class's own
+(`ws_close_code`, models/errors.py, beside its HTTP status); the endings that are not errors are
+listed here. 44xx mirror the HTTP statuses; each is preceded by an error frame saying why
+(contract, ../shared/API.md)."""
 
 from __future__ import annotations
 
 from eddy.broker.events import End, SessionEnd
-from eddy.models.errors import (
-    EddyError,
-    Forbidden,
-    GroupActive,
-    GroupNotFound,
-    InvalidRequest,
-    MethodNotAllowed,
-    NotAssigned,
-    OffsetOutOfRange,
-    OutOfOrderSequence,
-    PartitionNotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RecordTooLarge,
-    RouteNotFound,
-    TopicExists,
-    TopicLimitReached,
-    TopicNotFound,
-    Unauthorized,
-    Unavailable,
-    UnsupportedMediaType,
-)
+from eddy.models.errors import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, EddyError
+
+__all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_MESSAGE_TOO_BIG", "close_code", "close_reason"]
 
 CLOSE_GOING_AWAY = 1001
-CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_BAD_REQUEST = 4400
 CLOSE_TOO_SLOW = 4408
-
-# The lookup walks the error's class hierarchy: a subclass not listed takes its parent's code.
-ERROR_CLOSE_CODES: dict[type[EddyError], int] = {
-    EddyError: CLOSE_INTERNAL_ERROR,
-    InvalidRequest: CLOSE_BAD_REQUEST,
-    PartitionNotFound: CLOSE_BAD_REQUEST,
-    RouteNotFound: 4404,  # no WebSocket route at that path
-    MethodNotAllowed: CLOSE_BAD_REQUEST,
-    TopicExists: CLOSE_BAD_REQUEST,
-    TopicLimitReached: CLOSE_BAD_REQUEST,
-    GroupNotFound: CLOSE_BAD_REQUEST,
-    GroupActive: CLOSE_BAD_REQUEST,
-    NotAssigned: CLOSE_BAD_REQUEST,
-    OutOfOrderSequence: CLOSE_BAD_REQUEST,
-    OffsetOutOfRange: CLOSE_BAD_REQUEST,
-    RecordTooLarge: CLOSE_BAD_REQUEST,
-    UnsupportedMediaType: CLOSE_BAD_REQUEST,
-    TopicNotFound: 4404,
-    Unauthorized: 4401,
-    Forbidden: 4403,
-    RateLimited: 4429,
-    PayloadTooLarge: CLOSE_MESSAGE_TOO_BIG,
-    Unavailable: CLOSE_INTERNAL_ERROR,
-}
 
 END_CLOSE_CODES: dict[SessionEnd, int] = {
     SessionEnd.TOO_SLOW: CLOSE_TOO_SLOW,
@@ -93,8 +48,4 @@ def close_code(end: End) -> int | None:
 
 
 def error_close_code(error: EddyError) -> int:
-    for cls in type(error).__mro__:
-        code = ERROR_CLOSE_CODES.get(cls)
-        if code is not None:
-            return code
-    return CLOSE_INTERNAL_ERROR
+    return error.ws_close_code

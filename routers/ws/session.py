@@ -20,6 +20,7 @@ from eddy.broker import Broker
 from eddy.broker.access import Principal
 from eddy.broker.codec import record_frame_bytes
 from eddy.broker.events import End, Event
+from eddy.broker.metrics import Transport
 from eddy.broker.subscriber import Subscriber
 from eddy.broker.tail import Encoder
 from eddy.models.errors import EddyError, Forbidden, Unauthorized
@@ -38,7 +39,7 @@ class WebSocketConnection:
 
     __slots__ = ("_fast",)
 
-    via = "websocket"  # the delivery metrics' label
+    via = Transport.WEBSOCKET  # the delivery metrics' label
 
     def __init__(self, fast: FastSend) -> None:
         self._fast = fast
@@ -144,7 +145,7 @@ class WebSocketSession:
         if self._watch is not None:
             self._watch.cancel()
         if isinstance(end, EddyError):
-            self.broker.metrics.count_rejection(end.code, "websocket")
+            self.broker.metrics.count_rejection(end.code, Transport.WEBSOCKET)
         close = closing(end, self.broker.config.ws_buffer_bytes)
         if close is not None:
             if close.error is not None:
