@@ -19,17 +19,17 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from eddy.app.client import (
-    DEFAULT_URL,
-    EddyClient,
-    EddyError,
+from eddy.app.cli_lines import (
+    COMMIT_INTERVAL,
+    COMMIT_WAIT,
+    BatchFailed,
     LineError,
     LineProducer,
     record_output,
-    subscription_params,
 )
 from eddy.app.serve_options import with_setting_options
 from eddy.app.settings import Settings
+from eddy.client import DEFAULT_URL, Client, ClientError, Conflict, SyncSubscription
 
 # rich_markup_mode=None: click's plain help, which wraps at the terminal's width instead of
 # cutting option names, and keeps "[env var: ...; default: ...]" (rich markup would eat it).
@@ -268,7 +268,7 @@ def produce(
         producer = LineProducer(client, topic, raw, key_separator, partition)
         try:
             producer.send(sys.stdin, batch_size, show_progress)
-        except (LineError, EddyError) as exc:
+        except (LineError, BatchFailed) as exc:
             if progress:
                 typer.echo("", err=True)
             _produce_summary(topic, producer.partitions, started)
@@ -321,43 +321,102 @@ def consume(
     url: Url = DEFAULT_URL,
     token: Token = None,
 ) -> None:
-    """Print a topic's records as they arrive, one per line (over a WebSocket)."""
-    params = subscription_params(start, offsets, keys, partitions, group)
+    """Print a topic's records as they arrive, one per line (over a WebSocket). After a
+    dropped connection or a server restart it reconnects and resumes where it was."""
+    options: dict[str, Any] = {"start": start, "group": group}
+    if offsets is not None:
+        options["offsets"] = _partition_offsets(offsets)
+    if keys is not None:
+        options["keys"] = keys.split(",")
+    if partitions is not None:
+        options["partitions"] = _partition_list(partitions)
     # SIGTERM like Ctrl-C: commit what was printed, then exit (the handler is put back after,
     # for callers that run the command in their own process).
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _consume(url, token, topic, params, count, output)
+        _consume(url, token, topic, options, count, output)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _partition_offsets(text: str) -> dict[int, int]:
+    try:
+        pairs = (item.split(":") for item in text.split(","))
+        return {int(p): int(o) for p, o in pairs}
+    except ValueError:
+        _fail(f"--offsets takes partition:offset,... (e.g. 0:5,1:7), not {text!r}", 2)
+
+
+def _partition_list(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        _fail(f"--partitions takes partition numbers, comma-separated, not {text!r}", 2)
+
+
+class _Printed:
+    """A group member's printed records: their next offsets are committed every
+    COMMIT_INTERVAL and on the way out, so what was not printed is delivered again."""
+
+    def __init__(self, subscription: SyncSubscription) -> None:
+        self.subscription = subscription
+        self.done: dict[int, int] = {}  # partition -> next offset, printed, not committed
+        self.warnings: list[str] = []
+
+    def commit(self, timeout: float | None = None) -> None:
+        owned = set(self.subscription.assignment)
+        offsets = {p: o for p, o in self.done.items() if p in owned}
+        self.done = {}  # given away in a rebalance: their new owner reads them again
+        if not offsets:
+            return
+        try:
+            self.subscription.commit(offsets, timeout=timeout)
+        except Conflict as exc:  # not_assigned: lost in a rebalance meanwhile
+            self.warnings.append(exc.message)
+        except TimeoutError:
+            raise ClientError("timeout", "the server did not confirm the last commit") from None
 
 
 def _consume(
     url: str,
     token: str | None,
     topic: str,
-    params: dict[str, str],
+    options: dict[str, Any],
     count: int | None,
     output: OutputFormat,
 ) -> None:
     received = 0
+    group = options["group"] is not None
     with _client(url, token) as client:
-        subscription = _call(client.subscribe, topic, params)
+        # A server that cannot be reached at first is an error; one lost later is waited for.
+        subscription = client.subscribe(topic, retry_first_connect=False, **options)
+        printed = _Printed(subscription)
         try:
-            with subscription:
-                for record in subscription.records():
-                    sys.stdout.write(record_output(record, output.value) + "\n")
-                    sys.stdout.flush()
-                    received += 1
-                    if received == count:
-                        break
+            try:
+                next_commit = time.monotonic() + COMMIT_INTERVAL
+                while received != count:
+                    wait = max(0.0, next_commit - time.monotonic()) if group else None
+                    record = subscription.get(wait)
+                    if record is not None:
+                        sys.stdout.write(record_output(record.to_json(), output.value) + "\n")
+                        sys.stdout.flush()
+                        received += 1
+                        printed.done[record.partition] = record.offset + 1
+                    if group and time.monotonic() >= next_commit:
+                        printed.commit(COMMIT_WAIT)
+                        next_commit = time.monotonic() + COMMIT_INTERVAL
+            finally:
+                if group:
+                    printed.commit(COMMIT_WAIT)
         except BrokenPipeError:  # `eddy consume t | head`: the reader is gone, so is the need
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
-        except EddyError as exc:
+        except ClientError as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
             pass  # Ctrl-C ends a consumer; what it printed was committed on the way out
-        for warning in subscription.warnings:
+        finally:
+            subscription.close()
+        for warning in printed.warnings:
             typer.echo(f"eddy: {warning}", err=True)
 
 
@@ -406,15 +465,15 @@ def groups_delete(group: str, url: Url = DEFAULT_URL, token: Token = None) -> No
     typer.echo(f"deleted group {group}", err=True)
 
 
-def _client(url: str, token: str | None) -> EddyClient:
-    return EddyClient(url, token)
+def _client(url: str, token: str | None) -> Client:
+    return Client(url, token=token)
 
 
 def _call(method: Any, *args: Any) -> Any:
-    """A client call whose EddyError becomes the command's message and exit status 1."""
+    """A client call whose ClientError becomes the command's message and exit status 1."""
     try:
         return method(*args)
-    except EddyError as exc:
+    except ClientError as exc:
         _fail(str(exc))
 
 

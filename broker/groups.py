@@ -407,6 +407,7 @@ class GroupCoordinator:
         if self._active_topics(group):
             raise GroupActive(f"group '{group}' has members; stop them first", {"group": group})
         meta = self._engine.get_topic(topic)
+        await self._engine.check_group_idle(group)
         offsets: dict[int, int] = {}
         for p in range(meta.partitions):
             state = self._engine.partition_state(topic, p)
@@ -425,6 +426,7 @@ class GroupCoordinator:
         self._refuse_if_external(group)
         if self._active_topics(group):
             raise GroupActive(f"group '{group}' has members; stop them first", {"group": group})
+        await self._engine.check_group_idle(group)
         if not self._engine.committed_offsets(group):
             raise GroupNotFound(group)
         await self._engine.delete_committed_offsets(group)

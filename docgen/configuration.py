@@ -23,7 +23,10 @@ END = "<!-- end of generated settings -->"
 GROUPS: list[tuple[str, typing.Callable[[str], bool]]] = [
     (
         "Kafka protocol listener",
-        lambda name: name in {"kafka_listener", "kafka_advertised_listener"},
+        lambda name: (
+            name in {"kafka_listener", "kafka_advertised_listener"}
+            or name.startswith("kafka_listener_")
+        ),
     ),
     ("Kafka engine", lambda name: name == "engine" or name.startswith("kafka_")),
     ("Server", lambda name: True),
@@ -33,10 +36,10 @@ GROUPS: list[tuple[str, typing.Callable[[str], bool]]] = [
 def flag(name: str, field: FieldInfo) -> str:
     option = "--" + name.replace("_", "-")
     if field.annotation is bool:
-        return f"{option}/--no-{option[2:]}"
+        return f"`{option}`, `--no-{option[2:]}`"
     if typing.get_origin(field.annotation) is list:
-        return f"{option} (repeatable)"
-    return option
+        return f"`{option}` (repeatable)"
+    return f"`{option}`"
 
 
 def _cell(text: str) -> str:
@@ -61,7 +64,7 @@ def tables() -> str:
     for name, field in Settings.model_fields.items():
         title = next(title for title, rule in GROUPS if rule(name))
         row = (
-            f"| `{flag(name, field)}` | {_env(name, field)} | {_default(field)} "
+            f"| {flag(name, field)} | {_env(name, field)} | {_default(field)} "
             f"| {_cell(field.description or '')} |"
         )
         grouped[title].append(row)

@@ -270,6 +270,11 @@ class Engine(abc.ABC):
     async def leave_group(self, group: str, topic: str) -> None:  # noqa: B027 (optional hook)
         """The last member of `group` on `topic` on this server left."""
 
+    async def check_group_idle(self, group: str) -> None:  # noqa: B027 (optional hook)
+        """Raise `GroupActive` if members this server does not hold are in the group (another
+        server's, or Kafka consumers', on a shared cluster); call it when this server holds
+        none. The embedded engine has every member on this server."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Take ownership of the storage (refusing if another process has it) and load topics."""

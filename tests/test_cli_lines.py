@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eddy.app.client import LineError, batches, parse_line, record_output
+from eddy.app.cli_lines import LineError, batches, parse_line, record_output
 from eddy.app.serve_options import default_text, env_name, help_text
 from eddy.app.settings import Settings
 

@@ -5,6 +5,8 @@ tests/test_docs_site.py."""
 
 from __future__ import annotations
 
+import re
+
 from docgen import configuration
 from eddy.app.serve_options import default_text, env_name
 from eddy.app.settings import Settings
@@ -22,9 +24,9 @@ def test_the_configuration_page_is_generated_from_the_current_settings() -> None
 
 def test_every_setting_is_on_the_configuration_page_with_its_env_name_and_default() -> None:
     rows = {
-        line.split(" | ")[0].strip("| `").split("/--no-")[0].split(" ")[0].rstrip("`"): line
+        match[1]: line
         for line in CONFIGURATION.splitlines()
-        if line.startswith("| `--")
+        if (match := re.match(r"\| `(--[a-z0-9-]+)`", line))
     }
     assert len(rows) == len(Settings.model_fields)
     for name, field in Settings.model_fields.items():

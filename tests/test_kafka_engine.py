@@ -184,6 +184,23 @@ def test_group_offsets_live_in_kafka(
         wait_until(lambda: a.get("/v1/groups/billing").status_code == 404)
 
 
+def test_group_admin_on_one_server_while_members_are_on_another_is_group_active(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    first, second = two_servers
+    with first.client() as a, second.client() as b:
+        create(a, "orders", 1)
+        produce(a, "orders", {"value": 1})
+        member = Member(first, "orders", "billing")
+        try:
+            member.until("assignment", timeout=30)  # a member of the Kafka group, on server A
+            assert_error(b.delete("/v1/groups/billing"), 409, "group_active")
+            reset = b.post("/v1/groups/billing/reset", json={"topic": "orders", "to": "earliest"})
+            assert_error(reset, 409, "group_active")
+        finally:
+            member.ws.close()
+
+
 def test_the_rest_idempotent_producer_is_refused_clearly(
     two_servers: tuple[RunningServer, RunningServer],
 ) -> None:

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from eddy.client import (
@@ -29,7 +34,7 @@ from eddy.client import (
     Subscription,
     Unauthorized,
 )
-from tests.conftest import free_port, serve_in_thread, start_server_process
+from tests.conftest import REPO, free_port, serve_in_thread, start_server_process, wait_until
 from tests.relay import Relay, relay_to
 
 
@@ -351,6 +356,41 @@ def test_the_blocking_client(tmp_path: Path) -> None:
         assert [a.offset for a in eddy.produce("sync", [{"value": 6}])] == [6]
         with pytest.raises(NotFound):
             eddy.describe_topic("nope")
+
+
+def test_the_docs_subscriber_runs(tmp_path: Path) -> None:
+    """The 10-line subscriber of docs/clients.md, as written, against a real server."""
+    page = (REPO / "docs" / "clients.md").read_text()
+    code = page.split("## Python: `eddy.client`")[1].split("```python\n")[1].split("```")[0]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    with serve_in_thread(tmp_path / "data") as server, server.client() as rest:
+        script = tmp_path / "subscriber.py"
+        script.write_text(code.replace("http://127.0.0.1:8080", server.base_url))
+        process = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            wait_until(lambda: _subscribers(rest) >= 1, timeout=20)
+            for n, key in enumerate(["AAPL", "GOOG", "MSFT"]):
+                body = {"key": key, "value": n, "partition": 0}
+                assert rest.post("/v1/topics/prices/records", json=body).status_code == 200
+            assert process.stdout is not None
+            lines = [process.stdout.readline().strip() for _ in range(2)]
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
+    assert lines == ["0 0 AAPL 0", "0 2 MSFT 2"]
+
+
+def _subscribers(rest: httpx.Client) -> int:
+    """Open subscribe WebSockets, from the server's gauge."""
+    match = re.search(
+        r'eddy_websockets_open\{endpoint="subscribe"\} (\d+)', rest.get("/metrics").text
+    )
+    return int(float(match.group(1))) if match else 0
 
 
 def _more_than(relay: Relay, dropped: int) -> bool:
