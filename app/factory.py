@@ -28,6 +28,7 @@ from eddy.broker import Broker, BrokerConfig
 from eddy.broker.access import AccessPolicy, load_access_policy
 from eddy.routers import groups, ops, records, sse, topics, ws
 from eddy.routers.kafka import KafkaListener, parse_address
+from eddy.routers.kafka.limits import ListenerLimits
 from eddy.storage import Engine, SQLiteEngine
 from eddy.storage.kafka_client import KafkaSettings, parse_client_config
 
@@ -129,7 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 broker,
                 kafka_host,
                 kafka_port,
-                settings.max_request_bytes,
+                ListenerLimits(
+                    idle_timeout=settings.kafka_listener_idle_timeout,
+                    request_timeout=settings.kafka_listener_request_timeout,
+                    max_connections=settings.kafka_listener_max_connections,
+                    max_connections_per_ip=settings.kafka_listener_max_connections_per_ip,
+                    max_request_bytes=settings.kafka_listener_max_request_bytes,
+                ),
                 parse_address(advertised) if advertised else None,
             )
             try:

@@ -169,6 +169,14 @@ class Settings(BaseSettings):
         description="Kafka group session timeout of each server's group consumers: a server "
         "that stops heartbeating loses its share of a group's partitions after this long",
     )
+    kafka_produce_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds a produce waits for the Kafka cluster's acknowledgement: then 503 "
+        "unavailable (nothing was sent) or 503 outcome_unknown (sent, unacknowledged: a retry "
+        "may store it twice), both with Retry-After",
+    )
     kafka_refresh_interval: float = Field(
         2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
     )
@@ -183,6 +191,38 @@ class Settings(BaseSettings):
         pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):[0-9]{1,5}$",
         description="HOST:PORT Kafka clients are told to connect to (behind NAT, a proxy or a "
         "container); default: the listener's own address",
+    )
+
+    kafka_listener_idle_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a Kafka listener connection may stay idle (no request arriving or "
+        "being answered) before it is closed (Kafka's connections.max.idle.ms)",
+    )
+    kafka_listener_request_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds the rest of a Kafka request may take to arrive once its first byte "
+        "has (then the connection is closed)",
+    )
+    kafka_listener_max_connections: int = Field(
+        10_000,
+        ge=1,
+        description="Open Kafka listener connections allowed; more are closed at accept "
+        "(Kafka's max.connections)",
+    )
+    kafka_listener_max_connections_per_ip: int = Field(
+        1_000,
+        ge=1,
+        description="Open Kafka listener connections allowed from one client address; more are "
+        "closed at accept (Kafka's max.connections.per.ip)",
+    )
+    kafka_listener_max_request_bytes: int = Field(
+        100 * 1_048_576,
+        ge=1024,
+        le=2**31 - 1,
+        description="Largest Kafka request (Kafka's socket.request.max.bytes); a longer one "
+        "closes the connection",
     )
 
     @property

@@ -23,7 +23,10 @@ END = "<!-- end of generated settings -->"
 GROUPS: list[tuple[str, typing.Callable[[str], bool]]] = [
     (
         "Kafka protocol listener",
-        lambda name: name in {"kafka_listener", "kafka_advertised_listener"},
+        lambda name: (
+            name in {"kafka_listener", "kafka_advertised_listener"}
+            or name.startswith("kafka_listener_")
+        ),
     ),
     ("Kafka engine", lambda name: name == "engine" or name.startswith("kafka_")),
     ("Server", lambda name: True),

@@ -55,6 +55,9 @@ class KafkaSettings:
     fetch_max_wait_ms: int
     # A server whose group consumer stops heartbeating (killed) loses its partitions after this
     group_session_timeout_ms: int
+    # Seconds a produce waits for the cluster's acknowledgement before it is answered with
+    # 503 unavailable (nothing sent) or outcome_unknown (sent, no answer)
+    produce_timeout: float
 
     def client_options(self, client_class: Any) -> dict[str, Any]:
         """Keyword arguments for one aiokafka client class (each takes a different set)."""
