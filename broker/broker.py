@@ -470,12 +470,17 @@ class Broker:
         )
 
     async def commit_group_offsets(
-        self, principal: Principal, group: str, topic: str, offsets: Mapping[str, int]
+        self,
+        principal: Principal,
+        group: str,
+        topic: str,
+        offsets: Mapping[str, int],
+        metadata: str = "",
     ) -> None:
         self._authorize_group(principal, Action.GROUP, group)
         self._authorize(principal, Action.READ, topic)
         self._topic(topic)
-        await self.groups.commit_from_rest(group, topic, offsets)
+        await self.groups.commit_from_rest(group, topic, offsets, metadata)
 
     async def reset_group(
         self, principal: Principal, group: str, topic: str, to: ResetTo
