@@ -3,10 +3,11 @@ app/serve_options.py: its description is the flag's help) and an EDDY_* environm
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eddy.broker.topic_rules import INT_MAX, LONG_MAX
@@ -168,6 +169,14 @@ class Settings(BaseSettings):
         description="Kafka group session timeout of each server's group consumers: a server "
         "that stops heartbeating loses its share of a group's partitions after this long",
     )
+    kafka_produce_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds a produce waits for the Kafka cluster's acknowledgement: then 503 "
+        "unavailable (nothing was sent) or 503 outcome_unknown (sent, unacknowledged: a retry "
+        "may store it twice), both with Retry-After",
+    )
     kafka_refresh_interval: float = Field(
         2.0, gt=0, description="Seconds between refreshes of topics, offsets and groups from Kafka"
     )
@@ -184,6 +193,70 @@ class Settings(BaseSettings):
         "container); default: the listener's own address",
     )
 
+    kafka_listener_idle_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a Kafka listener connection may stay idle (no request arriving or "
+        "being answered) before it is closed (Kafka's connections.max.idle.ms)",
+    )
+    kafka_listener_request_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds the rest of a Kafka request may take to arrive once its first byte "
+        "has (then the connection is closed)",
+    )
+    kafka_listener_max_connections: int = Field(
+        10_000,
+        ge=1,
+        description="Open Kafka listener connections allowed; more are closed at accept "
+        "(Kafka's max.connections)",
+    )
+    kafka_listener_max_connections_per_ip: int = Field(
+        1_000,
+        ge=1,
+        description="Open Kafka listener connections allowed from one client address; more are "
+        "closed at accept (Kafka's max.connections.per.ip)",
+    )
+    kafka_listener_max_request_bytes: int = Field(
+        100 * 1_048_576,
+        ge=1024,
+        le=2**31 - 1,
+        description="Largest Kafka request (Kafka's socket.request.max.bytes); a longer one "
+        "closes the connection",
+    )
+
     @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @model_validator(mode="after")
+    def _rules_between_fields(self) -> Settings:
+        """The rules that involve several settings (each field's own are on the field)."""
+        if self.engine == "kafka":
+            if not self.kafka_bootstrap_servers:
+                raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
+            if self.kafka_listener:
+                raise ValueError(
+                    "--kafka-listener serves the embedded engine; with --engine kafka, Kafka "
+                    "clients connect to the cluster itself"
+                )
+        if self.kafka_config:
+            from eddy.storage.kafka_client import parse_client_config  # loads aiokafka
+
+            parse_client_config(self.kafka_config)  # raises ValueError for a pair without '='
+        return self
+
+
+T = TypeVar("T")
+
+
+def settings_for(target: type[T], settings: Settings, prefix: str = "", **derived: Any) -> T:
+    """A `target` dataclass with each field taken from the setting of the same name (after
+    `prefix`), or from `derived` for the few that are computed from settings. The dataclass
+    has no defaults of its own: a field that neither names is an error here."""
+    assert dataclasses.is_dataclass(target)
+    values = {
+        f.name: derived[f.name] if f.name in derived else getattr(settings, prefix + f.name)
+        for f in dataclasses.fields(target)
+    }
+    return target(**values)

@@ -23,7 +23,10 @@ END = "<!-- end of generated settings -->"
 GROUPS: list[tuple[str, typing.Callable[[str], bool]]] = [
     (
         "Kafka protocol listener",
-        lambda name: name in {"kafka_listener", "kafka_advertised_listener"},
+        lambda name: (
+            name in {"kafka_listener", "kafka_advertised_listener"}
+            or name.startswith("kafka_listener_")
+        ),
     ),
     ("Kafka engine", lambda name: name == "engine" or name.startswith("kafka_")),
     ("Server", lambda name: True),
@@ -67,8 +70,9 @@ def tables() -> str:
         grouped[title].append(row)
     parts = [BEGIN, ""]
     for title, _ in reversed(GROUPS):  # Server first; the rules are checked most specific first
-        parts += [f"## {title}", "", "| flag | env | default | |", "|---|---|---|---|"]
-        parts += [*grouped[title], ""]
+        parts += [f"## {title}", "", '<div class="settings-table" markdown>', ""]
+        parts += ["| flag | env | default | |", "|---|---|---|---|", *grouped[title], ""]
+        parts += ["</div>", ""]
     parts.append(END)
     return "\n".join(parts)
 

@@ -21,6 +21,7 @@
     ├── PayloadTooLarge      payload_too_large      413   1009       RECORD_LIST_TOO_LARGE
     ├── UnsupportedMediaType unsupported_media_type 415   4400       INVALID_REQUEST
     ├── Unavailable          unavailable            503   1011       KAFKA_STORAGE_ERROR
+    │   └── OutcomeUnknown   outcome_unknown        503   1011       REQUEST_TIMED_OUT
     ├── MalformedRequest     malformed_request      400   (HTTP only: bad framing)
     ├── RequestTimeout       request_timeout        408   (HTTP only: head too slow)
     └── HeadersTooLarge      headers_too_large      431   (HTTP only: head too large)
@@ -296,6 +297,25 @@ class Unavailable(EddyError):
     ) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+
+
+class OutcomeUnknown(Unavailable):
+    """The Kafka engine handed the records to its cluster and got no acknowledgement within
+    --kafka-produce-timeout (the connection was lost, or the cluster is away): they may be
+    stored, now or once the cluster is back, or not at all. A plain retry may store them twice
+    (unlike `unavailable`, which says they were not sent). WebSocket: an error frame with the
+    publish's `id` (the connection stays open); close code 1011 where an error closes one.
+    Kafka's REQUEST_TIMED_OUT says the same to a Kafka producer (Kafka answers it when
+    replication did not finish in time)."""
+
+    code = "outcome_unknown"
+    http_status = 503
+    ws_close_code = CLOSE_INTERNAL_ERROR
+    kafka_error = "request_timed_out"
+    description = (
+        "Kafka engine: sent to the cluster, not acknowledged within --kafka-produce-timeout "
+        "(may be stored; a retry may duplicate)"
+    )
 
 
 class MalformedRequest(EddyError):

@@ -31,6 +31,7 @@ from eddy.routers.responses import (
     INVALID,
     OFFSET_OUT_OF_RANGE,
     OUT_OF_ORDER,
+    OUTCOME_UNKNOWN,
     PARTITION_NOT_FOUND,
     PAYLOAD_TOO_LARGE,
     RATE_LIMITED,
@@ -279,6 +280,7 @@ produce_route = LeanRoute(
         RATE_LIMITED,
         UNAVAILABLE,
         BUSY,
+        OUTCOME_UNKNOWN,
     ),
 )
 async def produce(

@@ -18,6 +18,7 @@ from eddy.models.errors import (
     GroupNotFound,
     InvalidRequest,
     OffsetOutOfRange,
+    OutcomeUnknown,
     OutOfOrderSequence,
     PartitionNotFound,
     PayloadTooLarge,
@@ -72,6 +73,12 @@ UNAVAILABLE = Unavailable("data dir is not writable: No space left on device")
 BUSY = Unavailable(
     "topic 'prices' has too many writes pending; retry later",
     {"topic": "prices", "retry_after_seconds": 1},
+    retry_after=1,
+)
+OUTCOME_UNKNOWN = OutcomeUnknown(
+    "the Kafka cluster has not acknowledged the records sent to 'prices' within 5 s: they may "
+    "be stored (now or once it is back) or not; a retry may store them twice",
+    {"topic": "prices", "timeout_seconds": 5},
     retry_after=1,
 )
 

@@ -339,7 +339,7 @@ async def subscribe_events(
     """Stream a topic's records as Server-Sent Events: the WebSocket subscription's parameters
     (not `group`), resumable with `Last-Event-ID`. The declared query parameters document the
     route; all of them are read by the WebSocket's parser, as on `/ws`."""
-    principal: Principal = broker.access.authenticate(bearer_token(request, allow_query=True))
+    principal: Principal = await broker.authenticate(bearer_token(request, allow_query=True))
     params = sse_params(request.query_params, last_event_id)
     if not broker.open_websocket():  # SSE streams share the streaming connection slots
         raise Unavailable("too many streaming connections; retry later")

@@ -168,6 +168,7 @@ class CommittedOffset:
     partition: int
     offset: int
     committed_at: int  # ms since epoch
+    metadata: str = ""  # the committer's string (Kafka's commit metadata), "" when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,11 @@ class Engine(abc.ABC):
 
     async def leave_group(self, group: str, topic: str) -> None:  # noqa: B027 (optional hook)
         """The last member of `group` on `topic` on this server left."""
+
+    async def check_group_idle(self, group: str) -> None:  # noqa: B027 (optional hook)
+        """Raise `GroupActive` if members this server does not hold are in the group (another
+        server's, or Kafka consumers', on a shared cluster); call it when this server holds
+        none. The embedded engine has every member on this server."""
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -385,8 +391,15 @@ class Engine(abc.ABC):
         """Committed offsets (of one group, or all), from memory (no I/O)."""
 
     @abc.abstractmethod
-    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-        """Durably store a group's positions on a topic's partitions (one atomic commit).
+    async def commit_offsets(
+        self,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str] | None = None,
+    ) -> None:
+        """Durably store a group's positions on a topic's partitions (one atomic commit), each
+        with the committer's metadata string (`metadata`, by partition; "" where absent).
 
         Commits are applied in call order. The in-memory view (`committed_offsets`) changes
         only once the commit is durable, in the same step that resolves this call; a failed

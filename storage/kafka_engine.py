@@ -42,6 +42,7 @@ from aiokafka.errors import (
     IncompatibleBrokerVersion,
     InvalidTopicError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     OffsetOutOfRangeError,
     TopicAlreadyExistsError,
@@ -50,12 +51,14 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.structs import OffsetAndMetadata
 
 from eddy.models.errors import (
     EddyError,
     GroupActive,
     InvalidRequest,
     NotAssigned,
+    OutcomeUnknown,
     PartitionNotFound,
     RecordTooLarge,
     TopicExists,
@@ -94,6 +97,7 @@ KNOWN_CONFIGS = (
 )
 READERS = 4  # consumers for reads (replays and REST fetches), each doing one read at a time
 FOLLOW_LINGER = 5.0  # seconds a topic stays followed after its last subscriber left
+RETRY_AFTER = 1.0  # seconds (Retry-After) after a produce the cluster did not take in time
 ANNOUNCE_WAIT = 10.0  # most seconds a produce waits for its follower to announce its records
 BATCH_BYTES = 64 * 1_048_576  # record batch buffer: a request's records for a partition fit one
 # Group errors that mean Kafka consumers are members of the group right now.
@@ -108,7 +112,24 @@ def _kafka_unavailable(what: str, exc: BaseException) -> Unavailable:
     return Unavailable(f"{what}: the Kafka cluster answered {type(exc).__name__}: {exc}")
 
 
-_Send = tuple[AppendBatch, "asyncio.Future[list[AppendedRecord]]"]
+@dataclass(eq=False)
+class _Produce:
+    """One `append` on its way to the cluster, with its deadline (--kafka-produce-timeout)."""
+
+    batch: AppendBatch
+    future: asyncio.Future[list[AppendedRecord]]
+    # aiokafka's MessageBatch per partition part handed to the producer (None: not found)
+    handed: list[tuple[TopicPartition, Any]] = field(default_factory=list)
+    abandoned: bool = False  # answered by its deadline: what is not sent yet is not sent
+    deadline: asyncio.TimerHandle | None = None
+
+    def settled(self, _: object) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+
+_Send = _Produce
 
 
 @dataclass
@@ -333,7 +354,7 @@ class KafkaEngine(Engine):
     async def check_writable(self) -> None:
         admin = self._live_admin()
         try:
-            await asyncio.wait_for(admin.describe_cluster(), 5)
+            await asyncio.wait_for(admin.describe_cluster(), self.settings.produce_timeout)
         except (KafkaError, TimeoutError) as exc:
             raise _kafka_unavailable("the Kafka cluster is not reachable", exc) from exc
 
@@ -472,7 +493,7 @@ class KafkaEngine(Engine):
                 known = self._offsets.get((group, topic, tp.partition))
                 at = known.committed_at if known and known.offset == meta.offset else now
                 fresh[(group, topic, tp.partition)] = CommittedOffset(
-                    group, topic, tp.partition, meta.offset, at
+                    group, topic, tp.partition, meta.offset, at, meta.metadata or ""
                 )
         # groups this server changed meanwhile keep its newer view
         changed = {g for g, n in self._group_changes.items() if changes.get(g) != n}
@@ -647,23 +668,82 @@ class KafkaEngine(Engine):
             raise _idempotence_unsupported()
         if not self._open or self._closed:
             raise Unavailable("storage is not open")
-        future: asyncio.Future[list[AppendedRecord]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendedRecord]] = loop.create_future()
+        produce = _Produce(batch, future)
+        produce.deadline = loop.call_later(
+            self.settings.produce_timeout, self._expire, topic, produce
+        )
+        future.add_done_callback(produce.settled)
         entry = self._sends.get(topic)
         if entry is None:
             queue: asyncio.Queue[_Send] = asyncio.Queue()
             task = asyncio.create_task(self._send_loop(topic, queue), name=f"send-{topic}")
             entry = self._sends[topic] = (queue, task)
-        entry[0].put_nowait((batch, future))
+        entry[0].put_nowait(produce)
         return future
+
+    def _expire(self, topic: str, produce: _Produce) -> None:
+        """The produce's deadline passed without the cluster's acknowledgement. Parts the
+        producer has not sent yet are taken back, so the answer can say for sure: nothing was
+        sent (503 unavailable), or something was and its fate is unknown (outcome_unknown)."""
+        produce.deadline = None
+        if produce.future.done():
+            return
+        produce.abandoned = True
+        timeout = self.settings.produce_timeout
+        # (retry_count counts how often aiokafka's sender took the batch to send it)
+        if any(part is None or part.retry_count > 0 for _, part in produce.handed):
+            produce.future.set_exception(
+                OutcomeUnknown(
+                    f"the Kafka cluster has not acknowledged the records sent to '{topic}' "
+                    f"within {timeout:g} s: they may be stored (now or once it is back) or "
+                    "not; a retry may store them twice",
+                    {"topic": topic, "timeout_seconds": timeout},
+                    retry_after=RETRY_AFTER,
+                )
+            )
+            return
+        for tp, part in produce.handed:
+            self._take_back(tp, part)
+        produce.future.set_exception(
+            Unavailable(
+                f"the Kafka cluster did not take the records for '{topic}' within "
+                f"{timeout:g} s (nothing was sent); retry later",
+                {"topic": topic, "timeout_seconds": timeout},
+                retry_after=RETRY_AFTER,
+            )
+        )
+
+    def _take_back(self, tp: TopicPartition, part: Any) -> None:
+        """Remove a batch the producer has not sent yet from its accumulator (it is never
+        sent; it had no sequence number yet, which the producer gives a batch when it sends
+        it), and wake what waits for it to drain."""
+        producer = self._producer
+        if producer is None:
+            return
+        batches = producer._message_accumulator._batches
+        queued = batches.get(tp)
+        if queued is not None and part in queued:
+            queued.remove(part)
+            if not queued:
+                del batches[tp]
+        if not part._drain_waiter.done():
+            part._drain_waiter.set_result(None)  # the next batch for tp may go in now
+        part.failure(KafkaTimeoutError("taken back at the produce's deadline"))
 
     async def _send_loop(self, topic: str, queue: asyncio.Queue[_Send]) -> None:
         """Hands a topic's batches to the producer one at a time, in call order (the producer
         keeps that order per partition); their acks are awaited apart, so sends do not wait
         for acks."""
         while True:
-            batch, future = await queue.get()
+            produce = await queue.get()
+            batch, future = produce.batch, produce.future
+            if future.done():  # answered by its deadline while it waited here: not sent
+                queue.task_done()
+                continue
             try:
-                sent = await self._send(topic, batch)
+                sent = await self._send(topic, produce)
             except asyncio.CancelledError:  # the topic is gone, or the engine closes
                 gone = topic not in self._topics
                 for waiting in [future, *_drain(queue)]:
@@ -692,12 +772,14 @@ class KafkaEngine(Engine):
             task.add_done_callback(self._acks.discard)
 
     async def _send(
-        self, topic: str, batch: AppendBatch
+        self, topic: str, produce: _Produce
     ) -> list[tuple[int, list[int], asyncio.Future[Any]]]:
-        """One record batch per partition; returns (partition, input indexes, ack future)."""
+        """One record batch per partition; returns (partition, input indexes, ack future).
+        Stops handing parts over once the produce's deadline answered it."""
         producer = self._producer
         if producer is None:
             raise Unavailable("storage is not open")
+        batch = produce.batch
         by_partition: dict[int, list[int]] = defaultdict(list)
         for index, record in enumerate(batch.records):
             by_partition[record.partition].append(index)
@@ -719,7 +801,17 @@ class KafkaEngine(Engine):
                         f"Kafka record batch ({BATCH_BYTES} bytes)",
                         {"partition": partition, "max_batch_bytes": BATCH_BYTES},
                     )
-            ack = await producer.send_batch(builder, self._kafka_name(topic), partition=partition)
+            if produce.abandoned:
+                break
+            kafka_name = self._kafka_name(topic)
+            ack = await producer.send_batch(builder, kafka_name, partition=partition)
+            # (no await since send_batch put it in the accumulator: the sender has not run)
+            tp = TopicPartition(kafka_name, partition)
+            part = _handed_batch(producer, tp, builder)
+            if produce.abandoned and part is not None:
+                self._take_back(tp, part)  # its deadline passed while it waited for room
+                break
+            produce.handed.append((tp, part))
             sent.append((partition, indexes, ack))
         return sent
 
@@ -758,6 +850,8 @@ class KafkaEngine(Engine):
             if not future.done():
                 future.set_exception(_produce_error(topic, exc))
             return
+        # (acknowledged after its deadline answered outcome_unknown: the records are stored,
+        # and announced below like any other; only the answer is gone)
         appended = [r for r in results if r is not None]
         if topic in self._followers:
             await self._announced(topic, appended)
@@ -1107,23 +1201,37 @@ class KafkaEngine(Engine):
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
         return [c for c in self._offsets.values() if group is None or c.group == group]
 
-    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    async def commit_offsets(
+        self,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str] | None = None,
+    ) -> None:
+        notes = {p: (metadata or {}).get(p, "") for p in offsets}
         seat = self._seats.get((group, topic))
         if seat is not None:
-            await self._commit_as_member(seat, offsets)
+            await self._commit_as_member(seat, offsets, notes)
         else:
-            await self._commit_as_tool(group, topic, offsets)
+            await self._commit_as_tool(group, topic, offsets, notes)
         self._group_changes[group] += 1
         now = int(time.time() * 1000)
         for partition, offset in offsets.items():
             self._offsets[(group, topic, partition)] = CommittedOffset(
-                group, topic, partition, offset, now
+                group, topic, partition, offset, now, notes[partition]
             )
 
-    async def _commit_as_member(self, seat: _GroupSeat, offsets: Mapping[int, int]) -> None:
+    async def _commit_as_member(
+        self, seat: _GroupSeat, offsets: Mapping[int, int], notes: Mapping[int, str]
+    ) -> None:
         name = self._kafka_name(seat.topic)
         try:
-            await seat.consumer.commit({TopicPartition(name, p): o for p, o in offsets.items()})
+            await seat.consumer.commit(
+                {
+                    TopicPartition(name, p): OffsetAndMetadata(o, notes[p])
+                    for p, o in offsets.items()
+                }
+            )
         except (CommitFailedError, IllegalStateError) as exc:
             # a Kafka rebalance took (or is taking) partitions from this server
             raise NotAssigned(
@@ -1134,7 +1242,9 @@ class KafkaEngine(Engine):
         except KafkaError as exc:
             raise _kafka_unavailable(f"cannot commit offsets of group '{seat.group}'", exc) from exc
 
-    async def _commit_as_tool(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    async def _commit_as_tool(
+        self, group: str, topic: str, offsets: Mapping[int, int], notes: Mapping[int, str]
+    ) -> None:
         """A commit of a group without members on this server (REST workers, resets): Kafka
         takes it without a generation while the group has no members anywhere."""
         admin = self._live_admin()
@@ -1144,7 +1254,7 @@ class KafkaEngine(Engine):
             OffsetCommitRequest.DEFAULT_GENERATION_ID,
             "",
             OffsetCommitRequest.DEFAULT_RETENTION_TIME,
-            [(self._kafka_name(topic), [(p, o, "") for p, o in offsets.items()])],
+            [(self._kafka_name(topic), [(p, o, notes[p]) for p, o in offsets.items()])],
         )
         try:
             coordinator = await admin.find_coordinator(kafka_group)
@@ -1155,6 +1265,25 @@ class KafkaEngine(Engine):
             for _, error_code in partitions:
                 if error_code:
                     _raise_group_error(group, error_code, "commit offsets of")
+
+    async def check_group_idle(self, group: str) -> None:
+        """The group's state as Kafka's coordinator describes it: members anywhere (another
+        Eddy server's seat, or Kafka consumers) make it active. Its offsets may not be known
+        here yet (a group whose members never committed has none)."""
+        admin = self._live_admin()
+        try:
+            described = await admin.describe_consumer_groups([self._prefix + group])
+        except KafkaError as exc:
+            raise _kafka_unavailable(f"cannot describe group '{group}'", exc) from exc
+        for response in described:
+            for entry in response.groups:
+                error_code, state, members = entry[0], entry[2], entry[5]
+                if error_code == 0 and (members or state not in ("Empty", "Dead", "")):
+                    raise GroupActive(
+                        f"group '{group}' has members (on another Eddy server, or Kafka "
+                        "consumers); stop them first",
+                        {"group": group},
+                    )
 
     async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
         admin = self._live_admin()
@@ -1200,8 +1329,18 @@ def _topic_level_entries(entries: Sequence[Any]) -> list[tuple[str, str | None, 
 def _drain(queue: asyncio.Queue[_Send]) -> list[asyncio.Future[list[AppendedRecord]]]:
     futures = []
     while not queue.empty():
-        futures.append(queue.get_nowait()[1])
+        futures.append(queue.get_nowait().future)
     return futures
+
+
+def _handed_batch(producer: AIOKafkaProducer, tp: TopicPartition, builder: Any) -> Any:
+    """aiokafka's MessageBatch that `send_batch` just queued for `builder` (None if its
+    accumulator no longer has it, or is built differently: then the part counts as sent)."""
+    queued = producer._message_accumulator._batches.get(tp, ())
+    for part in reversed(queued):
+        if getattr(part, "_builder", None) is builder:
+            return part
+    return None
 
 
 def _stored(batch: AppendBatch, appended: Sequence[AppendedRecord]) -> list[StoredRecord]:

@@ -42,6 +42,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 @contextmanager
 def tansu() -> Iterator[str]:
     """A Tansu broker with in-memory storage on a free loopback port: its bootstrap address."""
+    with tansu_process() as (bootstrap, _):
+        yield bootstrap
+
+
+@contextmanager
+def tansu_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`tansu()` with its process (for tests that freeze it)."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     binary = tansu_binary()
@@ -62,7 +69,7 @@ def tansu() -> Iterator[str]:
     )
     try:
         wait_for_port(port, process)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process
     finally:
         process.kill()
         process.wait(timeout=10)

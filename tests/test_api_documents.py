@@ -94,7 +94,7 @@ def test_the_contract_s_codes_are_declared_where_the_server_raises_them() -> Non
             413: {"record_too_large", "payload_too_large"},
             415: {"unsupported_media_type"},
             429: {"rate_limited"},
-            503: {"unavailable"},
+            503: {"unavailable", "outcome_unknown"},
         },
         ("get", "/v1/topics/{topic}/partitions/{partition}/records"): {
             404: {"topic_not_found", "partition_not_found"},

@@ -3,6 +3,7 @@ audience and issuer checks, key rotation, and the provider being down."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -16,13 +17,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from httpx_sse import EventSource
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from eddy.broker.access import grants_from_claim
-from tests.conftest import RunningServer, serve_in_thread, wait_until
+from tests.conftest import RunningServer, free_port, serve_in_thread, wait_until
 
 AUDIENCE = "https://eddy.example/api"
 ISSUER = "https://idp.example/"
@@ -199,6 +202,73 @@ def test_a_rotated_key_is_fetched_on_first_use_without_a_restart(
     jwks.keys = [new]  # the provider rotates: the old key is withdrawn
     assert get(eddy, new.token()).status_code == 200  # unknown kid: one refetch, then accepted
     assert "no signing key with kid 'rsa-1'" in reason(get(eddy, old.token()))
+
+
+def sse_subscribed(server: RunningServer, token: str) -> httpx.Response:
+    """An SSE subscription with `?token=`: its response, with the first event read if it is 200."""
+    with (
+        httpx.Client(base_url=server.base_url, timeout=10) as client,
+        client.stream(
+            "GET", f"/v1/topics/t/events?token={token}", headers={"Accept": "text/event-stream"}
+        ) as response,
+    ):
+        if response.status_code == 200:
+            assert next(EventSource(response).iter_sse()).event == "subscribed"
+        else:
+            response.read()
+        return response
+
+
+def kafka_sasl_produce(bootstrap: str, token: str) -> Exception | None:
+    """Produce one record over SASL/PLAIN with the JWT as the password; the error, if any."""
+
+    async def run() -> Exception | None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_plain_username="alice",
+            sasl_plain_password=token,
+            request_timeout_ms=10_000,
+        )
+        try:
+            await producer.start()
+            await producer.send_and_wait("t", b"over Kafka")
+            return None
+        except Exception as exc:  # the refusal, as aiokafka raises it
+            return exc
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
+def test_every_transport_fetches_a_rotated_key_on_its_first_use(
+    tmp_path: Path, jwks: JwksServer
+) -> None:
+    kafka = f"127.0.0.1:{free_port()}"
+    path = auth_file(tmp_path, jwks.url)
+    with serve_in_thread(tmp_path / "d", auth_file=path, kafka_listener=kafka) as eddy:
+        assert get(eddy, jwks.keys[0].token()).status_code == 200
+        for kid, first_use in (("sse", "sse"), ("ws", "websocket"), ("sasl", "kafka")):
+            key = rsa_key(f"rotated-{kid}")
+            jwks.keys = [key]  # the provider rotates: this transport is the first to see it
+            fetched = jwks.requests
+            if first_use == "sse":
+                response = sse_subscribed(eddy, key.token())
+                assert response.status_code == 200, response.text
+            elif first_use == "websocket":
+                with connect(f"{eddy.ws_url}/v1/topics/t/ws?token={key.token()}") as ws:
+                    assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+            else:
+                assert kafka_sasl_produce(kafka, key.token()) is None
+            assert jwks.requests == fetched + 1  # one refetch, on the first use
+            assert get(eddy, key.token()).status_code == 200  # and cached for REST
+        unknown = sse_subscribed(eddy, rsa_key("never-published").token())
+        assert "no signing key with kid 'never-published'" in reason(unknown)
+        refused = kafka_sasl_produce(kafka, rsa_key("never-published-2").token())
+        assert refused is not None
+        assert auth_failures(eddy)["unknown_key"] == 2  # SSE's and SASL's refusals counted
 
 
 def test_refetches_for_unknown_key_ids_are_rate_limited(tmp_path: Path, jwks: JwksServer) -> None:

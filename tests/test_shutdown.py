@@ -88,6 +88,13 @@ def new_connection_attempts(server: ServerProcess, until: float) -> list[tuple[f
                 outcomes.append((started, "ws open"))
         except ConnectionRefusedError:
             outcomes.append((started, "ws refused"))
+        except ConnectionClosed as exc:
+            # A connection the kernel completed into the listening socket's backlog just before
+            # the server closed that socket is reset by the kernel (the server never accepted
+            # it): websockets reports the reset (its cause) as a close without a close frame,
+            # from the handshake. A correct outcome of a server that stops listening, like a
+            # refusal; it starts before the first refusal, which the checks below keep true.
+            outcomes.append((started, f"ws reset ({exc.__cause__!r})"))
         except (OSError, InvalidHandshake) as exc:
             outcomes.append((started, f"ws {type(exc).__name__}"))
         time.sleep(0.01)

@@ -23,7 +23,9 @@ from kio.schema.errors import ErrorCode
 
 from eddy.broker import Broker
 from eddy.routers.kafka import admin, data, idempotence, sasl
+from eddy.routers.kafka.batch_cache import BatchCache
 from eddy.routers.kafka.groups import KafkaGroups
+from eddy.routers.kafka.limits import ConnectionGate, ListenerLimits, ListenerMetrics
 from eddy.routers.kafka.messages import (
     API_VERSIONS,
     PRODUCE,
@@ -36,6 +38,7 @@ from eddy.routers.kafka.messages import (
     supported,
 )
 from eddy.routers.kafka.session import Advertised, Session
+from eddy.storage import SQLiteEngine
 
 log = logging.getLogger("eddy.kafka")
 
@@ -92,17 +95,22 @@ class KafkaListener:
         broker: Broker,
         host: str,
         port: int,
-        max_request_bytes: int,
+        limits: ListenerLimits,
         advertise: tuple[str, int] | None = None,
     ) -> None:
         self._broker = broker
         self._host = host
         self._port = port
-        self._max_request_bytes = max_request_bytes
+        self._limits = limits
+        self._metrics = ListenerMetrics(broker.metrics.registry)
+        self._gate = ConnectionGate(limits, self._metrics)
         self._advertise = advertise
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.groups = KafkaGroups(broker)
+        # Produced batches, for fetches (shared by connections); only where Eddy's own log
+        # holds the records (a Kafka cluster behind --engine kafka stores batches its own way).
+        self.batches = BatchCache() if isinstance(broker.engine, SQLiteEngine) else None
         self._refusals_logged: dict[tuple[int, int, str | None], float] = {}
         self.advertised = Advertised(NODE_ID, host, port)
 
@@ -145,16 +153,21 @@ class KafkaListener:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "-"
+        if not self._gate.admit(address):
+            writer.transport.abort()  # at accept: nothing was read, nothing is owed
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        peer = writer.get_extra_info("peername")
         session = Session(
             broker=self._broker,
             groups=self.groups,
             advertised=self.advertised,
             principal=self._broker.access.authenticate(None),
             client=f"{peer[0]}:{peer[1]}" if peer else "-",
+            batches=self.batches,
         )
         try:
             await self._run(session, reader, writer)
@@ -164,6 +177,7 @@ class KafkaListener:
             log.exception("Kafka connection from %s failed", session.client)
         finally:
             self._connections.discard(task)
+            self._gate.release(address)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -180,11 +194,9 @@ class KafkaListener:
         started: set[asyncio.Task[bytes | None]] = set()
         try:
             while not sender.done():
-                size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
-                if size < 0 or size > self._max_request_bytes:
-                    log.warning("Kafka request of %d bytes from %s refused", size, session.client)
-                    return  # the stream cannot be resynchronised past an unread frame
-                frame = await reader.readexactly(size)
+                frame = await self._read_frame(session, reader, started)
+                if frame is None:
+                    return
                 try:
                     request = self._decode(frame)
                 except Refused as refused:
@@ -209,6 +221,38 @@ class KafkaListener:
             for pending in (*started, sender):
                 pending.cancel()
             await asyncio.gather(*started, sender, return_exceptions=True)
+
+    async def _read_frame(
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        started: set[asyncio.Task[bytes | None]],
+    ) -> bytes | None:
+        """The next request's bytes, or None when the connection is to be closed: idle for
+        --kafka-listener-idle-timeout (nothing read, nothing being answered), the rest of the
+        request not there within --kafka-listener-request-timeout of its first byte, or longer
+        than --kafka-listener-max-request-bytes."""
+        limits = self._limits
+        while True:
+            try:
+                async with asyncio.timeout(limits.idle_timeout):
+                    first = await reader.readexactly(1)
+                break
+            except TimeoutError:
+                if not started:  # (a long fetch or produce being answered is not idleness)
+                    self._metrics.closed.labels("idle").inc()
+                    return None
+        try:
+            async with asyncio.timeout(limits.request_timeout):
+                size = int.from_bytes(first + await reader.readexactly(3), "big", signed=True)
+                if size < 0 or size > limits.max_request_bytes:
+                    self._metrics.closed.labels("request_too_large").inc()
+                    log.warning("Kafka request of %d bytes from %s refused", size, session.client)
+                    return None  # the stream cannot be resynchronised past an unread frame
+                return await reader.readexactly(size)
+        except TimeoutError:
+            self._metrics.closed.labels("request_timeout").inc()
+            return None
 
     async def _send_answers(
         self, answers: asyncio.Queue[asyncio.Task[bytes | None]], writer: asyncio.StreamWriter

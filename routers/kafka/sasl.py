@@ -54,7 +54,7 @@ async def authenticate(session: Session, request: Request) -> dict[str, Any]:
     except UnicodeDecodeError:
         return _refused("the password is not UTF-8")
     try:
-        principal = session.broker.access.authenticate(password)
+        principal = await session.broker.authenticate(password)
     except EddyError:
         return _refused("invalid credentials")
     if not principal.authenticated:
