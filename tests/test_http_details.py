@@ -22,7 +22,14 @@ from tests.rawhttp import (
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 # Not in the OpenAPI document, served too.
-OTHER_GETS = ["/", "/docs", "/static/asyncapi.html", "/asyncapi.yaml", "/openapi.json", "/static/eddy.js"]
+OTHER_GETS = [
+    "/",
+    "/docs",
+    "/static/asyncapi.html",
+    "/asyncapi.yaml",
+    "/openapi.json",
+    "/static/eddy.js",
+]
 
 
 @pytest.fixture
