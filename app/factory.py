@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from eddy.app import lean
 from eddy.app.errors import close_unmatched_websocket, install_error_handlers
+from eddy.app.head import HeadAsGet
 from eddy.app.http_encoding import GzipGetResponses, RequestDecoding
 from eddy.app.openapi import build_openapi, install_asyncapi, operation_id
 from eddy.app.request_log import RequestTelemetry
@@ -43,7 +44,8 @@ described in the [AsyncAPI document](/asyncapi) ([YAML](/asyncapi.yaml)).
 **Errors** have one shape, `{"error": {"code", "message", "details"}}`; each operation lists
 its statuses with an example per code. Any request can also get 400 `malformed_request`,
 408 `request_timeout` or 431 `headers_too_large` from the HTTP layer for a broken request head,
-and 405 `method_not_allowed` (with `Allow`) for a method the path does not serve.
+and 405 `method_not_allowed` (with `Allow`) for a method the path does not serve. Every GET
+operation also answers HEAD (the same status and headers, no body).
 
 **Access control** is off unless the server runs with `--auth-file`: then send
 `Authorization: Bearer <API key or JWT>` (Authorize, above); requests without credentials get
@@ -198,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestDecoding, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(GzipGetResponses)
     app.add_middleware(ws.WebSocketFastPath)
+    app.add_middleware(HeadAsGet)
     # Added last, so the outermost: request ids, request metrics and the access log cover the
     # WebSocket fast path and the lean produce route too.
     app.add_middleware(RequestTelemetry, access_log=settings.access_log)

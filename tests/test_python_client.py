@@ -135,6 +135,21 @@ async def test_subscribe_keys_partitions_since_and_positions(eddy: AsyncClient) 
     assert sorted((r.partition, r.offset, r.value) for r in records) == [(0, 2, 4), (1, 3, "new")]
 
 
+async def test_max_rate_conflates_per_key_and_says_how_many(eddy: AsyncClient) -> None:
+    await eddy.create_topic("quotes", partitions=1)
+    async with eddy.subscribe("quotes", max_rate=2, on_slow="conflate") as slow:
+        await slow.wait_live()
+        await eddy.produce("quotes", [{"key": "A", "value": n} for n in range(40)])
+        records: list[Record] = []
+        while not records or records[-1].value != 39:
+            record = await slow.get()
+            assert record is not None
+            records.append(record)
+    assert len(records) < 40  # the newest value of the key, not every one
+    assert sum(1 + r.conflated for r in records) == 40  # what was dropped is counted
+    assert [r.offset for r in records] == sorted(r.offset for r in records)
+
+
 async def test_permanent_errors_end_the_subscription_with_the_servers_message(
     eddy: AsyncClient,
 ) -> None:
@@ -309,6 +324,45 @@ async def test_idempotent_publisher_across_lost_acks_and_a_cut_stores_each_recor
     assert [r.value for r in page.records] == list(range(total))  # once each, in order
     assert [a.offset for a in acks] == list(range(total))  # each future: its original ack
     assert publisher.next_sequence == total
+
+
+async def test_idempotent_publisher_across_a_server_kill_stores_each_record_once(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL in the middle of a stream (records may be stored whose acks never left, others
+    in flight are lost). After the restart the publisher sends what is not acknowledged with
+    its sequences; the server, which kept the producer's sequences with the records, stores
+    each record once."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = start_server_process(data, port=port)
+    total = 400
+    try:
+        async with AsyncClient(server.base_url, max_delay=0.5) as eddy:
+            await eddy.create_topic("orders", partitions=2)
+            publisher = eddy.publisher("orders", producer_id="till-7")
+            cuts: list[ClientError] = []
+            publisher.on_disconnect = lambda error, delay: cuts.append(error)
+            futures = [publisher.send({"key": f"c{n % 5}", "value": n}) for n in range(200)]
+            await asyncio.wait(futures[:50])
+            await asyncio.to_thread(server.stop, signal.SIGKILL)
+            futures += [publisher.send({"key": f"c{n % 5}", "value": n}) for n in range(200, total)]
+            await until(lambda: cuts)
+            server = await asyncio.to_thread(start_server_process, data, port=port)
+            acks = await asyncio.gather(*futures)
+            await publisher.close()
+            stored = [
+                record
+                for partition in (0, 1)
+                for record in (await eddy.fetch("orders", partition, 0, limit=1000)).records
+            ]
+    finally:
+        server.stop()
+    assert sorted(r.value for r in stored) == list(range(total))  # once each
+    assert len({(a.partition, a.offset) for a in acks}) == total  # each future, its own ack
+    for value, ack in enumerate(acks):
+        (record,) = [r for r in stored if (r.partition, r.offset) == (ack.partition, ack.offset)]
+        assert record.value == value
 
 
 async def test_a_refused_record_fails_only_its_future_and_the_rest_are_renumbered(
