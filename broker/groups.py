@@ -367,7 +367,7 @@ class GroupCoordinator:
             for member_id, parts in state.assignment.items()
             for p in parts
         }
-        committed_at = {(c.topic, c.partition): c.offset for c in committed}
+        committed_at = {(c.topic, c.partition): c for c in committed}
         offsets: list[GroupOffsetInfo] = []
         for topic in sorted({c.topic for c in committed} | set(active)):
             try:
@@ -376,12 +376,14 @@ class GroupCoordinator:
                 continue
             for p in range(partitions):
                 high_watermark = self._engine.high_watermark(topic, p)
-                offset = committed_at.get((topic, p))
+                commit = committed_at.get((topic, p))
+                offset = None if commit is None else commit.offset
                 offsets.append(
                     GroupOffsetInfo(
                         topic=topic,
                         partition=p,
                         committed_offset=offset,
+                        metadata=None if commit is None else commit.metadata,
                         high_watermark=high_watermark,
                         lag=None if offset is None else max(high_watermark - offset, 0),
                         member_id=owners.get((topic, p)),
@@ -389,8 +391,11 @@ class GroupCoordinator:
                 )
         return GroupDetail(group=group, members=members, offsets=offsets)
 
-    async def commit_from_rest(self, group: str, topic: str, raw: Mapping[str, Any]) -> None:
-        """Commit for a worker that consumes over REST (it picks its partitions itself)."""
+    async def commit_from_rest(
+        self, group: str, topic: str, raw: Mapping[str, Any], metadata: str = ""
+    ) -> None:
+        """Commit for a worker that consumes over REST (it picks its partitions itself), with
+        one metadata string for each partition committed."""
         validate_group_name(group)
         self._refuse_if_external(group)
         if topic in self._active_topics(group):
@@ -399,7 +404,8 @@ class GroupCoordinator:
                 "partitions",
                 {"group": group, "topic": topic},
             )
-        await self._engine.commit_offsets(group, topic, self._parse_offsets(topic, dict(raw)))
+        offsets = self._parse_offsets(topic, dict(raw))
+        await self._engine.commit_offsets(group, topic, offsets, dict.fromkeys(offsets, metadata))
 
     async def reset(self, group: str, topic: str, to: ResetTo) -> dict[int, int]:
         validate_group_name(group)

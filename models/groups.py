@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eddy.models.records import MAX_INT64
 
+# Kafka's offset.metadata.max.bytes default (4096), which Kafka compares with the string's
+# length in characters; the Kafka listener's limit is the same.
+METADATA_MAX_CHARS = 4096
+
 
 class GroupSummary(BaseModel):
     group: str
@@ -32,6 +36,11 @@ class GroupOffsetInfo(BaseModel):
     topic: str
     partition: int
     committed_offset: int | None = Field(description="Next offset the group will read")
+    metadata: str | None = Field(
+        default=None,
+        description="The committer's metadata string (Kafka's commit metadata; \"\" when it "
+        "gave none); null when nothing is committed",
+    )
     high_watermark: int
     lag: int | None = Field(description="high_watermark - committed_offset")
     member_id: str | None = Field(description="Member that owns the partition now")
@@ -49,6 +58,13 @@ class OffsetCommit(BaseModel):
     topic: str = Field(examples=["orders"])
     offsets: dict[str, int] = Field(
         description="Partition -> next offset to read", examples=[{"0": 42, "2": 17}]
+    )
+    metadata: str = Field(
+        default="",
+        max_length=METADATA_MAX_CHARS,
+        description="Stored with each partition's offset and shown by the group's describe "
+        "(Kafka's commit metadata, which Kafka clients read back with OffsetFetch)",
+        examples=["worker-3"],
     )
 
 
@@ -71,3 +87,4 @@ class CommittedOffsets(BaseModel):
     group: str
     topic: str
     offsets: dict[str, int]
+    metadata: str = Field(default="", description="The metadata stored with the offsets")

@@ -58,8 +58,10 @@ async def commit_group_offsets(
 ) -> CommittedOffsets:
     """Commit "next offset to read" per partition (for workers that consume over REST).
     409 group_active while WebSocket members of the group consume that topic."""
-    await broker.commit_group_offsets(principal, group, body.topic, body.offsets)
-    return CommittedOffsets(group=group, topic=body.topic, offsets=body.offsets)
+    await broker.commit_group_offsets(principal, group, body.topic, body.offsets, body.metadata)
+    return CommittedOffsets(
+        group=group, topic=body.topic, offsets=body.offsets, metadata=body.metadata
+    )
 
 
 @router.post(

@@ -168,6 +168,7 @@ class CommittedOffset:
     partition: int
     offset: int
     committed_at: int  # ms since epoch
+    metadata: str = ""  # the committer's string (Kafka's commit metadata), "" when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +391,15 @@ class Engine(abc.ABC):
         """Committed offsets (of one group, or all), from memory (no I/O)."""
 
     @abc.abstractmethod
-    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-        """Durably store a group's positions on a topic's partitions (one atomic commit).
+    async def commit_offsets(
+        self,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str] | None = None,
+    ) -> None:
+        """Durably store a group's positions on a topic's partitions (one atomic commit), each
+        with the committer's metadata string (`metadata`, by partition; "" where absent).
 
         Commits are applied in call order. The in-memory view (`committed_offsets`) changes
         only once the commit is durable, in the same step that resolves this call; a failed

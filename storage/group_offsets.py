@@ -61,9 +61,18 @@ class GroupOffsets:
     def groups_on(self, topic: str) -> set[str]:
         return {k[0] for k in self._committed if k[1] == topic}
 
-    async def commit(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    async def commit(
+        self,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str] | None = None,
+    ) -> None:
         now = int(time.time() * 1000)
-        rows = [CommittedOffset(group, topic, p, o, now) for p, o in offsets.items()]
+        notes = metadata or {}
+        rows = [
+            CommittedOffset(group, topic, p, o, now, notes.get(p, "")) for p, o in offsets.items()
+        ]
         await self._run(_OffsetsJob(self._loop.create_future(), group, topic, rows))
 
     async def delete(self, group: str, topic: str | None = None) -> None:
@@ -85,10 +94,15 @@ class GroupOffsets:
         for job in jobs:
             if job.rows is not None:
                 conn.executemany(
-                    "INSERT INTO group_offsets VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                    "INSERT INTO group_offsets (group_name, topic, partition, next_offset, "
+                    "committed_at, metadata) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
                     "(group_name, topic, partition) DO UPDATE SET "
-                    "next_offset = excluded.next_offset, committed_at = excluded.committed_at",
-                    [(c.group, c.topic, c.partition, c.offset, c.committed_at) for c in job.rows],
+                    "next_offset = excluded.next_offset, committed_at = excluded.committed_at, "
+                    "metadata = excluded.metadata",
+                    [
+                        (c.group, c.topic, c.partition, c.offset, c.committed_at, c.metadata)
+                        for c in job.rows
+                    ],
                 )
             elif job.topic is None:
                 conn.execute("DELETE FROM group_offsets WHERE group_name = ?", (job.group,))

@@ -51,6 +51,7 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.structs import OffsetAndMetadata
 
 from eddy.models.errors import (
     EddyError,
@@ -492,7 +493,7 @@ class KafkaEngine(Engine):
                 known = self._offsets.get((group, topic, tp.partition))
                 at = known.committed_at if known and known.offset == meta.offset else now
                 fresh[(group, topic, tp.partition)] = CommittedOffset(
-                    group, topic, tp.partition, meta.offset, at
+                    group, topic, tp.partition, meta.offset, at, meta.metadata or ""
                 )
         # groups this server changed meanwhile keep its newer view
         changed = {g for g, n in self._group_changes.items() if changes.get(g) != n}
@@ -1200,23 +1201,37 @@ class KafkaEngine(Engine):
     def committed_offsets(self, group: str | None = None) -> list[CommittedOffset]:
         return [c for c in self._offsets.values() if group is None or c.group == group]
 
-    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    async def commit_offsets(
+        self,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str] | None = None,
+    ) -> None:
+        notes = {p: (metadata or {}).get(p, "") for p in offsets}
         seat = self._seats.get((group, topic))
         if seat is not None:
-            await self._commit_as_member(seat, offsets)
+            await self._commit_as_member(seat, offsets, notes)
         else:
-            await self._commit_as_tool(group, topic, offsets)
+            await self._commit_as_tool(group, topic, offsets, notes)
         self._group_changes[group] += 1
         now = int(time.time() * 1000)
         for partition, offset in offsets.items():
             self._offsets[(group, topic, partition)] = CommittedOffset(
-                group, topic, partition, offset, now
+                group, topic, partition, offset, now, notes[partition]
             )
 
-    async def _commit_as_member(self, seat: _GroupSeat, offsets: Mapping[int, int]) -> None:
+    async def _commit_as_member(
+        self, seat: _GroupSeat, offsets: Mapping[int, int], notes: Mapping[int, str]
+    ) -> None:
         name = self._kafka_name(seat.topic)
         try:
-            await seat.consumer.commit({TopicPartition(name, p): o for p, o in offsets.items()})
+            await seat.consumer.commit(
+                {
+                    TopicPartition(name, p): OffsetAndMetadata(o, notes[p])
+                    for p, o in offsets.items()
+                }
+            )
         except (CommitFailedError, IllegalStateError) as exc:
             # a Kafka rebalance took (or is taking) partitions from this server
             raise NotAssigned(
@@ -1227,7 +1242,9 @@ class KafkaEngine(Engine):
         except KafkaError as exc:
             raise _kafka_unavailable(f"cannot commit offsets of group '{seat.group}'", exc) from exc
 
-    async def _commit_as_tool(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    async def _commit_as_tool(
+        self, group: str, topic: str, offsets: Mapping[int, int], notes: Mapping[int, str]
+    ) -> None:
         """A commit of a group without members on this server (REST workers, resets): Kafka
         takes it without a generation while the group has no members anywhere."""
         admin = self._live_admin()
@@ -1237,7 +1254,7 @@ class KafkaEngine(Engine):
             OffsetCommitRequest.DEFAULT_GENERATION_ID,
             "",
             OffsetCommitRequest.DEFAULT_RETENTION_TIME,
-            [(self._kafka_name(topic), [(p, o, "") for p, o in offsets.items()])],
+            [(self._kafka_name(topic), [(p, o, notes[p]) for p, o in offsets.items()])],
         )
         try:
             coordinator = await admin.find_coordinator(kafka_group)

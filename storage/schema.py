@@ -40,10 +40,14 @@ CREATE_PRODUCERS = (
     "CREATE TABLE IF NOT EXISTS producers (producer_id TEXT NOT NULL, sequence INTEGER NOT NULL, "
     "appended BLOB NOT NULL, committed_at INTEGER NOT NULL, PRIMARY KEY (producer_id, sequence))"
 )
+# groups.db has a version of its own (PRAGMA user_version), apart from the topic databases'.
+# 0: no metadata column (Eddy before commit metadata was kept).
+GROUPS_SCHEMA_VERSION = 1
 CREATE_GROUP_OFFSETS = (
-    "CREATE TABLE IF NOT EXISTS group_offsets (group_name TEXT NOT NULL, "
+    "CREATE TABLE group_offsets (group_name TEXT NOT NULL, "
     "topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, "
-    "committed_at INTEGER NOT NULL, PRIMARY KEY (group_name, topic, partition))"
+    "committed_at INTEGER NOT NULL, metadata TEXT NOT NULL DEFAULT '', "
+    "PRIMARY KEY (group_name, topic, partition))"
 )
 
 
@@ -180,11 +184,37 @@ def load_topic(conn: sqlite3.Connection) -> LoadedTopic:
     return LoadedTopic(meta, states, producers)
 
 
+def migrate_groups(conn: sqlite3.Connection) -> None:
+    """Create groups.db's table, or bring an older one to GROUPS_SCHEMA_VERSION (one
+    transaction; the committed offsets are kept, with "" as their metadata)."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == GROUPS_SCHEMA_VERSION:
+        return
+    if version != 0:
+        raise RuntimeError(f"unsupported groups.db schema version {version}")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'group_offsets'"
+        ).fetchone()
+        if exists is None:
+            conn.execute(CREATE_GROUP_OFFSETS)
+        else:  # version 0: written by Eddy before commit metadata was kept
+            conn.execute("ALTER TABLE group_offsets ADD COLUMN metadata TEXT NOT NULL DEFAULT ''")
+        conn.execute(f"PRAGMA user_version={GROUPS_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def load_group_offsets(conn: sqlite3.Connection) -> list[CommittedOffset]:
-    conn.execute(CREATE_GROUP_OFFSETS)
+    """Migrate groups.db if needed, then read every committed offset."""
+    migrate_groups(conn)
     return [
         CommittedOffset(*row)
         for row in conn.execute(
-            "SELECT group_name, topic, partition, next_offset, committed_at FROM group_offsets"
+            "SELECT group_name, topic, partition, next_offset, committed_at, metadata "
+            "FROM group_offsets"
         )
     ]

@@ -362,8 +362,14 @@ class SQLiteEngine(Engine):
             return []
         return self._groups.committed_offsets(group)
 
-    async def commit_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-        await self._live_groups().commit(group, topic, offsets)
+    async def commit_offsets(
+        self,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str] | None = None,
+    ) -> None:
+        await self._live_groups().commit(group, topic, offsets, metadata)
 
     async def delete_committed_offsets(self, group: str, topic: str | None = None) -> None:
         await self._live_groups().delete(group, topic)

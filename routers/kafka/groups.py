@@ -23,6 +23,7 @@ from eddy.broker import Broker
 from eddy.broker.access import Action
 from eddy.broker.topic_rules import validate_group_name
 from eddy.models.errors import EddyError, GroupActive, GroupNotFound, PartitionNotFound
+from eddy.models.groups import METADATA_MAX_CHARS
 from eddy.routers.kafka.coordinator import (
     Answer,
     Group,
@@ -35,6 +36,7 @@ from eddy.routers.kafka.coordinator import (
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.messages import Request
 from eddy.routers.kafka.session import Session
+from eddy.storage import CommittedOffset
 
 log = logging.getLogger("eddy.kafka.groups")
 
@@ -211,15 +213,36 @@ class KafkaGroups:
                 for p in topic.partitions
             ]
             if refused is None:
-                offsets = {p.partition_index: int(p.committed_offset) for p in topic.partitions}
-                code = await self._commit(session, body.group_id, topic.name, offsets)
+                # Kafka's offset.metadata.max.bytes: a partition whose string is longer is
+                # refused alone, the others are committed
+                fits = [
+                    p
+                    for p in topic.partitions
+                    if len(p.committed_metadata or "") <= METADATA_MAX_CHARS
+                ]
+                offsets = {p.partition_index: int(p.committed_offset) for p in fits}
+                notes = {p.partition_index: p.committed_metadata or "" for p in fits}
+                code = (
+                    await self._commit(session, body.group_id, topic.name, offsets, notes)
+                    if fits
+                    else ErrorCode.none
+                )
                 for p in partitions:
-                    p["error_code"] = code
+                    p["error_code"] = (
+                        code
+                        if p["partition_index"] in offsets
+                        else ErrorCode.offset_metadata_too_large
+                    )
             topics.append({"name": topic.name, "partitions": partitions})
         return {"topics": topics}
 
     async def _commit(
-        self, session: Session, group_id: str, topic: str, offsets: dict[int, int]
+        self,
+        session: Session,
+        group_id: str,
+        topic: str,
+        offsets: dict[int, int],
+        notes: dict[int, str],
     ) -> ErrorCode:
         broker = self._broker
         try:
@@ -228,7 +251,7 @@ class KafkaGroups:
             for partition in offsets:
                 if not 0 <= partition < meta.partitions:
                     raise PartitionNotFound(topic, partition, meta.partitions)
-            await broker.engine.commit_offsets(group_id, topic, offsets)
+            await broker.engine.commit_offsets(group_id, topic, offsets, notes)
         except EddyError as exc:
             return error_code(exc)
         return ErrorCode.none
@@ -238,10 +261,10 @@ class KafkaGroups:
         refused = self._refusal(session, body.group_id)
         if refused is ErrorCode.inconsistent_group_protocol:
             refused = None  # reading a WebSocket group's offsets is fine
-        committed: dict[tuple[str, int], int] = {}
+        committed: dict[tuple[str, int], CommittedOffset] = {}
         if refused is None:
             committed = {
-                (c.topic, c.partition): c.offset
+                (c.topic, c.partition): c
                 for c in self._broker.engine.committed_offsets(body.group_id)
             }
         if body.topics is None:
@@ -255,25 +278,21 @@ class KafkaGroups:
             readable = refused is None and self._broker.access.allows(
                 session.principal, Action.READ, name
             )
-            topics.append(
-                {
-                    "name": name,
-                    "partitions": [
-                        {
-                            "partition_index": p,
-                            "committed_offset": committed.get((name, p), NO_OFFSET)
-                            if readable
-                            else NO_OFFSET,
-                            "committed_leader_epoch": -1,
-                            "metadata": "",
-                            "error_code": ErrorCode.none
-                            if readable or refused is not None
-                            else ErrorCode.topic_authorization_failed,
-                        }
-                        for p in partitions
-                    ],
-                }
-            )
+            answers = []
+            for p in partitions:
+                commit = committed.get((name, p)) if readable else None
+                answers.append(
+                    {
+                        "partition_index": p,
+                        "committed_offset": commit.offset if commit else NO_OFFSET,
+                        "committed_leader_epoch": -1,
+                        "metadata": commit.metadata if commit else "",
+                        "error_code": ErrorCode.none
+                        if readable or refused is not None
+                        else ErrorCode.topic_authorization_failed,
+                    }
+                )
+            topics.append({"name": name, "partitions": answers})
         return {"topics": topics, "error_code": refused or ErrorCode.none}
 
     # --- administration -------------------------------------------------------------------------
