@@ -270,6 +270,7 @@ def committer(
         await consumer.start()
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
+        consumer.pause(*tps)  # it only commits: nothing to fetch
         try:
             while not stop.is_set():
                 partition, offset = rng.randrange(PARTITIONS), rng.randrange(COMMITTABLE + 1)
@@ -287,7 +288,8 @@ def committer(
                     del commits.in_flight[key]
                     commits.count += 1
         finally:
-            with contextlib.suppress(Exception):
+            # (its stop, cut short with the server gone, may end in a CancelledError)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(consumer.stop(), 10)
 
     try:
