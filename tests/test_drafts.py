@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from eddy.broker import drafts as drafts_module
 from eddy.broker.codec import parse_json, validation_error
 from eddy.broker.drafts import RecordDraft, draft_from_record, drafts_from_body
 from eddy.models.errors import InvalidRequest
@@ -181,3 +182,38 @@ def test_a_plain_batch_keeps_every_field() -> None:
     assert drafts[0] == RecordDraft("k", b'{"a":1}', drafts[0].value_format, {"h": "v"}, 1, 7)
     assert drafts[1].value == b"hi" and drafts[1].key is None and drafts[1].headers == {}
     assert producer == ProducerSequence("p", 3)
+
+
+def test_the_msgspec_structs_name_the_models_fields() -> None:
+    assert set(drafts_module._Record.__struct_fields__) == set(RecordIn.model_fields)
+    assert set(drafts_module._Batch.__struct_fields__) == set(ProduceBatch.model_fields)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"records": [{"value": 12345678901234567890123456789}]}',
+        b'{"records": [{"value": {"a": [1, 2.5, null, true, "\\u00e9"]}, "key": "k"}]}',
+        b'{"records": [{"key": "\\ud800", "value": 1}]}',
+        b'{"records": [{"value": NaN}]}',
+        b'{"records": [{"value": 1e999}]}',
+        b'{"records": [{"value": 1, "headers": null}]}',
+        b'{"records": [{"value": 1, "headers": {"h": 1}}]}',
+        b'{"records": [{"value": 1, "headers": [["h", "v"], ["h", null]]}]}',
+        b'{"records": []}',
+        b'{"records": [{"value": 1, "value_base64": "AA=="}]}',
+        b'{"records": [{"value_base64": "!!"}]}',
+        b'{"records": [{"value_base64": "aGk="}], "producer": {"id": "p", "sequence": -1}}',
+        b'{"records": [{"value_base64": "aGk="}], "producer": {"id": "p", "sequence": 4}}',
+        b'{"records": [{"value": 1}]} x',
+        b'{"records": [{"value": 1}], "records": [{"value": 2}]}',
+        b'{"records": [{"value": 1, "partition": true, "timestamp": 5}]}',
+        b'{"records": [{"value": 1, "partition": 2147483648}]}',
+        b'{"records": [{"value": 1, "timestamp": -1}]}',
+        b'{"records": [{"value": 1, "extra": 1}]}',
+        b'{"records": [{"value": ' + b"[" * 300 + b"]" * 300 + b"}]}",
+        b'{"records": [{"value": "\xff"}]}',
+    ],
+)
+def test_batch_bodies_read_by_msgspec_equal_the_models_answers(body: bytes) -> None:
+    assert outcome_of_drafts(body) == reference_drafts(body)
