@@ -50,6 +50,23 @@ def parse_json(data: bytes | str) -> Any:
     return load_json(data)[0]
 
 
+def is_json_text(data: bytes) -> bool:
+    """Is `data` JSON that `load_json` reads with every string valid Unicode? (What a Kafka
+    value must be to be stored as JSON.) The usual case, orjson reading it exactly, without
+    keeping what it read."""
+    if _LONG_DIGIT_RUN not in data.translate(_DIGITS):
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib decides
+        else:
+            return True
+    try:
+        return load_json(data)[1]
+    except InvalidRequest:
+        return False
+
+
 def load_json(data: bytes | str) -> tuple[Any, bool]:
     """`parse_json`, and whether every string in the value is valid Unicode (orjson refuses
     lone surrogates; the stdlib lets "\\ud800" through)."""

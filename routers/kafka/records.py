@@ -25,9 +25,9 @@ from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from eddy.broker.codec import load_json
+from eddy.broker.codec import is_json_text
 from eddy.broker.drafts import RecordDraft
-from eddy.models.errors import EddyError, InvalidRequest
+from eddy.models.errors import InvalidRequest
 from eddy.routers.kafka.batch_cache import whole_batch
 from eddy.storage import StoredRecord, ValueFormat
 from eddy.storage.headers import exact_headers, kafka_headers
@@ -53,11 +53,7 @@ def value_format(value: bytes) -> ValueFormat:
     """JSON if `value` is valid UTF-8 JSON on one line, else binary."""
     if b"\n" in value or b"\r" in value:
         return ValueFormat.BINARY
-    try:
-        _, text_is_valid = load_json(value)
-    except EddyError:
-        return ValueFormat.BINARY
-    return ValueFormat.JSON if text_is_valid else ValueFormat.BINARY
+    return ValueFormat.JSON if is_json_text(value) else ValueFormat.BINARY
 
 
 def _text(data: bytes | None, what: str) -> str:
