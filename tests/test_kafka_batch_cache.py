@@ -137,3 +137,25 @@ def test_a_topic_created_again_is_not_answered_from_its_old_batches(
         records = consume(bootstrap, "again", 20)
         assert [r[2] for r in records] == [b'"new"'] * 20
         assert cache(server).hits == hits
+
+
+def test_a_fetch_built_from_rows_stops_where_a_kept_batch_starts(
+    eddy: tuple[RunningServer, str],
+) -> None:
+    """Older batches are gone from memory (the bound): the fetches that build from rows end
+    where the first kept batch begins, so the fetches after them are answered from memory."""
+    server, bootstrap = eddy
+    kept = cache(server)
+    kept.max_bytes = 6_000  # a few of the batches below
+    with server.client() as c:
+        create(c, "evicted")
+        for _ in range(8):  # one batch each
+            produce(bootstrap, "evicted", 60)
+        assert 0 < kept.size <= kept.max_bytes
+        first_kept = kept.next_base("evicted", 0, -1)
+        assert first_kept is not None and first_kept > 0  # the oldest batches were evicted
+        hits = kept.hits
+        records = consume(bootstrap, "evicted", 480)
+        assert [r[0] for r in records] == list(range(480))
+        assert kept.hits > hits
+        assert [r["offset"] for r in fetch_all(c, "evicted", 0)] == list(range(480))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ class BatchCache:
         self.size = 0
         self.hits = 0  # fetches answered from here (for tests and debugging)
         self._entries: OrderedDict[tuple[str, int, int], Entry] = OrderedDict()
+        self._bases: dict[tuple[str, int], list[int]] = {}  # each partition's kept, ascending
 
     def remember(
         self,
@@ -93,11 +95,27 @@ class BatchCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self.size -= len(old.data)
+        else:
+            insort(self._bases.setdefault((topic, partition), []), base)
         self._entries[key] = Entry(base + count, bytes(encoded), created_at)
         self.size += len(encoded)
         while self.size > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
+            (t, p, b), evicted = self._entries.popitem(last=False)
             self.size -= len(evicted.data)
+            bases = self._bases[(t, p)]
+            del bases[bisect_left(bases, b)]
+            if not bases:
+                del self._bases[(t, p)]
+
+    def next_base(self, topic: str, partition: int, offset: int) -> int | None:
+        """The first kept batch's offset after `offset`: a fetch that builds its batch from the
+        rows stops there, so that the consumer's next fetch starts where a kept batch does
+        (else, once a fetch ended inside a batch, none would ever be served from here)."""
+        bases = self._bases.get((topic, partition))
+        if not bases:
+            return None
+        i = bisect_right(bases, offset)
+        return bases[i] if i < len(bases) else None
 
     def get(
         self, topic: str, partition: int, offset: int, max_bytes: int, created_at: int
@@ -123,4 +141,5 @@ class BatchCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bases.clear()
         self.size = 0

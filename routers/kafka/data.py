@@ -153,6 +153,7 @@ async def _read_partition(
         readable.check_offset(offset)
         if offset == state.high_watermark or max_bytes <= 0:  # nothing new, or no room left
             return out, 0
+        limit = 100_000
         if session.batches is not None and not is_compacted(readable.config):
             kept = session.batches.get(
                 topic, partition, offset, max_bytes, readable.meta.created_at
@@ -162,7 +163,10 @@ async def _read_partition(
                 out["records"] = data
                 broker.count_delivered(topic, Transport.KAFKA, end - offset, len(data))
                 return out, len(data)
-        records = await broker.read_records(readable, offset, max(max_bytes, 1))
+            following = session.batches.next_base(topic, partition, offset)
+            if following is not None:  # stop where a kept batch starts (the next fetch's)
+                limit = min(limit, following - offset)
+        records = await broker.read_records(readable, offset, max(max_bytes, 1), limit)
         if not records:
             return out, 0
         data = build_batch(records)
