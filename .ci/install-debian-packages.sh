@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests drive, in one apt-get run (each `apt-get update` costs
 # CI time): chromium (the console and JavaScript-client browser tests, through Playwright),
-# kcat (a Kafka client for the Kafka listener's tests) and prometheus (for `promtool check
-# metrics` in tests/test_metrics.py; its service is not wanted). Idempotent: installs only what
-# is missing. Needs root or sudo.
+# kcat (a Kafka client for the Kafka listener's tests), prometheus (for `promtool check
+# metrics` in tests/test_metrics.py and `promtool check/test rules` of deploy/prometheus/ in
+# tests/test_deploy.py; its service is not wanted) and systemd (`systemd-analyze verify` of
+# deploy/systemd/eddy.service; nothing is started). Idempotent: installs only what is missing.
+# Needs root or sudo.
 #
 # Never use `playwright install`: it downloads a browser build of its own, which is not
 # reachable here. The tests launch /usr/bin/chromium (override with EDDY_CHROMIUM).
@@ -14,9 +16,10 @@ missing=()
 [ -x "$CHROMIUM" ] || missing+=(chromium)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-debian-packages: chromium, kcat and promtool are already installed"
+    echo "install-debian-packages: chromium, kcat, promtool and systemd-analyze are already installed"
     exit 0
 fi
 
@@ -42,4 +45,6 @@ fi
 [ -x "$CHROMIUM" ] || { echo "install-debian-packages: $CHROMIUM is missing" >&2; exit 1; }
 command -v kcat >/dev/null || { echo "install-debian-packages: kcat is missing" >&2; exit 1; }
 command -v promtool >/dev/null || { echo "install-debian-packages: promtool is missing" >&2; exit 1; }
+command -v systemd-analyze >/dev/null \
+    || { echo "install-debian-packages: systemd-analyze is missing" >&2; exit 1; }
 echo "install-debian-packages: installed ${missing[*]}"

@@ -96,9 +96,12 @@ def _settings(flags: dict[str, Any]) -> Settings:
         return Settings(**{k: v for k, v in flags.items() if v is not None and v != []})
     except ValidationError as exc:
         for err in exc.errors():
-            typer.echo(
-                f"eddy: invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}", err=True
-            )
+            if err["loc"]:
+                where = ".".join(map(str, err["loc"]))
+                typer.echo(f"eddy: invalid setting {where}: {err['msg']}", err=True)
+            else:  # a rule between settings (Settings._rules_between_fields): its own words
+                error = err.get("ctx", {}).get("error")
+                typer.echo(f"eddy: {error if error is not None else err['msg']}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -112,22 +115,9 @@ def serve(**flags: Any) -> None:
     from eddy.app.server import EddyServer, bind_socket, uvicorn_config
     from eddy.broker.access import AuthFileError
     from eddy.storage import DataDirLocked, SQLiteEngine
-    from eddy.storage.kafka_client import parse_client_config
 
     settings = _settings(flags)
     configure_logging(settings.log_level, settings.log_format)
-    if settings.engine == "kafka":
-        try:
-            parse_client_config(settings.kafka_config)
-            if not settings.kafka_bootstrap_servers:
-                raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
-            if settings.kafka_listener:
-                raise ValueError(
-                    "--kafka-listener serves the embedded engine; with --engine kafka, Kafka "
-                    "clients connect to the cluster itself"
-                )
-        except ValueError as exc:
-            _fail(str(exc), 2)
     # Fail fast with a clear message instead of a start-up traceback: a busy port before the
     # data directory is touched, a data directory in use before storage opens.
     try:

@@ -109,11 +109,14 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
     """The methods some route serves at this path (RFC 9110 15.5.6: a 405 lists them in
     `Allow`). Starlette's own 405 names only the first matching route's methods, while Eddy
     serves e.g. GET, PATCH and DELETE of a topic from three routes, so each method is tried."""
-    return [
+    allowed = [
         method
         for method in METHODS
         if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
     ]
+    if "GET" in allowed and "HEAD" not in allowed:  # app/head.py answers HEAD for every GET
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return allowed
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -19,11 +19,12 @@ from starlette.types import Receive, Scope, Send
 
 from eddy.app import lean
 from eddy.app.errors import close_unmatched_websocket, install_error_handlers
+from eddy.app.head import HeadAsGet
 from eddy.app.http_encoding import GzipGetResponses, RequestDecoding
 from eddy.app.openapi import build_openapi, install_asyncapi, operation_id
 from eddy.app.request_log import RequestTelemetry
 from eddy.app.resources import static_dir
-from eddy.app.settings import Settings
+from eddy.app.settings import Settings, settings_for
 from eddy.broker import Broker, BrokerConfig
 from eddy.broker.access import AccessPolicy, load_access_policy
 from eddy.routers import groups, ops, records, sse, topics, ws
@@ -43,7 +44,8 @@ described in the [AsyncAPI document](/asyncapi) ([YAML](/asyncapi.yaml)).
 **Errors** have one shape, `{"error": {"code", "message", "details"}}`; each operation lists
 its statuses with an example per code. Any request can also get 400 `malformed_request`,
 408 `request_timeout` or 431 `headers_too_large` from the HTTP layer for a broken request head,
-and 405 `method_not_allowed` (with `Allow`) for a method the path does not serve.
+and 405 `method_not_allowed` (with `Allow`) for a method the path does not serve. Every GET
+operation also answers HEAD (the same status and headers, no body).
 
 **Access control** is off unless the server runs with `--auth-file`: then send
 `Authorization: Bearer <API key or JWT>` (Authorize, above); requests without credentials get
@@ -55,8 +57,9 @@ the auth file's anonymous permissions.
 
 
 def broker_config(settings: Settings) -> BrokerConfig:
-    return BrokerConfig(
-        default_partitions=settings.default_partitions,
+    return settings_for(
+        BrokerConfig,
+        settings,
         topic_defaults={
             "retention.ms": settings.default_retention_ms,
             "retention.bytes": settings.default_retention_bytes,
@@ -64,49 +67,21 @@ def broker_config(settings: Settings) -> BrokerConfig:
             "max.message.bytes": settings.default_max_message_bytes,
             "delete.retention.ms": 86_400_000,
         },
-        retention_check_interval=settings.retention_check_interval,
-        auto_create_topics=settings.auto_create_topics,
-        ws_buffer_bytes=settings.ws_buffer_bytes,
-        max_websockets=settings.max_websockets,
-        max_request_bytes=settings.max_request_bytes,
-        auto_commit_interval=settings.auto_commit_interval,
-        produce_rate_limit=settings.produce_rate_limit,
-        produce_rate_burst=settings.produce_rate_burst,
-        produce_queue_timeout=settings.produce_queue_timeout,
-        auth_recheck_interval=settings.auth_recheck_interval,
-        sse_keepalive_interval=settings.sse_keepalive_interval,
-        sse_send_timeout=settings.sse_send_timeout,
-        allowed_origins=settings.origins,
-        max_topics=settings.max_topics,
     )
 
 
 def make_engine(settings: Settings) -> Engine:
-    """The storage engine the settings ask for (raises ValueError for a bad --kafka-config)."""
+    """The storage engine the settings ask for (`Settings` has checked that they fit)."""
     if settings.engine == "sqlite":
         return SQLiteEngine(settings.data_dir, settings.sync)
     from eddy.storage.kafka_engine import KafkaEngine  # aiokafka is loaded only when used
 
-    if not settings.kafka_bootstrap_servers:
-        raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
     return KafkaEngine(
-        KafkaSettings(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            security_protocol=settings.kafka_security_protocol,
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_username=settings.kafka_sasl_username,
-            sasl_password=settings.kafka_sasl_password,
-            ssl_cafile=settings.kafka_ssl_cafile,
-            ssl_certfile=settings.kafka_ssl_certfile,
-            ssl_keyfile=settings.kafka_ssl_keyfile,
+        settings_for(
+            KafkaSettings,
+            settings,
+            prefix="kafka_",
             extra=parse_client_config(settings.kafka_config),
-            idempotence=settings.kafka_idempotence,
-            replication_factor=settings.kafka_replication_factor,
-            namespace=settings.kafka_namespace,
-            refresh_interval=settings.kafka_refresh_interval,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            group_session_timeout_ms=settings.kafka_group_session_timeout_ms,
-            produce_timeout=settings.kafka_produce_timeout,
         )
     )
 
@@ -225,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestDecoding, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(GzipGetResponses)
     app.add_middleware(ws.WebSocketFastPath)
+    app.add_middleware(HeadAsGet)
     # Added last, so the outermost: request ids, request metrics and the access log cover the
     # WebSocket fast path and the lean produce route too.
     app.add_middleware(RequestTelemetry, access_log=settings.access_log)

@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from websockets.http11 import MAX_LINE_LENGTH as WS_MAX_LINE
 from websockets.http11 import MAX_NUM_HEADERS as WS_MAX_HEADERS
 
+from eddy.app.request_log import REQUEST_ID_HEADER, sane_request_id
 from eddy.models.errors import EddyError, HeadersTooLarge, MalformedRequest, RequestTimeout
 
 LINGER_SECONDS = 2.0  # how long a refused connection is drained before it is closed
@@ -73,12 +74,15 @@ def websocket_head_problem(
     return None
 
 
-def error_bytes(error: EddyError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+def error_bytes(
+    error: EddyError, default_headers: list[tuple[bytes, bytes]], request_id: str
+) -> bytes:
     """A complete HTTP/1.1 error response that closes the connection."""
     body = orjson.dumps(error.to_body())
     lines = [STATUS_LINE[error.http_status]]
     for name, value in default_headers:
         lines += [name, b": ", value, b"\r\n"]
+    lines += [REQUEST_ID_HEADER, b": ", request_id.encode("ascii"), b"\r\n"]
     lines += [
         b"content-type: application/json\r\ncontent-length: ",
         str(len(body)).encode(),
@@ -243,7 +247,10 @@ class EddyHttpProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
             transport.close()
             return
-        transport.write(error_bytes(error, self.server_state.default_headers))
+        # The request id as the app would give it: the client's (if its header was parsed before
+        # the refusal and is sane), else a new one, so that this answer too can be traced.
+        request_id = sane_request_id(self.headers or ())
+        transport.write(error_bytes(error, self.server_state.default_headers, request_id))
         if transport.can_write_eof():
             transport.write_eof()
             self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,7 +43,13 @@ _ids = itertools.count(1)
 
 def request_id_of(scope: Scope) -> str:
     """The client's sane X-Request-ID, else a new one."""
-    for name, value in scope["headers"]:
+    return sane_request_id(scope["headers"])
+
+
+def sane_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The sane X-Request-ID among these headers (lower-case names), else a new id. Also used
+    by the HTTP protocol layer for the errors it sends before any app sees the request."""
+    for name, value in headers:
         if name == REQUEST_ID_HEADER:
             if _SANE_REQUEST_ID.fullmatch(value):
                 given: str = value.decode("ascii")
@@ -85,8 +92,9 @@ class RequestTelemetry:
                 message["headers"] = [*message.get("headers", ()), echoed]
             elif kind == "websocket.close" and status == 0:
                 status = 403  # refused during the handshake
-            elif kind == "websocket.http.response.start":
+            elif kind == "websocket.http.response.start":  # an upgrade refused over HTTP
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         reset = current_call.set(call)

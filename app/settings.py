@@ -3,10 +3,11 @@ app/serve_options.py: its description is the flag's help) and an EDDY_* environm
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eddy.broker.topic_rules import INT_MAX, LONG_MAX
@@ -227,3 +228,35 @@ class Settings(BaseSettings):
     @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @model_validator(mode="after")
+    def _rules_between_fields(self) -> Settings:
+        """The rules that involve several settings (each field's own are on the field)."""
+        if self.engine == "kafka":
+            if not self.kafka_bootstrap_servers:
+                raise ValueError("--engine kafka needs --kafka-bootstrap-servers")
+            if self.kafka_listener:
+                raise ValueError(
+                    "--kafka-listener serves the embedded engine; with --engine kafka, Kafka "
+                    "clients connect to the cluster itself"
+                )
+        if self.kafka_config:
+            from eddy.storage.kafka_client import parse_client_config  # loads aiokafka
+
+            parse_client_config(self.kafka_config)  # raises ValueError for a pair without '='
+        return self
+
+
+T = TypeVar("T")
+
+
+def settings_for(target: type[T], settings: Settings, prefix: str = "", **derived: Any) -> T:
+    """A `target` dataclass with each field taken from the setting of the same name (after
+    `prefix`), or from `derived` for the few that are computed from settings. The dataclass
+    has no defaults of its own: a field that neither names is an error here."""
+    assert dataclasses.is_dataclass(target)
+    values = {
+        f.name: derived[f.name] if f.name in derived else getattr(settings, prefix + f.name)
+        for f in dataclasses.fields(target)
+    }
+    return target(**values)

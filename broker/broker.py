@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from eddy.broker.access import (
     Principal,
     load_access_policy,
 )
+from eddy.broker.config import PUBLISH_MAX_IN_FLIGHT, BrokerConfig
 from eddy.broker.drafts import RecordDraft
 from eddy.broker.events import End, Subscribed
 from eddy.broker.fetcher import Fetcher
@@ -64,38 +64,6 @@ from eddy.storage import (
 )
 
 log = logging.getLogger("eddy.broker")
-
-
-@dataclass(frozen=True)
-class BrokerConfig:
-    default_partitions: int = 1
-    auto_create_topics: bool = True
-    topic_defaults: Mapping[str, Any] = field(
-        default_factory=lambda: {
-            "retention.ms": 604_800_000,
-            "retention.bytes": -1,
-            "cleanup.policy": "delete",
-            "max.message.bytes": 1_048_576,
-            "delete.retention.ms": 86_400_000,
-        }
-    )
-    retention_check_interval: float = 300.0  # seconds between cleaner passes
-    ws_buffer_bytes: int = 1_048_576
-    max_websockets: int = 10_000
-    auto_commit_interval: float = 1.0  # seconds between commits of auto_commit members
-    max_request_bytes: int = 16 * 1_048_576  # HTTP bodies and WebSocket frames
-    # Records a publishing connection may have waiting for their acks. When it is reached the
-    # server stops reading that socket (backpressure); keep it large, because while it is not
-    # read the client's pongs are not either and --ws-ping-timeout would end the connection.
-    publish_max_in_flight: int = 10_000
-    produce_queue_timeout: float = 5.0  # seconds a produce waits for room in a full write queue
-    produce_rate_limit: float = 0.0  # produce requests/s per principal (0: no limit)
-    produce_rate_burst: float = 0.0  # bucket size (default: one second's worth)
-    auth_recheck_interval: float = 5.0  # how often open WebSockets re-check their credentials
-    sse_keepalive_interval: float = 15.0  # seconds between keep-alive comments on SSE streams
-    sse_send_timeout: float = 30.0  # an SSE client that takes nothing for this long is dropped
-    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the server's own
-    max_topics: int = 10_000  # topics that may exist; each costs files (and memory) on the server
 
 
 class Broker:
@@ -699,7 +667,7 @@ class Broker:
 
         # An idempotent publisher may not have more in flight than is remembered, so that
         # every resend after a reconnect gets its original ack.
-        in_flight = self.config.publish_max_in_flight
+        in_flight = PUBLISH_MAX_IN_FLIGHT
         session = PublishSession(
             topic,
             submit,

@@ -70,8 +70,9 @@ def tables() -> str:
         grouped[title].append(row)
     parts = [BEGIN, ""]
     for title, _ in reversed(GROUPS):  # Server first; the rules are checked most specific first
-        parts += [f"## {title}", "", "| flag | env | default | |", "|---|---|---|---|"]
-        parts += [*grouped[title], ""]
+        parts += [f"## {title}", "", '<div class="settings-table" markdown>', ""]
+        parts += ["| flag | env | default | |", "|---|---|---|---|", *grouped[title], ""]
+        parts += ["</div>", ""]
     parts.append(END)
     return "\n".join(parts)
 

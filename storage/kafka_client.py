@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,45 +23,47 @@ from aiokafka.structs import ConsumerRecord
 from eddy.storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
 from eddy.storage.headers import exact_headers
 
+CLIENT_ID = "eddy"  # what the cluster's logs and quotas call Eddy's clients
+
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where the cluster is and how to talk to it."""
+    """Where the cluster is and how to talk to it: the `kafka_*` settings (app/settings.py,
+    where their defaults and help are), by field name."""
 
     bootstrap_servers: str
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    client_id: str = "eddy"
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str | None
+    sasl_password: str | None
+    ssl_cafile: Path | None
+    ssl_certfile: Path | None
+    ssl_keyfile: Path | None
     # aiokafka keyword arguments given as-is to each client that takes them (--kafka-config k=v)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any]
     # Kafka's idempotent producer (InitProducerId): on for real clusters; Tansu's memory storage
     # cannot do it, so tests against it turn it off.
-    idempotence: bool = True
-    replication_factor: int = 1
+    idempotence: bool
+    replication_factor: int
     # Prefix of every Kafka topic and group name this server sees (isolates tenants and tests).
-    namespace: str = ""
-    refresh_interval: float = 2.0  # seconds between metadata/offset/group refreshes
+    namespace: str
+    refresh_interval: float  # seconds between metadata/offset/group refreshes
     # How long a follower's fetch may wait on the broker for new records. Kafka answers a
     # waiting fetch as soon as records arrive, so a long wait costs nothing there; Tansu 0.6
     # waits it out, so records reach subscribers (and followed produces their answer) up to
     # this late: tests against it use a few ms.
-    fetch_max_wait_ms: int = 500
+    fetch_max_wait_ms: int
     # A server whose group consumer stops heartbeating (killed) loses its partitions after this
-    group_session_timeout_ms: int = 10_000
+    group_session_timeout_ms: int
     # Seconds a produce waits for the cluster's acknowledgement before it is answered with
     # 503 unavailable (nothing sent) or outcome_unknown (sent, no answer)
-    produce_timeout: float = 5.0
+    produce_timeout: float
 
     def client_options(self, client_class: Any) -> dict[str, Any]:
         """Keyword arguments for one aiokafka client class (each takes a different set)."""
         options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
-            "client_id": self.client_id,
+            "client_id": CLIENT_ID,
             "security_protocol": self.security_protocol,
             "sasl_mechanism": self.sasl_mechanism,
         }

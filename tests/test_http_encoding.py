@@ -241,12 +241,12 @@ def test_a_truncated_stream_is_invalid() -> None:
 
 def test_405_lists_the_methods_the_path_serves(server: RunningServer) -> None:
     expected = {
-        ("PUT", "/v1/topics/x"): "GET, PATCH, DELETE",
-        ("DELETE", "/v1/topics"): "GET, POST",
+        ("PUT", "/v1/topics/x"): "GET, HEAD, PATCH, DELETE",  # HEAD: every GET's (app/head.py)
+        ("DELETE", "/v1/topics"): "GET, HEAD, POST",
         ("GET", "/v1/topics/x/records"): "POST",
-        ("POST", "/v1/topics/x/partitions/0/records"): "GET",
-        ("PUT", "/v1/groups/g"): "GET, DELETE",
-        ("POST", "/healthz"): "GET",
+        ("POST", "/v1/topics/x/partitions/0/records"): "GET, HEAD",
+        ("PUT", "/v1/groups/g"): "GET, HEAD, DELETE",
+        ("POST", "/healthz"): "GET, HEAD",
     }
     with server.client() as client:
         for (method, path), allow in expected.items():

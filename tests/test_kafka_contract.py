@@ -32,6 +32,12 @@ from tests.test_groups import (
     test_two_then_three_members_share_four_partitions,
     test_uncommitted_records_are_redelivered_to_the_next_owner,
 )
+from tests.test_headers import (
+    test_a_header_list_value_that_is_not_unicode_gets_422,
+    test_headers_sent_as_a_list_come_back_exactly_everywhere,
+    test_malformed_headers_get_422,
+    test_websocket_publish_takes_headers_as_a_list,
+)
 from tests.test_rest import (
     assert_error,
     create,
@@ -105,6 +111,7 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
 
 
 __all__ = [
+    "test_a_header_list_value_that_is_not_unicode_gets_422",
     "test_absurd_numbers_in_urls_get_422",
     "test_absurd_numbers_in_websocket_queries_are_clear_errors",
     "test_auto_commit_commits_what_was_sent",
@@ -116,11 +123,13 @@ __all__ = [
     "test_error_shape_for_routing_and_validation",
     "test_fetch_offsets_limits_and_range_errors",
     "test_group_metrics",
+    "test_headers_sent_as_a_list_come_back_exactly_everywhere",
     "test_invalid_topic_names_are_rejected",
     "test_keyless_records_spread_over_all_partitions",
     "test_keys_land_where_kafka_puts_them",
     "test_lean_produce_route_is_labelled_in_request_metrics",
     "test_long_poll_returns_as_soon_as_a_record_arrives",
+    "test_malformed_headers_get_422",
     "test_malformed_produce_bodies_get_422",
     "test_new_member_without_committed_offsets_starts_at_from",
     "test_no_loss_or_duplicates_while_producing_during_subscribe",
@@ -147,6 +156,7 @@ __all__ = [
     "test_two_then_three_members_share_four_partitions",
     "test_uncommitted_records_are_redelivered_to_the_next_owner",
     "test_websocket_metrics_count_open_connections",
+    "test_websocket_publish_takes_headers_as_a_list",
 ]
 
 

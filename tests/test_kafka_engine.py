@@ -30,7 +30,13 @@ from tests.test_rest import assert_error, create, produce
 from tests.test_websocket import records, recv, subscribe
 
 
-def kafka_produce(bootstrap: str, topic: str, values: list[bytes], partition: int = 0) -> None:
+def kafka_produce(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    partition: int = 0,
+    headers: list[tuple[str, bytes | None]] | None = None,
+) -> None:
     """Records from a plain Kafka producer (not Eddy), as one record batch."""
 
     async def run() -> None:
@@ -39,7 +45,7 @@ def kafka_produce(bootstrap: str, topic: str, values: list[bytes], partition: in
         try:
             batch = producer.create_batch()
             for value in values:
-                batch.append(timestamp=None, key=None, value=value, headers=[])
+                batch.append(timestamp=None, key=None, value=value, headers=headers or [])
             await (await producer.send_batch(batch, topic, partition=partition))
         finally:
             await producer.stop()
@@ -462,3 +468,62 @@ def test_kafka_consumers_share_a_group_with_eddy_members(
         thread.join(timeout=20)
     read_until(member, lambda: len(member.assignment) == 4)  # it left: all back to Eddy
     member.close()
+
+
+def kafka_headers_read(bootstrap: str, topic: str, count: int) -> list[list[Any]]:
+    """The headers of the first `count` records of partition 0, as a plain Kafka consumer."""
+
+    async def run() -> list[list[Any]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            partition = TopicPartition(topic, 0)
+            consumer.assign([partition])
+            got: list[list[Any]] = []
+            while len(got) < count:
+                batches = await consumer.getmany(partition, timeout_ms=30_000)
+                assert batches, f"only {len(got)} of {count} records came"
+                got.extend(list(m.headers) for m in batches[partition])
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def test_headers_are_kept_exactly_between_kafka_clients_and_eddy(
+    two_servers: tuple[RunningServer, RunningServer], tansu_bootstrap: str, namespace: str
+) -> None:
+    """Repeated names, null values and bytes that are not UTF-8, from a plain Kafka producer,
+    reach Eddy's JSON as `header_list`; a list produced over REST reaches Kafka consumers as
+    written."""
+    first, _ = two_servers
+    written: list[tuple[str, bytes | None]] = [
+        ("trace", b"a1"),
+        ("retry", None),
+        ("trace", b"b2"),
+        ("bin", b"\xff\x00"),
+    ]
+    with first.client() as client:
+        create(client, "hdr")
+        kafka_produce(tansu_bootstrap, f"{namespace}hdr", [b"1"], headers=written)
+        produce(
+            client,
+            "hdr",
+            {"value": 2, "headers": [["trace", "c3"], ["retry", None], ["trace", "d4"]]},
+        )
+        wait_until(
+            lambda: client.get("/v1/topics/hdr").json()["partitions"][0]["high_watermark"] == 2
+        )
+        got = client.get("/v1/topics/hdr/partitions/0/records?offset=earliest").json()["records"]
+    assert [(r["headers"], r["header_list"]) for r in got] == [
+        (
+            {"trace": "b2", "bin": "\ufffd\x00"},
+            [["trace", "a1"], ["retry", None], ["trace", "b2"], ["bin", "\ufffd\x00"]],
+        ),
+        ({"trace": "d4"}, [["trace", "c3"], ["retry", None], ["trace", "d4"]]),
+    ]
+    assert kafka_headers_read(tansu_bootstrap, f"{namespace}hdr", 2) == [
+        written,
+        [("trace", b"c3"), ("retry", None), ("trace", b"d4")],
+    ]

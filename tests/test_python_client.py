@@ -135,6 +135,21 @@ async def test_subscribe_keys_partitions_since_and_positions(eddy: AsyncClient) 
     assert sorted((r.partition, r.offset, r.value) for r in records) == [(0, 2, 4), (1, 3, "new")]
 
 
+async def test_max_rate_conflates_per_key_and_says_how_many(eddy: AsyncClient) -> None:
+    await eddy.create_topic("quotes", partitions=1)
+    async with eddy.subscribe("quotes", max_rate=2, on_slow="conflate") as slow:
+        await slow.wait_live()
+        await eddy.produce("quotes", [{"key": "A", "value": n} for n in range(40)])
+        records: list[Record] = []
+        while not records or records[-1].value != 39:
+            record = await slow.get()
+            assert record is not None
+            records.append(record)
+    assert len(records) < 40  # the newest value of the key, not every one
+    assert sum(1 + r.conflated for r in records) == 40  # what was dropped is counted
+    assert [r.offset for r in records] == sorted(r.offset for r in records)
+
+
 async def test_permanent_errors_end_the_subscription_with_the_servers_message(
     eddy: AsyncClient,
 ) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from eddy.broker import Broker, BrokerConfig
+from eddy.app.factory import broker_config
+from eddy.app.settings import Settings
+from eddy.broker import Broker
 from eddy.broker.topic_rules import INT_MAX, LONG_MAX, cleanup_plan, validate_config
 from eddy.models.errors import InvalidRequest, Unavailable
 from eddy.storage import SQLiteEngine
@@ -176,7 +178,7 @@ def test_readyz_answers_503_naming_a_stopped_background_task(rserver: RunningSer
 
 
 async def test_readyz_names_a_background_task_that_is_not_running(tmp_path: Path) -> None:
-    broker = Broker(SQLiteEngine(tmp_path), BrokerConfig(retention_check_interval=60))
+    broker = Broker(SQLiteEngine(tmp_path), broker_config(Settings(retention_check_interval=60)))
     await broker.start()
     try:
         await broker.check_ready()

@@ -13,6 +13,7 @@ from kio.schema.errors import ErrorCode
 from eddy.broker.access import Action
 from eddy.broker.idempotence import check_record_sequence
 from eddy.broker.metrics import Transport
+from eddy.broker.topic_rules import effective_config, is_compacted
 from eddy.models.errors import EddyError, OffsetOutOfRange, PartitionNotFound
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.idempotence import producer_sequence
@@ -38,13 +39,19 @@ async def _queue_partition(
             raise CorruptBatch("no records")
         batch = read_produced(records, partition)
         await broker.prepare_produce(session.principal, topic)
-        return broker.submit_produce(
+        committed = broker.submit_produce(
             session.principal,
             topic,
             batch.drafts,
             producer_sequence(batch, partition),
             check_record_sequence,
         )
+        if batch.exact is not None and session.batches is not None:
+            created_at = broker.engine.get_topic(topic).created_at
+            session.batches.remember(
+                committed, topic, partition, batch.exact, len(batch.drafts), created_at
+            )
+        return committed
     except EddyError as exc:
         return _produce_error(partition, exc)
 
@@ -147,6 +154,14 @@ async def _read_partition(
             )
         if offset == state.high_watermark or max_bytes <= 0:  # nothing new, or no room left
             return out, 0
+        config = effective_config(broker.config.topic_defaults, meta.config)
+        if session.batches is not None and not is_compacted(config):
+            kept = session.batches.get(topic, partition, offset, max_bytes, meta.created_at)
+            if kept is not None:  # the batches as produced: nothing read, nothing encoded
+                data, end = kept
+                out["records"] = data
+                broker.metrics.count_delivered(topic, Transport.KAFKA, end - offset, len(data))
+                return out, len(data)
         records = await broker.engine.read(topic, partition, offset, 100_000, max(max_bytes, 1))
         if not records:
             return out, 0

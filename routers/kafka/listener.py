@@ -23,6 +23,7 @@ from kio.schema.errors import ErrorCode
 
 from eddy.broker import Broker
 from eddy.routers.kafka import admin, data, idempotence, sasl
+from eddy.routers.kafka.batch_cache import BatchCache
 from eddy.routers.kafka.groups import KafkaGroups
 from eddy.routers.kafka.limits import ConnectionGate, ListenerLimits, ListenerMetrics
 from eddy.routers.kafka.messages import (
@@ -37,6 +38,7 @@ from eddy.routers.kafka.messages import (
     supported,
 )
 from eddy.routers.kafka.session import Advertised, Session
+from eddy.storage import SQLiteEngine
 
 log = logging.getLogger("eddy.kafka")
 
@@ -106,6 +108,9 @@ class KafkaListener:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.groups = KafkaGroups(broker)
+        # Produced batches, for fetches (shared by connections); only where Eddy's own log
+        # holds the records (a Kafka cluster behind --engine kafka stores batches its own way).
+        self.batches = BatchCache() if isinstance(broker.engine, SQLiteEngine) else None
         self._refusals_logged: dict[tuple[int, int, str | None], float] = {}
         self.advertised = Advertised(NODE_ID, host, port)
 
@@ -162,6 +167,7 @@ class KafkaListener:
             advertised=self.advertised,
             principal=self._broker.access.authenticate(None),
             client=f"{peer[0]}:{peer[1]}" if peer else "-",
+            batches=self.batches,
         )
         try:
             await self._run(session, reader, writer)

@@ -26,6 +26,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from eddy.broker.codec import load_json
 from eddy.broker.drafts import RecordDraft
 from eddy.models.errors import EddyError, InvalidRequest
+from eddy.routers.kafka.batch_cache import whole_batch
 from eddy.storage import StoredRecord, ValueFormat
 from eddy.storage.headers import exact_headers, kafka_headers
 
@@ -73,6 +74,9 @@ class ProducedBatch:
     producer_id: int
     producer_epoch: int
     base_sequence: int
+    # The data itself when the stored records will be exactly what it says (one batch, see
+    # routers/kafka/batch_cache.py), so fetches can be answered with it; else None.
+    exact: bytes | None = None
 
 
 def read_produced(data: bytes, partition: int) -> ProducedBatch:
@@ -81,8 +85,10 @@ def read_produced(data: bytes, partition: int) -> ProducedBatch:
     drafts: list[RecordDraft] = []
     producer_id, producer_epoch, base_sequence = -1, -1, -1
     new = tuple.__new__
+    data = bytes(data)
+    exact = whole_batch(data)
     try:
-        batches = MemoryRecords(bytes(data))
+        batches = MemoryRecords(data)
         first = True
         while batches.has_next():
             batch = batches.next_batch()
@@ -96,9 +102,14 @@ def read_produced(data: bytes, partition: int) -> ProducedBatch:
                 producer_id, producer_epoch = batch.producer_id, batch.producer_epoch
                 base_sequence = batch.base_sequence
                 first = False
+            exact = exact and batch.timestamp_type == 0  # CreateTime: the producer's
+            expected = batch.base_offset
             for record in batch:
                 value = record.value
                 timestamp = record.timestamp
+                if exact and (timestamp is None or timestamp < 0 or record.offset != expected):
+                    exact = False  # stored differently from the batch (see ProducedBatch)
+                expected += 1
                 drafts.append(
                     new(
                         RecordDraft,
@@ -116,7 +127,9 @@ def read_produced(data: bytes, partition: int) -> ProducedBatch:
         raise CorruptBatch(f"corrupt record batch: {exc}") from None
     if not drafts:
         raise CorruptBatch("no records in the batch")
-    return ProducedBatch(drafts, producer_id, producer_epoch, base_sequence)
+    return ProducedBatch(
+        drafts, producer_id, producer_epoch, base_sequence, data if exact else None
+    )
 
 
 def build_batch(records: Sequence[StoredRecord]) -> bytes:

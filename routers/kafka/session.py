@@ -10,6 +10,7 @@ from eddy.broker import Broker
 from eddy.broker.access import Principal
 
 if TYPE_CHECKING:
+    from eddy.routers.kafka.batch_cache import BatchCache
     from eddy.routers.kafka.groups import KafkaGroups
 
 
@@ -31,3 +32,4 @@ class Session:
     client: str  # peer address, for logs and group descriptions
     client_id: str = ""
     sasl_mechanism: str | None = None  # set by SaslHandshake
+    batches: BatchCache | None = None  # the listener's produced batches, for fetches

@@ -87,7 +87,7 @@ def check_origin(broker: Broker, origin: str | None, host: str | None) -> None:
     if origin is None:  # not a browser: nothing to protect against
         return
     own = {f"http://{host}", f"https://{host}"} if host else set()
-    allowed = broker.config.allowed_origins
+    allowed = broker.config.origins
     if origin in own or origin in allowed or "*" in allowed:
         return
     raise Forbidden(f"origin '{origin[:100]}' is not allowed", {"origin": origin[:100]})
