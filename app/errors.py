@@ -47,7 +47,7 @@ def error_response(error: EddyError) -> Response:
 def _count_rejection(request: Request, code: str) -> None:
     broker = request.scope.get("state", {}).get("broker")
     if broker is not None:
-        broker.metrics.count_rejection(code, Transport.REST)
+        broker.count_rejection(code, Transport.REST)
 
 
 def _rejected(request: Request, error: EddyError) -> Response:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from eddy.broker.access import (
     AccessPolicy,
     Action,
@@ -32,6 +34,7 @@ from eddy.broker.positions import SubscribeParams, partitions_to_look_up, start_
 from eddy.broker.producer import Producer
 from eddy.broker.publisher import AnswerSink, FrameSource, PublishSession, submitter
 from eddy.broker.rate_limit import RateLimiter
+from eddy.broker.reads import OffsetQuery, ReadablePartition, look_up_offset
 from eddy.broker.retention import Cleaner
 from eddy.broker.subscriber import Connection, Subscriber
 from eddy.broker.subscription import CloseWhenFull, ConflateWhenFull
@@ -46,6 +49,7 @@ from eddy.models.context import current_call
 from eddy.models.errors import (
     EddyError,
     InvalidRequest,
+    PartitionNotFound,
     TopicExists,
     TopicLimitReached,
     TopicNotFound,
@@ -57,9 +61,12 @@ from eddy.models.topics import PartitionInfo, TopicDetail, TopicSummary
 from eddy.storage import (
     PRODUCER_WINDOW,
     AppendedRecord,
+    CommittedOffset,
     Engine,
     PartitionState,
     ProducerSequence,
+    SQLiteEngine,
+    StoredRecord,
     TopicMeta,
 )
 
@@ -169,6 +176,33 @@ class Broker:
             if call is not None:
                 call.principal = principal.name
         return principal
+
+    def anonymous(self) -> Principal:
+        """The caller without credentials (the auth file's [anonymous] grants)."""
+        return self.access.authenticate(None)
+
+    def still_valid(self, principal: Principal) -> bool:
+        """False once the principal's JWT has expired or its key was revoked."""
+        return self.access.still_valid(principal)
+
+    @property
+    def access_enabled(self) -> bool:
+        """Whether an auth file is in force (else everyone may do everything)."""
+        return self.access.enabled
+
+    def allows(self, principal: Principal, action: Action, name: str) -> bool:
+        """Whether the caller may do `action` on the topic or group `name` (no audit)."""
+        return self.access.allows(principal, action, name)
+
+    def authorize(self, principal: Principal, action: Action, topic: str) -> None:
+        """Validate the topic name and require the permission (raises `EddyError`)."""
+        validate_topic_name(topic)
+        self.access.require(principal, action, topic)
+
+    def authorize_group(self, principal: Principal, action: Action, group: str) -> None:
+        """Validate the group name and require the permission (raises `EddyError`)."""
+        validate_group_name(group)
+        self.access.require(principal, action, group, what="group")
 
     def _prefetch_signing_keys(self) -> None:
         if self.access.jwt is not None and self.access.jwt.jwks is not None:
@@ -383,10 +417,6 @@ class Broker:
                 self._creating.pop(name, None)
 
     # --- records ------------------------------------------------------------------------------
-    def _authorize(self, principal: Principal, action: Action, topic: str) -> None:
-        validate_topic_name(topic)
-        self.access.require(principal, action, topic)
-
     async def produce(
         self,
         principal: Principal,
@@ -395,7 +425,7 @@ class Broker:
         producer: ProducerSequence | None = None,
         rule: SequenceRule = check_sequence,
     ) -> list[AppendedRecord]:
-        self._authorize(principal, Action.WRITE, topic)
+        self.authorize(principal, Action.WRITE, topic)
         self.rate_limiter.check(principal.name)
         meta = await self._topic_for_use(principal, topic)
         return await self.producer.produce(meta, drafts, self._config_of(meta), producer, rule)
@@ -404,7 +434,7 @@ class Broker:
         """What `produce` does before it queues: authorize, and auto-create the topic. For a
         transport that queues requests in arrival order with `submit_produce` and collects
         the outcomes later (Kafka clients keep several produce requests in flight)."""
-        self._authorize(principal, Action.WRITE, topic)
+        self.authorize(principal, Action.WRITE, topic)
         await self._topic_for_use(principal, topic)
 
     def submit_produce(
@@ -417,7 +447,7 @@ class Broker:
     ) -> asyncio.Future[list[AppendedRecord]]:
         """Queue `drafts` now (synchronously: calls commit in call order); the future resolves
         when they are committed. Call `prepare_produce` first."""
-        self._authorize(principal, Action.WRITE, topic)
+        self.authorize(principal, Action.WRITE, topic)
         self.rate_limiter.check(principal.name)
         meta = self.engine.get_topic(topic)
         return self.producer.submit(meta, drafts, self._config_of(meta), producer, rule=rule)
@@ -432,22 +462,84 @@ class Broker:
         max_bytes: int,
         timeout_ms: int,
     ) -> bytes:
-        self._authorize(principal, Action.READ, topic)
+        self.authorize(principal, Action.READ, topic)
         self._topic(topic)
         return await self.fetcher.fetch(topic, partition, offset, limit, max_bytes, timeout_ms)
 
     async def offset_for_timestamp(
         self, principal: Principal, topic: str, partition: int, timestamp: int
     ) -> int | None:
-        self._authorize(principal, Action.READ, topic)
+        self.authorize(principal, Action.READ, topic)
         self._topic(topic)
         return await self.engine.offset_for_timestamp(topic, partition, timestamp)
 
-    # --- consumer groups (REST) ---------------------------------------------------------------
-    def _authorize_group(self, principal: Principal, action: Action, group: str) -> None:
-        validate_group_name(group)
-        self.access.require(principal, action, group, what="group")
+    # --- reads below the Kafka listener -------------------------------------------------------
+    def topic(self, name: str) -> TopicMeta:
+        """The topic's metadata (raises `TopicNotFound`)."""
+        return self._topic(name)
 
+    def partition_state(self, topic: str, partition: int) -> PartitionState:
+        """A partition's offsets and size, from memory."""
+        return self.engine.partition_state(topic, partition)
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        return self.engine.high_watermark(topic, partition)
+
+    def partition_for_read(
+        self, principal: Principal, topic: str, partition: int
+    ) -> ReadablePartition:
+        """Authorize reading the topic and check the partition exists (raises `EddyError`)."""
+        self.authorize(principal, Action.READ, topic)
+        meta = self.engine.get_topic(topic)
+        if not 0 <= partition < meta.partitions:
+            raise PartitionNotFound(topic, partition, meta.partitions)
+        state = self.engine.partition_state(topic, partition)
+        return ReadablePartition(meta, state, self._config_of(meta))
+
+    async def read_records(
+        self, readable: ReadablePartition, offset: int, max_bytes: int, limit: int = 100_000
+    ) -> list[StoredRecord]:
+        """Records from `offset` on (at least one if any exists), of a checked partition."""
+        return await self.engine.read(readable.topic, readable.partition, offset, limit, max_bytes)
+
+    async def list_offset(
+        self, principal: Principal, topic: str, partition: int, at: OffsetQuery
+    ) -> tuple[int, int]:
+        """(offset, timestamp) of a Kafka ListOffsets query (-1: none)."""
+        return await look_up_offset(
+            self.engine, self.partition_for_read(principal, topic, partition), at
+        )
+
+    async def wait_for_data(self, topic: str, partition: int, seconds: float) -> None:
+        """Until a commit to the partition (or `seconds`, or shutdown)."""
+        await self.hub.wait_for_data(topic, partition, seconds)
+
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down: long-polls answer now."""
+        return self.hub.closing
+
+    def count_delivered(self, topic: str, via: Transport, records: int, nbytes: int) -> None:
+        self.metrics.count_delivered(topic, via, records, nbytes)
+
+    def count_rejection(self, code: str, transport: Transport) -> None:
+        self.metrics.count_rejection(code, transport)
+
+    @property
+    def embedded_log(self) -> bool:
+        """Whether records live in Eddy's own log (not a Kafka cluster's)."""
+        return isinstance(self.engine, SQLiteEngine)
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """Where a transport registers metrics of its own."""
+        return self.metrics.registry
+
+    def metrics_exposition(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.metrics.registry)
+
+    # --- consumer groups (REST) ---------------------------------------------------------------
     def list_groups(self, principal: Principal) -> list[GroupSummary]:
         """The groups the caller may use."""
         return [
@@ -457,7 +549,7 @@ class Broker:
         ]
 
     def describe_group(self, principal: Principal, group: str) -> GroupDetail:
-        self._authorize_group(principal, Action.GROUP, group)
+        self.authorize_group(principal, Action.GROUP, group)
         detail = self.groups.describe_group(group)
         readable = {
             o.topic for o in detail.offsets if self.access.allows(principal, Action.READ, o.topic)
@@ -477,26 +569,65 @@ class Broker:
         offsets: Mapping[str, int],
         metadata: str = "",
     ) -> None:
-        self._authorize_group(principal, Action.GROUP, group)
-        self._authorize(principal, Action.READ, topic)
+        self.authorize_group(principal, Action.GROUP, group)
+        self.authorize(principal, Action.READ, topic)
         self._topic(topic)
         await self.groups.commit_from_rest(group, topic, offsets, metadata)
 
     async def reset_group(
         self, principal: Principal, group: str, topic: str, to: ResetTo
     ) -> dict[int, int]:
-        self._authorize_group(principal, Action.ADMIN, group)
+        self.authorize_group(principal, Action.ADMIN, group)
         self._topic(topic)
         offsets = await self.groups.reset(group, topic, to)
         self.access.audit_admin(principal, "reset_group", f"group:{group}", "ok")
         return offsets
 
     async def delete_group(self, principal: Principal, group: str) -> None:
-        self._authorize_group(principal, Action.ADMIN, group)
+        self.authorize_group(principal, Action.ADMIN, group)
         await self.groups.delete(group)
         self.access.audit_admin(principal, "delete_group", f"group:{group}", "ok")
 
+    # --- consumer groups (Kafka-protocol members) ----------------------------------------------
+    def add_member_kind(self, has_members: Callable[[str], bool]) -> None:
+        """Another kind of group member (the Kafka listener's): while `has_members(group)`,
+        WebSocket members and REST commits, resets and deletes are refused `group_active`
+        (one group name is used by one kind of member at a time)."""
+        self.groups.other_members.append(has_members)
+
+    def remove_member_kind(self, has_members: Callable[[str], bool]) -> None:
+        with contextlib.suppress(ValueError):  # never added (a listener that did not start)
+            self.groups.other_members.remove(has_members)
+
+    def group_has_members(self, group: str) -> bool:
+        """Whether WebSocket members are in the group."""
+        return self.groups.has_members(group)
+
+    def committed_offsets(self, group: str) -> list[CommittedOffset]:
+        """The group's committed offsets, from memory (the caller filters what it may read)."""
+        return self.engine.committed_offsets(group)
+
+    async def commit_member_offsets(
+        self,
+        principal: Principal,
+        group: str,
+        topic: str,
+        offsets: Mapping[int, int],
+        metadata: Mapping[int, str],
+    ) -> None:
+        """A Kafka-protocol member's commit (its coordinator has checked the generation)."""
+        self.authorize(principal, Action.READ, topic)
+        meta = self.engine.get_topic(topic)
+        for partition in offsets:
+            if not 0 <= partition < meta.partitions:
+                raise PartitionNotFound(topic, partition, meta.partitions)
+        await self.engine.commit_offsets(group, topic, offsets, metadata)
+
     # --- streaming connection slots ---------------------------------------------------------------
+    def count_open_websocket(self, endpoint: str, change: int) -> None:
+        """The open-WebSockets gauge of an endpoint, up or down."""
+        self.metrics.websockets_open.labels(endpoint).inc(change)
+
     def open_websocket(self) -> bool:
         """Take a connection slot; False when --max-websockets are open already."""
         if self._open_websockets >= self.config.max_websockets:
@@ -584,9 +715,9 @@ class Broker:
     async def _new_subscriber(
         self, topic: str, params: SubscribeParams, connection: Connection, principal: Principal
     ) -> Subscriber:
-        self._authorize(principal, Action.READ, topic)
+        self.authorize(principal, Action.READ, topic)
         if params.group is not None:
-            self._authorize_group(principal, Action.GROUP, params.group)
+            self.authorize_group(principal, Action.GROUP, params.group)
         await self._topic_for_use(principal, topic)
         return Subscriber(
             topic=topic,
@@ -654,7 +785,7 @@ class Broker:
         principal: Principal,
     ) -> End:
         """Run one publishing connection until it ends; returns how it ended."""
-        self._authorize(principal, Action.WRITE, topic)
+        self.authorize(principal, Action.WRITE, topic)
         await self._topic_for_use(principal, topic)
 
         def target() -> tuple[TopicMeta, dict[str, Any]]:

@@ -87,7 +87,7 @@ class GroupCoordinator:
         self._ids = itertools.count(1)
         # Whether another kind of member (the Kafka protocol listener's) is in a group: one group
         # name is used by one kind at a time.
-        self.external_members: Callable[[str], bool] = lambda group: False
+        self.other_members: list[Callable[[str], bool]] = []
         metrics.registry.register(_GroupLagCollector(self._engine))
 
     # --- membership ---------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class GroupCoordinator:
         return offsets
 
     def _refuse_if_external(self, group: str) -> None:
-        if self.external_members(group):
+        if any(has_members(group) for has_members in self.other_members):
             raise GroupActive(
                 f"group '{group}' has Kafka-protocol members; one group name is used by one kind "
                 "of member at a time",

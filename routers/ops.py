@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from eddy.routers.deps import BrokerDep
@@ -33,4 +33,4 @@ async def readyz(broker: BrokerDep) -> Health:
 async def metrics(broker: BrokerDep) -> Response:
     """Prometheus metrics."""
     await broker.refresh_disk_metrics()
-    return Response(generate_latest(broker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(broker.metrics_exposition(), media_type=CONTENT_TYPE_LATEST)

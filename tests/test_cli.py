@@ -20,7 +20,15 @@ import pytest
 from typer.testing import CliRunner
 
 from eddy.app.cli import cli
-from tests.conftest import REPO, RunningServer, fetch_all, free_port, serve_in_thread, wait_until
+from tests.conftest import (
+    REPO,
+    RunningServer,
+    fetch_all,
+    free_port,
+    serve_in_thread,
+    start_server_process,
+    wait_until,
+)
 
 EDDY = str(Path(sys.executable).parent / "eddy")
 
@@ -439,3 +447,35 @@ def test_produce_shows_progress_only_on_a_terminal(running: RunningServer) -> No
     text = shown.decode()
     assert "\r10 records" in text and "\r30 records" in text and "\r35 records" in text
     assert "produced 35 records to t" in text
+
+
+def test_consume_resumes_across_a_server_restart(tmp_path: Path) -> None:
+    """`eddy consume` (on eddy.client) waits out a restart and resumes by offset: every record
+    printed once."""
+    port = free_port()
+    server = start_server_process(tmp_path / "data", port=port)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    consumer = subprocess.Popen(
+        [EDDY, "consume", "prices", "--from", "earliest", "--count", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**inherited, "EDDY_URL": server.base_url},
+    )
+    try:
+        lines = "".join(f"{n}\n" for n in range(10))
+        ok(eddy(server, "produce", "prices", stdin=lines))  # type: ignore[arg-type]
+        assert consumer.stdout is not None
+        first = [consumer.stdout.readline() for _ in range(10)]
+        server.stop()
+        server = start_server_process(tmp_path / "data", port=port)
+        ok(eddy(server, "produce", "prices", stdin="".join(f"{n}\n" for n in range(10, 20))))  # type: ignore[arg-type]
+        rest, errors = consumer.communicate(timeout=60)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+        server.stop()
+    assert consumer.returncode == 0, errors
+    printed = records_of("".join(first) + rest)
+    assert sorted(r["value"] for r in printed) == list(range(20))
+    assert len({(r["partition"], r["offset"]) for r in printed}) == 20

@@ -68,6 +68,17 @@ def test_selection_covers_0001_to_0132_once(tree: Path) -> None:
     assert all(reason.split(":", 1)[1].strip() for reason in left_out.values())
 
 
+def test_the_docs_list_what_runs_and_what_is_left_out() -> None:
+    """docs/kafka.md names every test that runs and every one left out, with its reason."""
+    page = " ".join((REPO / "docs" / "kafka.md").read_text().split())
+    run, left_out = selection()
+    assert f"({len(run)} tests)" in page and f"Left out ({len(left_out)})" in page
+    assert all(f"{number}," in page or f"{number} (" in page for number in run)
+    for number, reason in left_out.items():
+        name, why = (part.strip() for part in reason.split(":", 1))
+        assert f"| {number} | {name} | {why} |" in page, number
+
+
 @pytest.fixture(scope="module")
 def tree() -> Path:
     """The built source tree of the pinned release (cached outside the repository)."""

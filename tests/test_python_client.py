@@ -326,6 +326,45 @@ async def test_idempotent_publisher_across_lost_acks_and_a_cut_stores_each_recor
     assert publisher.next_sequence == total
 
 
+async def test_idempotent_publisher_across_a_server_kill_stores_each_record_once(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL in the middle of a stream (records may be stored whose acks never left, others
+    in flight are lost). After the restart the publisher sends what is not acknowledged with
+    its sequences; the server, which kept the producer's sequences with the records, stores
+    each record once."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = start_server_process(data, port=port)
+    total = 400
+    try:
+        async with AsyncClient(server.base_url, max_delay=0.5) as eddy:
+            await eddy.create_topic("orders", partitions=2)
+            publisher = eddy.publisher("orders", producer_id="till-7")
+            cuts: list[ClientError] = []
+            publisher.on_disconnect = lambda error, delay: cuts.append(error)
+            futures = [publisher.send({"key": f"c{n % 5}", "value": n}) for n in range(200)]
+            await asyncio.wait(futures[:50])
+            await asyncio.to_thread(server.stop, signal.SIGKILL)
+            futures += [publisher.send({"key": f"c{n % 5}", "value": n}) for n in range(200, total)]
+            await until(lambda: cuts)
+            server = await asyncio.to_thread(start_server_process, data, port=port)
+            acks = await asyncio.gather(*futures)
+            await publisher.close()
+            stored = [
+                record
+                for partition in (0, 1)
+                for record in (await eddy.fetch("orders", partition, 0, limit=1000)).records
+            ]
+    finally:
+        server.stop()
+    assert sorted(r.value for r in stored) == list(range(total))  # once each
+    assert len({(a.partition, a.offset) for a in acks}) == total  # each future, its own ack
+    for value, ack in enumerate(acks):
+        (record,) = [r for r in stored if (r.partition, r.offset) == (ack.partition, ack.offset)]
+        assert record.value == value
+
+
 async def test_a_refused_record_fails_only_its_future_and_the_rest_are_renumbered(
     eddy: AsyncClient,
 ) -> None:

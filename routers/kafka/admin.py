@@ -134,7 +134,7 @@ async def create_topics(session: Session, request: Request) -> dict[str, Any]:
                 raise InvalidRequest("num_partitions must be at least 1")
             config = {c.name: _config_value(c.name, c.value) for c in topic.configs}
             if validate_only:
-                broker.access.require(session.principal, Action.ADMIN, topic.name)
+                broker.authorize(session.principal, Action.ADMIN, topic.name)
                 summary_partitions = count or broker.config.default_partitions
             else:
                 summary = await broker.create_topic(session.principal, topic.name, count, config)
@@ -200,7 +200,7 @@ async def create_partitions(session: Session, request: Request) -> dict[str, Any
                     "the count can only grow",
                 )
             elif request.body.validate_only:
-                session.broker.access.require(session.principal, Action.ADMIN, topic.name)
+                session.broker.authorize(session.principal, Action.ADMIN, topic.name)
             else:
                 await session.broker.update_topic(
                     session.principal, topic.name, int(topic.count), None
@@ -308,7 +308,7 @@ async def _alter(
         if not validate_only:
             await broker.replace_topic_config(session.principal, resource.resource_name, new)
         else:
-            broker.access.require(session.principal, Action.ADMIN, resource.resource_name)
+            broker.authorize(session.principal, Action.ADMIN, resource.resource_name)
     except EddyError as exc:
         out.update(error_code=_config_error(exc), error_message=exc.message)
     return out

@@ -10,11 +10,11 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from eddy.broker.access import Action
 from eddy.broker.idempotence import check_record_sequence
 from eddy.broker.metrics import Transport
-from eddy.broker.topic_rules import effective_config, is_compacted
-from eddy.models.errors import EddyError, InvalidRequest, OffsetOutOfRange, PartitionNotFound
+from eddy.broker.reads import OffsetQuery
+from eddy.broker.topic_rules import is_compacted
+from eddy.models.errors import EddyError, InvalidRequest
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.idempotence import producer_sequence
 from eddy.routers.kafka.messages import Request
@@ -23,6 +23,11 @@ from eddy.routers.kafka.session import Session
 from eddy.storage import AppendedRecord
 
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
+QUERIES: dict[int, OffsetQuery] = {
+    EARLIEST: "earliest",
+    LATEST: "latest",
+    MAX_TIMESTAMP: "max_timestamp",
+}
 TRANSACTIONS_REFUSED = ErrorCode.transactional_id_authorization_failed  # no transactions
 
 
@@ -48,7 +53,7 @@ async def _queue_partition(
             check_record_sequence,
         )
         if batch.exact is not None and session.batches is not None:
-            created_at = broker.engine.get_topic(topic).created_at
+            created_at = broker.topic(topic).created_at
             session.batches.remember(
                 committed, topic, partition, batch.exact, len(batch.drafts), created_at
             )
@@ -91,7 +96,7 @@ async def _partition_answer(
         appended = await queued
     except EddyError as exc:
         return _produce_error(partition, exc)
-    state = session.broker.engine.partition_state(topic, partition)
+    state = session.broker.partition_state(topic, partition)
     return {
         "index": partition,
         "error_code": ErrorCode.none,
@@ -153,37 +158,32 @@ async def _read_partition(
     broker = session.broker
     out: dict[str, Any] = {"partition_index": partition, "records": b""}
     try:
-        broker.access.require(session.principal, Action.READ, topic)
-        meta = broker.engine.get_topic(topic)
-        if not 0 <= partition < meta.partitions:
-            raise PartitionNotFound(topic, partition, meta.partitions)
-        state = broker.engine.partition_state(topic, partition)
+        readable = broker.partition_for_read(session.principal, topic, partition)
+        state = readable.state
         out.update(
             high_watermark=state.high_watermark,
             last_stable_offset=state.high_watermark,
             log_start_offset=state.log_start_offset,
             error_code=ErrorCode.none,
         )
-        if not state.log_start_offset <= offset <= state.high_watermark:
-            raise OffsetOutOfRange(
-                topic, partition, offset, state.log_start_offset, state.high_watermark
-            )
+        readable.check_offset(offset)
         if offset == state.high_watermark or max_bytes <= 0:  # nothing new, or no room left
             return out, 0
-        config = effective_config(broker.config.topic_defaults, meta.config)
-        if session.batches is not None and not is_compacted(config):
-            kept = session.batches.get(topic, partition, offset, max_bytes, meta.created_at)
+        if session.batches is not None and not is_compacted(readable.config):
+            kept = session.batches.get(
+                topic, partition, offset, max_bytes, readable.meta.created_at
+            )
             if kept is not None:  # the batches as produced: nothing read, nothing encoded
                 data, end = kept
                 out["records"] = data
-                broker.metrics.count_delivered(topic, Transport.KAFKA, end - offset, len(data))
+                broker.count_delivered(topic, Transport.KAFKA, end - offset, len(data))
                 return out, len(data)
-        records = await broker.engine.read(topic, partition, offset, 100_000, max(max_bytes, 1))
+        records = await broker.read_records(readable, offset, max(max_bytes, 1))
         if not records:
             return out, 0
         data = build_batch(records)
         out["records"] = data
-        broker.metrics.count_delivered(topic, Transport.KAFKA, len(records), len(data))
+        broker.count_delivered(topic, Transport.KAFKA, len(records), len(data))
         return out, len(data)
     except EddyError as exc:
         out["error_code"] = error_code(exc)
@@ -194,7 +194,7 @@ async def _read_partition(
 def _grew(session: Session, topic: str, partition: int, high_watermark: int) -> bool:
     """Has the partition's high watermark passed `high_watermark` (or is the topic gone)?"""
     try:
-        return session.broker.engine.high_watermark(topic, partition) > high_watermark
+        return session.broker.high_watermark(topic, partition) > high_watermark
     except EddyError:
         return True
 
@@ -208,7 +208,7 @@ async def fetch(session: Session, request: Request) -> dict[str, Any]:
         for t in body.topics
         for p in t.partitions
     ]
-    hub = session.broker.hub
+    broker = session.broker
     response_max = int(getattr(body, "max_bytes", 0)) or 2**31 - 1
     while True:
         answers = []
@@ -220,7 +220,7 @@ async def fetch(session: Session, request: Request) -> dict[str, Any]:
         total = sum(size for _, size in answers)
         remaining = deadline - time.monotonic()
         errors = any(a["error_code"] != ErrorCode.none for a, _ in answers)
-        if total >= min_bytes or remaining <= 0 or errors or hub.closing or not wanted:
+        if total >= min_bytes or remaining <= 0 or errors or broker.closing or not wanted:
             break
         if any(
             _grew(session, topic, p, answer["high_watermark"])
@@ -229,7 +229,7 @@ async def fetch(session: Session, request: Request) -> dict[str, Any]:
             continue  # a commit landed while reading: read again rather than wait for the next
         # Wait for a commit to any of the partitions (or the deadline), then read again.
         waits = [
-            asyncio.ensure_future(hub.wait_for_data(topic, p, remaining))
+            asyncio.ensure_future(broker.wait_for_data(topic, p, remaining))
             for topic, p, _, _ in wanted
         ]
         try:
@@ -253,33 +253,11 @@ async def fetch(session: Session, request: Request) -> dict[str, Any]:
 async def _list_offset(
     session: Session, topic: str, partition: int, timestamp: int
 ) -> dict[str, Any]:
-    broker = session.broker
     out: dict[str, Any] = {"partition_index": partition, "timestamp": -1, "offset": -1}
     try:
-        broker.access.require(session.principal, Action.READ, topic)
-        meta = broker.engine.get_topic(topic)
-        if not 0 <= partition < meta.partitions:
-            raise PartitionNotFound(topic, partition, meta.partitions)
-        state = broker.engine.partition_state(topic, partition)
-        if timestamp == EARLIEST:
-            out["offset"] = state.log_start_offset
-        elif timestamp == LATEST:
-            out["offset"] = state.high_watermark
-        elif timestamp == MAX_TIMESTAMP:
-            # Kafka: the record with the largest timestamp; Eddy answers the last record.
-            if state.high_watermark > state.log_start_offset:
-                last = await broker.engine.read(topic, partition, state.high_watermark - 1, 1, 1)
-                if last:
-                    out.update(offset=last[0].offset, timestamp=last[0].timestamp)
-        else:
-            found = await broker.offset_for_timestamp(
-                session.principal, topic, partition, timestamp
-            )
-            if found is not None:
-                first = await broker.engine.read(topic, partition, found, 1, 1)
-                out.update(offset=found, timestamp=first[0].timestamp if first else timestamp)
-        out["error_code"] = ErrorCode.none
-        out["leader_epoch"] = 0
+        at = QUERIES.get(timestamp, timestamp)
+        offset, found_at = await session.broker.list_offset(session.principal, topic, partition, at)
+        out.update(offset=offset, timestamp=found_at, error_code=ErrorCode.none, leader_epoch=0)
     except EddyError as exc:
         out["error_code"] = error_code(exc)
     return out

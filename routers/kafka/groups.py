@@ -21,8 +21,7 @@ from kio.schema.errors import ErrorCode
 
 from eddy.broker import Broker
 from eddy.broker.access import Action
-from eddy.broker.topic_rules import validate_group_name
-from eddy.models.errors import EddyError, GroupActive, GroupNotFound, PartitionNotFound
+from eddy.models.errors import EddyError, GroupActive, GroupNotFound
 from eddy.models.groups import METADATA_MAX_CHARS
 from eddy.routers.kafka.coordinator import (
     Answer,
@@ -52,10 +51,11 @@ class KafkaGroups:
         self._clock: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._broker.groups.external_members = self.has_members
+        self._broker.add_member_kind(self.has_members)
         self._clock = asyncio.create_task(self._tick_forever())
 
     async def stop(self) -> None:
+        self._broker.remove_member_kind(self.has_members)
         if self._clock is not None:
             self._clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,8 +102,7 @@ class KafkaGroups:
     def _refusal(self, session: Session, group_id: str) -> ErrorCode | None:
         """Why this session may not use the group as a Kafka group, if it may not."""
         try:
-            validate_group_name(group_id)
-            self._broker.access.require(session.principal, Action.GROUP, group_id, what="group")
+            self._broker.authorize_group(session.principal, Action.GROUP, group_id)
         except EddyError as exc:
             if isinstance(exc, GroupActive):
                 return ErrorCode.inconsistent_group_protocol
@@ -112,7 +111,7 @@ class KafkaGroups:
                 if exc.code == "invalid_request"
                 else error_code(exc, what="group")
             )
-        if self._broker.groups.has_members(group_id):
+        if self._broker.group_has_members(group_id):
             return ErrorCode.inconsistent_group_protocol  # WebSocket members use this name
         return None
 
@@ -244,14 +243,10 @@ class KafkaGroups:
         offsets: dict[int, int],
         notes: dict[int, str],
     ) -> ErrorCode:
-        broker = self._broker
         try:
-            broker.access.require(session.principal, Action.READ, topic)
-            meta = broker.engine.get_topic(topic)
-            for partition in offsets:
-                if not 0 <= partition < meta.partitions:
-                    raise PartitionNotFound(topic, partition, meta.partitions)
-            await broker.engine.commit_offsets(group_id, topic, offsets, notes)
+            await self._broker.commit_member_offsets(
+                session.principal, group_id, topic, offsets, notes
+            )
         except EddyError as exc:
             return error_code(exc)
         return ErrorCode.none
@@ -264,8 +259,7 @@ class KafkaGroups:
         committed: dict[tuple[str, int], CommittedOffset] = {}
         if refused is None:
             committed = {
-                (c.topic, c.partition): c
-                for c in self._broker.engine.committed_offsets(body.group_id)
+                (c.topic, c.partition): c for c in self._broker.committed_offsets(body.group_id)
             }
         if body.topics is None:
             wanted: dict[str, list[int]] = {}
@@ -275,9 +269,7 @@ class KafkaGroups:
             wanted = {t.name: list(t.partition_indexes) for t in body.topics}
         topics = []
         for name, partitions in wanted.items():
-            readable = refused is None and self._broker.access.allows(
-                session.principal, Action.READ, name
-            )
+            readable = refused is None and self._broker.allows(session.principal, Action.READ, name)
             answers = []
             for p in partitions:
                 commit = committed.get((name, p)) if readable else None
@@ -303,7 +295,7 @@ class KafkaGroups:
             # groups of WebSocket members, or only committed offsets (REST or Kafka consumers)
             listed[summary.group] = ("consumer", "Stable" if summary.members else "Empty")
         for group_id, group in self._groups.items():
-            if self._broker.access.allows(session.principal, Action.GROUP, group_id):
+            if self._broker.allows(session.principal, Action.GROUP, group_id):
                 listed[group_id] = (group.protocol_type, group.state.value)
         return {
             "error_code": ErrorCode.none,
@@ -347,7 +339,7 @@ class KafkaGroups:
                         for m in group.members.values()
                     ],
                 )
-            elif self._broker.engine.committed_offsets(group_id):
+            elif self._broker.committed_offsets(group_id):
                 out.update(group_state="Empty", protocol_type="consumer")
             described.append(out)
         return {"groups": described}

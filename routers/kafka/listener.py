@@ -38,7 +38,6 @@ from eddy.routers.kafka.messages import (
     supported,
 )
 from eddy.routers.kafka.session import Advertised, Session
-from eddy.storage import SQLiteEngine
 
 log = logging.getLogger("eddy.kafka")
 
@@ -53,32 +52,35 @@ MAX_IN_FLIGHT = 16
 REFUSAL_LOG_INTERVAL = 600.0
 REFUSAL_LOG_KEYS = 1024
 
-# Produce (0) is not here: it is queued as it arrives (`_start_produce`).
-HANDLERS: dict[int, Handler] = {
-    1: data.fetch,
-    2: data.list_offsets,
-    3: admin.metadata,
-    8: lambda s, r: s.groups.offset_commit(s, r),
-    9: lambda s, r: s.groups.offset_fetch(s, r),
-    10: admin.find_coordinator,
-    11: lambda s, r: s.groups.join(s, r),
-    12: lambda s, r: s.groups.heartbeat(s, r),
-    13: lambda s, r: s.groups.leave(s, r),
-    14: lambda s, r: s.groups.sync(s, r),
-    15: lambda s, r: s.groups.describe_groups(s, r),
-    16: lambda s, r: s.groups.list_groups(s, r),
-    17: sasl.handshake,
-    18: admin.api_versions,
-    19: admin.create_topics,
-    20: admin.delete_topics,
-    22: idempotence.init_producer_id,
-    32: admin.describe_configs,
-    33: admin.alter_configs,
-    36: sasl.authenticate,
-    37: admin.create_partitions,
-    42: lambda s, r: s.groups.delete_groups(s, r),
-    44: admin.incremental_alter_configs,
-}
+
+def handlers(groups: KafkaGroups) -> dict[int, Handler]:
+    """One listener's handler per API key; the group APIs are its own coordinator's. Produce (0)
+    is not here: it is queued as it arrives (`_start_produce`)."""
+    return {
+        1: data.fetch,
+        2: data.list_offsets,
+        3: admin.metadata,
+        8: groups.offset_commit,
+        9: groups.offset_fetch,
+        10: admin.find_coordinator,
+        11: groups.join,
+        12: groups.heartbeat,
+        13: groups.leave,
+        14: groups.sync,
+        15: groups.describe_groups,
+        16: groups.list_groups,
+        17: sasl.handshake,
+        18: admin.api_versions,
+        19: admin.create_topics,
+        20: admin.delete_topics,
+        22: idempotence.init_producer_id,
+        32: admin.describe_configs,
+        33: admin.alter_configs,
+        36: sasl.authenticate,
+        37: admin.create_partitions,
+        42: groups.delete_groups,
+        44: admin.incremental_alter_configs,
+    }
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -102,15 +104,16 @@ class KafkaListener:
         self._host = host
         self._port = port
         self._limits = limits
-        self._metrics = ListenerMetrics(broker.metrics.registry)
+        self._metrics = ListenerMetrics(broker.metrics_registry)
         self._gate = ConnectionGate(limits, self._metrics)
         self._advertise = advertise
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.groups = KafkaGroups(broker)
+        self._handlers = handlers(self.groups)
         # Produced batches, for fetches (shared by connections); only where Eddy's own log
         # holds the records (a Kafka cluster behind --engine kafka stores batches its own way).
-        self.batches = BatchCache() if isinstance(broker.engine, SQLiteEngine) else None
+        self.batches = BatchCache() if broker.embedded_log else None
         self._refusals_logged: dict[tuple[int, int, str | None], float] = {}
         self.advertised = Advertised(NODE_ID, host, port)
 
@@ -128,7 +131,7 @@ class KafkaListener:
             host, port = self._advertise
         self.advertised = Advertised(NODE_ID, host, port)
         self.groups.start()
-        if self._broker.access.enabled and self._host not in LOOPBACK_HOSTS:
+        if self._broker.access_enabled and self._host not in LOOPBACK_HOSTS:
             log.warning(
                 "Kafka listener on %s: SASL/PLAIN sends API keys unencrypted; keep it on "
                 "loopback or put a TLS-terminating proxy in front",
@@ -163,9 +166,8 @@ class KafkaListener:
         self._connections.add(task)
         session = Session(
             broker=self._broker,
-            groups=self.groups,
             advertised=self.advertised,
-            principal=self._broker.access.authenticate(None),
+            principal=self._broker.anonymous(),
             client=f"{peer[0]}:{peer[1]}" if peer else "-",
             batches=self.batches,
         )
@@ -284,9 +286,8 @@ class KafkaListener:
 
     def _check_credentials(self, session: Session, request: Request) -> None:
         session.client_id = request.client_id or ""
-        access = self._broker.access
-        if not access.still_valid(session.principal):  # expired JWT, or a key revoked
-            session.principal = access.authenticate(None)
+        if not self._broker.still_valid(session.principal):  # expired JWT, or a key revoked
+            session.principal = self._broker.anonymous()
 
     def _decode(self, frame: bytes) -> Request | bytes:
         """The request, or the answer to an ApiVersions of a version Eddy does not speak.
@@ -326,7 +327,7 @@ class KafkaListener:
         )
 
     async def _answer(self, session: Session, request: Request) -> bytes | None:
-        handler = HANDLERS[request.api_key]  # every supported API but Produce has one
+        handler = self._handlers[request.api_key]  # every supported API but Produce has one
         self._check_credentials(session, request)
         body = await handler(session, request)
         if body is None:

@@ -11,7 +11,6 @@ from eddy.broker.access import Principal
 
 if TYPE_CHECKING:
     from eddy.routers.kafka.batch_cache import BatchCache
-    from eddy.routers.kafka.groups import KafkaGroups
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +25,6 @@ class Advertised:
 @dataclass
 class Session:
     broker: Broker
-    groups: KafkaGroups
     advertised: Advertised
     principal: Principal
     client: str  # peer address, for logs and group descriptions

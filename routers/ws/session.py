@@ -106,8 +106,8 @@ class WebSocketSession:
         self.broker = broker
         self.fast = fast
         self.connection = WebSocketConnection(fast)
-        self._gauge = broker.metrics.websockets_open.labels(endpoint)
-        self._gauge.inc()
+        self._endpoint = endpoint
+        broker.count_open_websocket(endpoint, 1)
         self._watch: CredentialWatch | None = None
         self.ended = False
 
@@ -145,7 +145,7 @@ class WebSocketSession:
         if self._watch is not None:
             self._watch.cancel()
         if isinstance(end, EddyError):
-            self.broker.metrics.count_rejection(end.code, Transport.WEBSOCKET)
+            self.broker.count_rejection(end.code, Transport.WEBSOCKET)
         close = closing(end, self.broker.config.ws_buffer_bytes)
         if close is not None:
             if close.error is not None:
@@ -153,7 +153,7 @@ class WebSocketSession:
                 # dozen bytes more, so the client learns why.
                 self.fast.write(text_frame(close.error))
             self.fast.close(close.code, close.reason)
-        self._gauge.dec()
+        self.broker.count_open_websocket(self._endpoint, -1)
         self.broker.websocket_closed()
 
     async def run(self, principal: Principal, running: Awaitable[End]) -> None:
@@ -208,7 +208,7 @@ class CredentialWatch:
         return wait
 
     def _check(self) -> None:
-        if self._broker.access.still_valid(self._principal):
+        if self._broker.still_valid(self._principal):
             self._timer = self._loop.call_later(self._delay(), self._check)
         else:
             self._expired()
@@ -220,7 +220,7 @@ class CredentialWatch:
 def watch_credentials(
     broker: Broker, principal: Principal, expired: Callable[[], None]
 ) -> CredentialWatch | None:
-    if not broker.access.enabled or not principal.authenticated:
+    if not broker.access_enabled or not principal.authenticated:
         return None  # nothing can expire
     return CredentialWatch(broker, principal, expired)
 
