@@ -526,8 +526,11 @@ import { EddyClient, EddyError } from "./eddy.js";
         } catch (err) {
           throw new Error(`headers are not valid JSON (${err.message})`);
         }
-        if (!headers || typeof headers !== "object" || Array.isArray(headers)) {
-          throw new Error('headers must be a JSON object like {"source": "console"}');
+        // an object, or a list of [name, value or null] (names may repeat, as in Kafka)
+        if (!headers || typeof headers !== "object") {
+          throw new Error(
+            'headers must be a JSON object like {"source": "console"} or a list like [["trace", "a1"], ["trace", "b2"]]',
+          );
         }
         record.headers = headers;
       }

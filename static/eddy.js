@@ -92,7 +92,9 @@ export function backoffDelay(attempt, minMs, maxMs, random = Math.random) {
  * @property {string | null} key
  * @property {any} [value] the JSON value (absent for binary records)
  * @property {string} [value_base64] binary records
- * @property {Record<string, string>} headers
+ * @property {Record<string, string>} headers the last value of each header name
+ * @property {Array<[string, string | null]>} [header_list] every header in order, present only when a
+ *   name repeats or a value is null (or not UTF-8), as Kafka producers may send them
  * @property {number} [conflated] how many older records of this key were dropped before it
  */
 
