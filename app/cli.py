@@ -137,7 +137,7 @@ def serve(**flags: Any) -> None:
     except AuthFileError as exc:
         _fail(str(exc))
     config = uvicorn_config(app, settings)
-    EddyServer(config, app).run(sockets=[sock])
+    EddyServer(config, app, own_process=True).run(sockets=[sock])
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

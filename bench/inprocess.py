@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ import orjson
 
 from bench.common import run_async
 from eddy.app.factory import create_app
+from eddy.app.server import GC_YOUNG_THRESHOLD
 from eddy.app.settings import Settings
 
 
@@ -84,13 +86,20 @@ async def _call(app: Any, state: Mapping[str, Any], body: bytes) -> int:
     return status
 
 
-async def measure(kind: str, seconds: float, data_dir: Path) -> tuple[float, float, float]:
+async def measure(
+    kind: str, seconds: float, data_dir: Path, tune_gc: bool = True
+) -> tuple[float, float, float]:
     """(requests/s, CPU µs per request, CPU µs per record) for `kind` (single or batch)."""
     app = create_app(Settings(data_dir=data_dir, sync="full"))
     callers, size = (32, 1) if kind == "single" else (4, 1000)
     body = _single(1) if kind == "single" else _batch(size)
     async with app.router.lifespan_context(app) as state:
         assert state is not None
+        if tune_gc:  # as `eddy serve` does (app/server.py)
+            young, *older = gc.get_threshold()
+            gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
+            gc.collect()
+            gc.freeze()
         for _ in range(20):  # warm-up (creates the topic)
             assert await _call(app, state, body) == 200
         done = 0
@@ -115,12 +124,17 @@ def main() -> None:
     parser.add_argument("--only", choices=["single", "batch"], action="append")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep Python's GC settings (for comparison)"
+    )
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}")
     for kind in args.only or ["single", "batch"]:
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix="eddy-inprocess-") as tmp:
-                rate, per_request, per_record = run_async(measure(kind, args.seconds, Path(tmp)))
+                rate, per_request, per_record = run_async(
+                    measure(kind, args.seconds, Path(tmp), not args.default_gc)
+                )
             print(
                 f"{kind:6} {rate:10,.0f} req/s   CPU {per_request:8.1f} µs/request "
                 f"{per_record:6.2f} µs/record   (load {os.getloadavg()[0]:.2f})"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 
@@ -133,6 +134,107 @@ def plain_drafts(
     return drafts
 
 
+# Batch bodies read and checked in one pass by msgspec, without a dict per record. orjson +
+# `plain_drafts` was about half of the event loop's time per 1,000-record batch (py-spy, 4
+# clients posting batches); msgspec decodes the body straight into typed structs, checking
+# types and ranges in C as it parses: 0.92 us a record with each value re-encoded by orjson
+# (the stored form stays the value's compact JSON) against 1.5 us. Only for bodies that start
+# `{"records"` and records that are plain as above; anything else, or anything msgspec refuses
+# (malformed JSON, a lone surrogate, an integer orjson cannot encode, ...), goes the usual
+# way, whose answers and error messages stay the only ones (tests/test_drafts.py).
+_Partition = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]
+_Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+
+
+class _Record(msgspec.Struct, forbid_unknown_fields=True):
+    key: str | None = None
+    value: Any = None
+    value_base64: str | None = None
+    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET  # an explicit null is not plain
+    partition: _Partition | None = None
+    timestamp: _Timestamp | None = None
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    records: list[_Record]
+    producer: Any = None
+
+
+_decode = msgspec.json.Decoder(_Batch).decode
+BATCH_PREFIX = b'{"records"'
+
+
+def _struct_draft(r: _Record) -> RecordDraft | None:
+    """A decoded plain record's draft (None: not plain after all, e.g. bad base64)."""
+    value = r.value
+    try:
+        if r.value_base64 is None:
+            # A copy of orjson's bytes (see plain_drafts: a small-object bytes, not orjson's
+            # malloc'd buffer)
+            encoded = None if value is None else bytes(memoryview(orjson.dumps(value)))
+            value_format = _JSON
+        elif value is None:
+            encoded = base64.b64decode(r.value_base64, validate=True)
+            value_format = _BINARY
+        else:
+            return None
+    except (orjson.JSONEncodeError, binascii.Error, ValueError):
+        return None
+    headers = r.headers
+    return tuple.__new__(
+        RecordDraft,
+        (
+            r.key,
+            encoded,
+            value_format,
+            {} if headers is msgspec.UNSET else headers,
+            r.partition,
+            r.timestamp,
+        ),
+    )
+
+
+def batch_drafts(body: bytes) -> tuple[list[RecordDraft], Any] | None:
+    """The drafts of a plain batch body and its `producer` as sent (None if absent), or None
+    if the body is not a plain batch (then the caller reads it the usual way)."""
+    try:
+        batch = _decode(body)
+    except (msgspec.DecodeError, RecursionError):  # (DecodeError includes ValidationError)
+        return None
+    records = batch.records
+    if not records:
+        return None
+    drafts: list[RecordDraft] = []
+    add, draft_of = drafts.append, _struct_draft
+    for r in records:
+        draft = draft_of(r)
+        if draft is None:
+            return None
+        add(draft)
+    return drafts, batch.producer
+
+
+class _Frame(_Record, forbid_unknown_fields=True):
+    """A WebSocket publish frame (models.frames.PublishFrame)."""
+
+    id: str | int | None = None
+    sequence: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)] | None = None
+
+
+_decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
+def frame_draft(frame: str) -> tuple[str | int | None, RecordDraft, int | None] | None:
+    """A plain publish frame's id, draft and sequence, or None (then the caller reads it the
+    usual way, which words any error)."""
+    try:
+        decoded = _decode_frame(frame)
+    except (msgspec.DecodeError, RecursionError):  # (a value nested too deeply)
+        return None
+    draft = _struct_draft(decoded)
+    return None if draft is None else (decoded.id, draft, decoded.sequence)
+
+
 def _fast_drafts(
     data: dict[str, Any], text_is_valid: bool
 ) -> tuple[list[RecordDraft], ProducerSequence | None] | None:
@@ -154,6 +256,19 @@ def _fast_drafts(
     return drafts, _producer(producer)
 
 
+def _batch_with_producer(body: bytes) -> tuple[list[RecordDraft], ProducerSequence | None] | None:
+    fast = batch_drafts(body)
+    if fast is None:
+        return None
+    drafts, producer = fast
+    if producer is None:
+        return drafts, None
+    try:
+        return drafts, _producer(ProducerRef.model_validate(producer))
+    except ValidationError:
+        return None  # the whole batch's validation reports it, with its location
+
+
 def _producer(producer: ProducerRef | None) -> ProducerSequence | None:
     return None if producer is None else ProducerSequence(producer.id, producer.sequence)
 
@@ -172,6 +287,10 @@ def drafts_from_body(
     if media_type in JSON_MEDIA_TYPES or media_type.endswith("+json"):
         if key is not None or partition is not None:
             raise InvalidRequest("?key= and ?partition= apply to raw bodies; put them in the JSON")
+        if body.startswith(BATCH_PREFIX):
+            batch_fast = _batch_with_producer(body)
+            if batch_fast is not None:
+                return batch_fast
         data, text_is_valid = load_json(body)
         if not isinstance(data, dict):
             raise InvalidRequest('body must be a record object or {"records": [...]}')

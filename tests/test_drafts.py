@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from eddy.broker import drafts as drafts_module
 from eddy.broker.codec import parse_json, validation_error
 from eddy.broker.drafts import RecordDraft, draft_from_record, drafts_from_body
 from eddy.models.errors import InvalidRequest
+from eddy.models.frames import PublishFrame
 from eddy.models.records import MAX_INT64, ProduceBatch, RecordIn
 from eddy.storage import ProducerSequence
 
@@ -181,3 +183,70 @@ def test_a_plain_batch_keeps_every_field() -> None:
     assert drafts[0] == RecordDraft("k", b'{"a":1}', drafts[0].value_format, {"h": "v"}, 1, 7)
     assert drafts[1].value == b"hi" and drafts[1].key is None and drafts[1].headers == {}
     assert producer == ProducerSequence("p", 3)
+
+
+def test_the_msgspec_structs_name_the_models_fields() -> None:
+    assert set(drafts_module._Record.__struct_fields__) == set(RecordIn.model_fields)
+    assert set(drafts_module._Batch.__struct_fields__) == set(ProduceBatch.model_fields)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"records": [{"value": 12345678901234567890123456789}]}',
+        b'{"records": [{"value": {"a": [1, 2.5, null, true, "\\u00e9"]}, "key": "k"}]}',
+        b'{"records": [{"key": "\\ud800", "value": 1}]}',
+        b'{"records": [{"value": NaN}]}',
+        b'{"records": [{"value": 1e999}]}',
+        b'{"records": [{"value": 1, "headers": null}]}',
+        b'{"records": [{"value": 1, "headers": {"h": 1}}]}',
+        b'{"records": [{"value": 1, "headers": [["h", "v"], ["h", null]]}]}',
+        b'{"records": []}',
+        b'{"records": [{"value": 1, "value_base64": "AA=="}]}',
+        b'{"records": [{"value_base64": "!!"}]}',
+        b'{"records": [{"value_base64": "aGk="}], "producer": {"id": "p", "sequence": -1}}',
+        b'{"records": [{"value_base64": "aGk="}], "producer": {"id": "p", "sequence": 4}}',
+        b'{"records": [{"value": 1}]} x',
+        b'{"records": [{"value": 1}], "records": [{"value": 2}]}',
+        b'{"records": [{"value": 1, "partition": true, "timestamp": 5}]}',
+        b'{"records": [{"value": 1, "partition": 2147483648}]}',
+        b'{"records": [{"value": 1, "timestamp": -1}]}',
+        b'{"records": [{"value": 1, "extra": 1}]}',
+        b'{"records": [{"value": ' + b"[" * 300 + b"]" * 300 + b"}]}",
+        b'{"records": [{"value": "\xff"}]}',
+    ],
+)
+def test_batch_bodies_read_by_msgspec_equal_the_models_answers(body: bytes) -> None:
+    assert outcome_of_drafts(body) == reference_drafts(body)
+
+
+def test_the_frame_struct_names_the_publish_frames_fields() -> None:
+    assert set(drafts_module._Frame.__struct_fields__) == set(PublishFrame.model_fields)
+
+
+frames = st.fixed_dictionaries(
+    {},
+    optional={
+        **field_values,
+        "id": st.none() | st.text(max_size=3) | st.integers(-2, 2) | st.booleans() | st.just(1.5),
+        "sequence": st.none() | st.integers(-1, 3) | st.just(MAX_INT64 + 1) | st.just("1"),
+    },
+)
+
+
+@settings(max_examples=500)
+@given(frames)
+def test_frames_read_by_msgspec_equal_the_models_answers(frame: dict[str, Any]) -> None:
+    text = json.dumps(frame)
+    fast = drafts_module.frame_draft(text)
+    if fast is None:
+        return  # the publisher reads it the usual way
+    model = PublishFrame.model_validate(parse_json(text.encode()))
+    assert fast == (model.id, draft_from_record(model), model.sequence)
+
+
+def test_values_nested_too_deeply_for_msgspec_take_the_usual_way() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert drafts_module.frame_draft('{"value": ' + deep.decode() + "}") is None
+    body = b'{"records": [{"value": ' + deep + b"}]}"
+    assert outcome_of_drafts(body) == reference_drafts(body)

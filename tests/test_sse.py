@@ -228,7 +228,7 @@ def test_a_client_that_leaves_frees_its_subscription(
         with sse(server.base_url, "h") as events:
             assert next(events).event == "subscribed"
     broker = server.app.state.broker
-    wait_until(lambda: broker.hub._topics.get("h") is None and broker._open_websockets == 0)
+    wait_until(lambda: broker.hub._topics.get("h") is None and broker.open_streams == 0)
 
 
 def test_streams_count_against_the_connection_limit(tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_streams_count_against_the_connection_limit(tmp_path: Path) -> None:
             assert refused.status_code == 503
             assert error_of(refused) == "unavailable"
         broker = server.app.state.broker
-        wait_until(lambda: broker._open_websockets == 0)
+        wait_until(lambda: broker.open_streams == 0)
         with sse(server.base_url, "limited") as events:  # the slot was given back
             assert next(events).event == "subscribed"
 
@@ -374,10 +374,10 @@ def test_a_stalled_client_is_dropped_after_the_send_timeout(tmp_path: Path) -> N
         broker = server.app.state.broker
         with stalled:
             sent = 0
-            while broker._open_websockets and sent < 20_000:  # kernel buffers take some first
+            while broker.open_streams and sent < 20_000:  # kernel buffers take some first
                 produce(client, "stall", [{"value": "x" * 1_000} for _ in range(10)])
                 sent += 10
-            wait_until(lambda: broker._open_websockets == 0, timeout=30)
+            wait_until(lambda: broker.open_streams == 0, timeout=30)
             assert "eddy_slow_consumer_closes_total 1.0" in client.get("/metrics").text
 
 
