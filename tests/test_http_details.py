@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import RunningServer, serve_in_thread, wait_until
 from tests.rawhttp import (
+    WEBSOCKET_UPGRADE,
     RawResponse,
     connect,
     exchange,
@@ -144,6 +145,22 @@ def test_the_protocol_layers_own_errors_carry_the_request_id(running: RunningSer
     assert slow.status == 408 and slow.headers["x-request-id"] == "slow-1"
     ids = {r.headers["x-request-id"] for r in (insane, garbage)}
     assert len(ids) == 2  # new ones, each its own
+
+
+def test_a_websocket_upgrade_the_handshake_refuses_gets_a_json_400_with_the_id(
+    running: RunningServer,
+) -> None:
+    for headers in (
+        {**WEBSOCKET_UPGRADE, "Sec-WebSocket-Key": "not base64"},
+        {"Upgrade": "websocket", "Connection": "Upgrade"},  # no key, no version
+    ):
+        request = request_head("GET", "/v1/topics/t/ws", {**headers, "X-Request-ID": "up-1"})
+        refused = exchange(running.base_url, request)
+        assert refused.status == 400 and refused.headers["x-request-id"] == "up-1"
+        error = refused.json()["error"]
+        assert error["code"] == "malformed_request" and "Sec-WebSocket-Key" in error["message"]
+    unnamed = exchange(running.base_url, request_head("GET", "/v1/topics/t/ws", headers))
+    assert GENERATED_ID.fullmatch(unnamed.headers["x-request-id"])
 
 
 def test_app_errors_carry_the_request_id(running: RunningServer) -> None:

@@ -22,6 +22,7 @@ import pytest
 from eddy.client import (
     Ack,
     AsyncClient,
+    Backoff,
     Client,
     ClientError,
     Conflict,
@@ -98,6 +99,29 @@ async def test_rest_admin_produce_fetch_and_typed_errors(eddy: AsyncClient) -> N
 
     await eddy.delete_topic("prices")
     assert await eddy.list_topics() == []
+
+
+def test_the_client_loads_none_of_the_server() -> None:
+    """An application that only talks to Eddy imports no web framework, engine or broker."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, eddy.client; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    server_side = ("fastapi", "starlette", "uvicorn", "aiokafka", "eddy.app", "eddy.broker")
+    assert not [m for m in loaded if m.startswith(server_side)]
+
+
+def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
+    backoff = Backoff(first=0.25, most=4.0)
+    delays = [backoff.next_delay() for _ in range(12)]
+    caps = [min(4.0, 0.25 * 2**n) for n in range(12)]
+    assert all(0 <= d < cap for d, cap in zip(delays, caps, strict=True))
+    backoff.reset()  # after a connection that delivered: the small window again
+    assert backoff.next_delay() < 0.25
+    spread = {round(Backoff(first=1, most=1).next_delay(), 3) for _ in range(50)}
+    assert len(spread) > 10  # random over the whole window, not a fixed step
 
 
 async def test_unreachable_server_is_connection_lost() -> None:

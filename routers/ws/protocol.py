@@ -32,12 +32,16 @@ from asyncio import TimerHandle
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
+from eddy.app.request_log import sane_request_id
 from eddy.broker.tail import Encoder
+from eddy.models.errors import MalformedRequest
 from eddy.routers.ws.deflate import negotiated_encoder, server_deflate_factory
 from eddy.routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for
 
@@ -194,6 +198,21 @@ class _Recorder:
         return getattr(self.transport, name)
 
 
+def json_refusal(response: Response, request_id: str) -> Response:
+    """The `websockets` library's refusal of a handshake as a JSON error (400
+    `malformed_request`, its text the message) carrying the request id."""
+    message = bytes(response.body).decode("utf-8", "replace").strip()
+    body = orjson.dumps(MalformedRequest(message).to_body())
+    headers = Headers()
+    for name, value in response.headers.raw_items():
+        if name.lower() not in ("content-type", "content-length"):
+            headers[name] = value
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(body))
+    headers["X-Request-ID"] = request_id
+    return Response(400, "Bad Request", headers, body)
+
+
 class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
     handshake_timeout = HANDSHAKE_TIMEOUT
     _handshake_timer: TimerHandle | None = None
@@ -229,6 +248,30 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
             self.pending = None
             if not self.transport.is_closing():
                 self.transport.write(pending)
+
+    def handle_connect(self, event: Request) -> None:
+        """uvicorn's, with an upgrade the `websockets` handshake refuses (no key, a wrong
+        version...) answered in the contract's JSON shape with a request id, not plain text."""
+        accept = self.conn.accept
+
+        def accept_or_refuse(request: Request) -> Response:
+            response = accept(request)
+            if response.status_code == 101:
+                return response
+            headers = [
+                (name.lower().encode("ascii"), value.encode("latin-1"))
+                for name, value in request.headers.raw_items()
+            ]
+            return json_refusal(response, sane_request_id(headers))
+
+        self.conn.accept = accept_or_refuse  # type: ignore[method-assign]
+        try:
+            super().handle_connect(event)
+        finally:
+            del self.conn.accept
+        scope: Any = getattr(self, "scope", None)
+        if scope is not None:  # a valid upgrade: the app runs (from the next loop step)
+            scope["extensions"][FAST_SEND] = FastSend(self)
 
     def data_received(self, data: bytes) -> None:
         if self.pending is not None:  # whatever uvicorn answers goes after the 101
@@ -328,12 +371,6 @@ class EddyWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.handshake_complete and not self.transport.is_closing():
             self.logger.info("WebSocket handshake not completed in %.1f s", self.handshake_timeout)
             self.transport.close()
-
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        scope: Any = getattr(self, "scope", None)
-        if scope is not None:  # a valid upgrade: the app runs (from the next loop step)
-            scope["extensions"][FAST_SEND] = FastSend(self)
 
     def close_now(self, code: int, reason: str = "") -> None:
         """The close branch of uvicorn's `send`, without waiting for the buffer to drain."""
