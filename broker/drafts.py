@@ -164,48 +164,75 @@ _decode = msgspec.json.Decoder(_Batch).decode
 BATCH_PREFIX = b'{"records"'
 
 
+def _struct_draft(r: _Record) -> RecordDraft | None:
+    """A decoded plain record's draft (None: not plain after all, e.g. bad base64)."""
+    value = r.value
+    try:
+        if r.value_base64 is None:
+            # A copy of orjson's bytes (see plain_drafts: a small-object bytes, not orjson's
+            # malloc'd buffer)
+            encoded = None if value is None else bytes(memoryview(orjson.dumps(value)))
+            value_format = _JSON
+        elif value is None:
+            encoded = base64.b64decode(r.value_base64, validate=True)
+            value_format = _BINARY
+        else:
+            return None
+    except (orjson.JSONEncodeError, binascii.Error, ValueError):
+        return None
+    headers = r.headers
+    return tuple.__new__(
+        RecordDraft,
+        (
+            r.key,
+            encoded,
+            value_format,
+            {} if headers is msgspec.UNSET else headers,
+            r.partition,
+            r.timestamp,
+        ),
+    )
+
+
 def batch_drafts(body: bytes) -> tuple[list[RecordDraft], Any] | None:
     """The drafts of a plain batch body and its `producer` as sent (None if absent), or None
     if the body is not a plain batch (then the caller reads it the usual way)."""
     try:
         batch = _decode(body)
-    except msgspec.DecodeError:  # includes ValidationError
+    except (msgspec.DecodeError, RecursionError):  # (DecodeError includes ValidationError)
         return None
     records = batch.records
     if not records:
         return None
     drafts: list[RecordDraft] = []
-    add, new, dumps, unset = drafts.append, tuple.__new__, orjson.dumps, msgspec.UNSET
-    try:
-        for r in records:
-            headers = r.headers
-            value = r.value
-            if r.value_base64 is None:
-                # A copy of orjson's bytes (see plain_drafts: a small-object bytes, not
-                # orjson's malloc'd buffer)
-                encoded = None if value is None else bytes(memoryview(dumps(value)))
-                value_format = _JSON
-            elif value is None:
-                encoded = base64.b64decode(r.value_base64, validate=True)
-                value_format = _BINARY
-            else:
-                return None
-            add(
-                new(
-                    RecordDraft,
-                    (
-                        r.key,
-                        encoded,
-                        value_format,
-                        {} if headers is unset else headers,
-                        r.partition,
-                        r.timestamp,
-                    ),
-                )
-            )
-    except (orjson.JSONEncodeError, binascii.Error, ValueError):
-        return None
+    add, draft_of = drafts.append, _struct_draft
+    for r in records:
+        draft = draft_of(r)
+        if draft is None:
+            return None
+        add(draft)
     return drafts, batch.producer
+
+
+class _Frame(_Record, forbid_unknown_fields=True):
+    """A WebSocket publish frame (models.frames.PublishFrame)."""
+
+    id: str | int | None = None
+    sequence: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)] | None = None
+
+
+_decode_frame = msgspec.json.Decoder(_Frame).decode
+
+
+def frame_draft(frame: str) -> tuple[str | int | None, RecordDraft, int | None] | None:
+    """A plain publish frame's id, draft and sequence, or None (then the caller reads it the
+    usual way, which words any error)."""
+    try:
+        decoded = _decode_frame(frame)
+    except (msgspec.DecodeError, RecursionError):  # (a value nested too deeply)
+        return None
+    draft = _struct_draft(decoded)
+    return None if draft is None else (decoded.id, draft, decoded.sequence)
 
 
 def _fast_drafts(

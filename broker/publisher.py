@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from eddy.broker.codec import check_text, load_json, validation_error
-from eddy.broker.drafts import RecordDraft, draft_from_record, plain_drafts
+from eddy.broker.drafts import RecordDraft, draft_from_record, frame_draft, plain_drafts
 from eddy.broker.events import Acked, End, Event, Refused
 from eddy.broker.producer import Producer
 from eddy.models.errors import EddyError, InvalidRequest
@@ -184,6 +184,12 @@ class PublishSession:
         self, frame: str | bytes
     ) -> tuple[Any, tuple[RecordDraft, ProducerSequence | None] | EddyError]:
         record_id: Any = None
+        if type(frame) is str and (plain := frame_draft(frame)) is not None:
+            record_id, draft, sequence = plain  # decoded and checked by msgspec in one pass
+            try:
+                return record_id, (draft, self._producer(sequence))
+            except EddyError as exc:
+                return record_id, exc
         try:
             if isinstance(frame, bytes):
                 raise InvalidRequest("send each record as a JSON text frame")

@@ -15,6 +15,7 @@ from eddy.broker import drafts as drafts_module
 from eddy.broker.codec import parse_json, validation_error
 from eddy.broker.drafts import RecordDraft, draft_from_record, drafts_from_body
 from eddy.models.errors import InvalidRequest
+from eddy.models.frames import PublishFrame
 from eddy.models.records import MAX_INT64, ProduceBatch, RecordIn
 from eddy.storage import ProducerSequence
 
@@ -216,4 +217,36 @@ def test_the_msgspec_structs_name_the_models_fields() -> None:
     ],
 )
 def test_batch_bodies_read_by_msgspec_equal_the_models_answers(body: bytes) -> None:
+    assert outcome_of_drafts(body) == reference_drafts(body)
+
+
+def test_the_frame_struct_names_the_publish_frames_fields() -> None:
+    assert set(drafts_module._Frame.__struct_fields__) == set(PublishFrame.model_fields)
+
+
+frames = st.fixed_dictionaries(
+    {},
+    optional={
+        **field_values,
+        "id": st.none() | st.text(max_size=3) | st.integers(-2, 2) | st.booleans() | st.just(1.5),
+        "sequence": st.none() | st.integers(-1, 3) | st.just(MAX_INT64 + 1) | st.just("1"),
+    },
+)
+
+
+@settings(max_examples=500)
+@given(frames)
+def test_frames_read_by_msgspec_equal_the_models_answers(frame: dict[str, Any]) -> None:
+    text = json.dumps(frame)
+    fast = drafts_module.frame_draft(text)
+    if fast is None:
+        return  # the publisher reads it the usual way
+    model = PublishFrame.model_validate(parse_json(text.encode()))
+    assert fast == (model.id, draft_from_record(model), model.sequence)
+
+
+def test_values_nested_too_deeply_for_msgspec_take_the_usual_way() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert drafts_module.frame_draft('{"value": ' + deep.decode() + "}") is None
+    body = b'{"records": [{"value": ' + deep + b"}]}"
     assert outcome_of_drafts(body) == reference_drafts(body)

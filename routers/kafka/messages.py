@@ -103,7 +103,48 @@ def read_request(frame: bytes) -> Request:
         cls = load_request_schema(api_key, version)
         header, size = tagged.read_entity(cls.__header_schema__, frame, 0)
         body, _ = tagged.read_entity(cls, frame, size)
+    check_nulls(body)
     return Request(api_key, version, header.correlation_id, header.client_id, body)
+
+
+# Per kio entity class: (field, may be null, is an array, the nested entity class or None).
+_Shape = tuple[tuple[str, bool, bool, Any], ...]
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    known = _SHAPES.get(cls)
+    if known is not None:
+        return known
+    hints = typing.get_type_hints(cls)
+    shape: list[tuple[str, bool, bool, Any]] = []
+    for entry in dataclasses.fields(cls):
+        hint = hints[entry.name]
+        args = typing.get_args(hint)
+        nullable = type(None) in args
+        if nullable:  # X | None: look at X
+            hint = next(a for a in args if a is not type(None))
+        is_array = typing.get_origin(hint) is tuple
+        inner = typing.get_args(hint)[0] if is_array else hint
+        nested = inner if dataclasses.is_dataclass(inner) else None
+        text = isinstance(inner, type) and issubclass(inner, str | bytes)
+        if nullable or is_array or nested is not None or text:
+            shape.append((entry.name, nullable, is_array, nested))
+    _SHAPES[cls] = known = tuple(shape)
+    return known
+
+
+def check_nulls(entity: Any) -> None:
+    """Raise ValueError where a field Kafka's schema does not let be null decoded as null
+    (kio reads length -1 as None whatever the schema says; handlers iterate arrays)."""
+    for name, nullable, is_array, nested in _shape(type(entity)):
+        value = getattr(entity, name)
+        if value is None:
+            if not nullable:
+                raise ValueError(f"{type(entity).__name__}.{name} is null")
+        elif nested is not None:
+            for item in value if is_array else (value,):
+                check_nulls(item)
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:

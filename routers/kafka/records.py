@@ -16,9 +16,11 @@ text). Headers are kept exactly: order, repeated names, null values and bytes th
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cramjam
 from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
@@ -79,6 +81,20 @@ class ProducedBatch:
     exact: bytes | None = None
 
 
+def _check_magic(data: bytes) -> None:
+    """Every batch in `data` says magic 2. aiokafka would read another magic as a legacy
+    message set, and its C reader fails on some such bytes with a SystemError (a negative
+    size) instead of a decoding error. Raises CorruptBatch."""
+    position = 0
+    while len(data) - position >= 17:  # offset, length, leader epoch: the magic byte follows
+        if data[position + 16] != 2:
+            raise CorruptBatch("only v2 record batches (magic 2) are accepted")
+        length = int.from_bytes(data[position + 8 : position + 12], "big", signed=True)
+        if length < 0:
+            raise CorruptBatch("corrupt record batch: negative batch length")
+        position += 12 + length
+
+
 def read_produced(data: bytes, partition: int) -> ProducedBatch:
     """Decode a Produce request's records for one partition (one or more v2 batches).
     Raises CorruptBatch or InvalidRecord."""
@@ -86,6 +102,7 @@ def read_produced(data: bytes, partition: int) -> ProducedBatch:
     producer_id, producer_epoch, base_sequence = -1, -1, -1
     new = tuple.__new__
     data = bytes(data)
+    _check_magic(data)
     exact = whole_batch(data)
     try:
         batches = MemoryRecords(data)
@@ -125,6 +142,10 @@ def read_produced(data: bytes, partition: int) -> ProducedBatch:
                 )
     except (CorruptRecordException, UnsupportedCodecError, struct.error, ValueError) as exc:
         raise CorruptBatch(f"corrupt record batch: {exc}") from None
+    except (cramjam.DecompressionError, zlib.error, EOFError, OSError) as exc:
+        # compressed bytes that do not decompress under the batch's codec (snappy, lz4 and
+        # zstd decode through cramjam; gzip's errors are OSError, EOFError and zlib.error)
+        raise CorruptBatch(f"corrupt record batch: cannot decompress it: {exc}") from None
     if not drafts:
         raise CorruptBatch("no records in the batch")
     return ProducedBatch(
