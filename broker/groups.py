@@ -322,6 +322,13 @@ class GroupCoordinator:
                 {"group": group},
             )
 
+    async def _check_unknown_group_idle(self, group: str) -> None:
+        """A group this server knows no offsets of may still have members elsewhere (on a
+        shared cluster, members that never committed): ask the engine. For a group with
+        offsets, the engine's own commit and delete refuse a group with members."""
+        if not self._engine.committed_offsets(group):
+            await self._engine.check_group_idle(group)
+
     def has_members(self, group: str) -> bool:
         """Whether WebSocket members are in the group (on any topic)."""
         return bool(self._active_topics(group))
@@ -413,7 +420,7 @@ class GroupCoordinator:
         if self._active_topics(group):
             raise GroupActive(f"group '{group}' has members; stop them first", {"group": group})
         meta = self._engine.get_topic(topic)
-        await self._engine.check_group_idle(group)
+        await self._check_unknown_group_idle(group)
         offsets: dict[int, int] = {}
         for p in range(meta.partitions):
             state = self._engine.partition_state(topic, p)
@@ -432,7 +439,7 @@ class GroupCoordinator:
         self._refuse_if_external(group)
         if self._active_topics(group):
             raise GroupActive(f"group '{group}' has members; stop them first", {"group": group})
-        await self._engine.check_group_idle(group)
+        await self._check_unknown_group_idle(group)
         if not self._engine.committed_offsets(group):
             raise GroupNotFound(group)
         await self._engine.delete_committed_offsets(group)

@@ -182,6 +182,18 @@ def test_a_header_list_value_that_is_not_unicode_gets_422(client: httpx.Client) 
     assert fetch(client, "hdr-bad", 0, offset="earliest")["records"] == []
 
 
+def test_every_header_counts_toward_max_message_bytes(client: httpx.Client) -> None:
+    create(client, "hdr-size", **{"max.message.bytes": 10})
+    # the value's 1 byte + "a1" + "a2" + "b" (a null value counts 0) = 6 bytes: fits
+    fits = {"value": 1, "headers": [["a", "1"], ["a", "2"], ["b", None]]}
+    produce(client, "hdr-size", fits)
+    # 1 + 5 x 2 = 11 bytes, although the last value per name alone would be 3
+    too_big = {"value": 1, "headers": [["a", str(i)] for i in range(5)]}
+    response = client.post("/v1/topics/hdr-size/records", json=too_big)
+    assert assert_error(response, 413, "record_too_large")["size"] == 11
+    assert client.get("/v1/topics/hdr-size").json()["partitions"][0]["size_bytes"] == 6
+
+
 # --- real Kafka clients on Eddy's Kafka listener ------------------------------------------------
 @pytest.fixture(scope="module")
 def eddy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
