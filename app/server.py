@@ -32,15 +32,14 @@ WEBSOCKET_CLOSE_WAIT = 1.0  # seconds
 # waited for fan-out although its steps are short. Measured at 1,000 subscribers x 50/s:
 # produce p99 9x the idle figure at 5 ms, 3x at 0.5 ms, 1.4-2x at 0.2 ms.
 GIL_SWITCH_SECONDS = 0.0002
-# The cyclic garbage collector ran a young collection every 700 allocations of container
-# objects, and every so often a full one over the whole heap, which after start-up holds
-# hundreds of thousands of objects (FastAPI's routes and models, pydantic's validators, the
-# modules) that never become garbage. A 1,000-record batch allocates several objects per
-# record, so collections took about half of its CPU: in process (bench.inprocess), 7.7-8.6 us a
-# record with the defaults, 4.4-4.7 with the start-up objects frozen (gc.freeze, after the
-# lifespan), 4.1 with young collections every 10,000 allocations, and less with both. Garbage
-# cycles are still collected, only in larger steps.
-GC_YOUNG_THRESHOLD = 10_000
+# The cyclic garbage collector's full collections walk the whole heap, which after start-up
+# holds hundreds of thousands of objects (FastAPI's routes and models, pydantic's validators,
+# the modules) that never become garbage; a 1,000-record batch allocates enough to trigger them
+# often, so collections were about half of its CPU. Those objects are frozen (gc.freeze) once
+# the server has started: in process (bench.inprocess), 7.2-8.6 us of CPU a record with
+# nothing frozen, 4.4-4.7 frozen. Young collections every 10,000 allocations instead of 700
+# took it to 4.1, but each one then stops the event loop longer, and fan-out's p99 grew with
+# it (1,000 subscribers x 50/s: 49-53 ms against 20-38 ms), so the thresholds stay Python's.
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -89,17 +88,13 @@ def http_url(host: str, port: int) -> str:
 
 class EddyServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI, own_process: bool = False) -> None:
-        """`own_process`: the server is the process (`eddy serve`), so the garbage collector is
-        tuned for it (see GC_YOUNG_THRESHOLD); not in a test process that starts many servers,
-        whose objects would never be freed, and whose other tests count descriptors that
-        garbage still holds."""
+        """`own_process`: the server is the process (`eddy serve`), so what exists once it has
+        started is frozen out of the garbage collector's sight (see above); not in a test
+        process that starts many servers, whose objects would never be freed."""
         super().__init__(config)
         self._app = app
         self._own_process = own_process
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_SECONDS))
-        if own_process:
-            young, *older = gc.get_threshold()
-            gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # storage opens (lifespan), then the socket serves
