@@ -30,11 +30,15 @@ from eddy.client import (
     Forbidden,
     NotFound,
     OffsetOutOfRange,
+    OutOfOrderSequence,
+    RateLimited,
     Record,
     RequestRejected,
     Subscription,
     Unauthorized,
+    Unavailable,
 )
+from eddy.client.errors import server_error
 from tests.conftest import REPO, free_port, serve_in_thread, start_server_process, wait_until
 from tests.relay import Relay, relay_to
 
@@ -111,6 +115,36 @@ def test_the_client_loads_none_of_the_server() -> None:
     ).stdout.split()
     server_side = ("fastapi", "starlette", "uvicorn", "aiokafka", "eddy.app", "eddy.broker")
     assert not [m for m in loaded if m.startswith(server_side)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "close_code", "kind", "permanent"),
+    [
+        ({"error": {"code": "invalid_request", "message": "m"}}, 422, None, RequestRejected, True),
+        ({"type": "error", "code": "offset_out_of_range"}, None, 4400, OffsetOutOfRange, True),
+        ({"type": "error", "code": "record_too_large"}, None, None, RequestRejected, True),
+        ({"error": {"code": "topic_not_found", "message": "m"}}, 404, None, NotFound, True),
+        ({"type": "error", "code": "group_not_found"}, None, None, NotFound, True),
+        ({"type": "error", "code": "not_assigned"}, None, None, Conflict, True),
+        ({"type": "error", "code": "out_of_order_sequence"}, None, None, OutOfOrderSequence, True),
+        ({"error": {"code": "unauthorized", "message": "m"}}, 401, None, Unauthorized, True),
+        ({"type": "error", "code": "forbidden"}, None, 4403, Forbidden, True),
+        ({"error": {"code": "rate_limited", "message": "m"}}, 429, None, RateLimited, False),
+        ({"error": {"code": "unavailable", "message": "m"}}, 503, None, Unavailable, False),
+        ({"error": {"code": "request_timeout", "message": "m"}}, 408, None, Unavailable, False),
+        ("<html>bad gateway</html>", 502, None, Unavailable, False),
+        (None, None, 4404, NotFound, True),
+    ],
+)
+def test_error_families(
+    body: Any, status: int | None, close_code: int | None, kind: type, permanent: bool
+) -> None:
+    error = server_error(body, status=status, close_code=close_code, fallback="why")
+    assert type(error) is kind and error.permanent is permanent
+    assert isinstance(error, ClientError) and (error.status, error.close_code) == (
+        status,
+        close_code,
+    )
 
 
 def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
