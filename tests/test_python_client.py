@@ -321,6 +321,39 @@ async def test_subscriber_resumes_exactly_across_a_cut_connection(tmp_path: Path
         assert offsets == sorted(offsets)  # in order within each partition
 
 
+async def test_a_subscriber_closed_4408_as_too_slow_resumes_without_loss(tmp_path: Path) -> None:
+    """A subscriber that stops reading (its buffer holds one record) is closed 4408 once the
+    server's unsent data passes the limit; that is transient: once read again, it resumes by
+    offset and gets every record once (a replay goes at the reader's pace)."""
+    with serve_in_thread(tmp_path / "data", ws_buffer_bytes=64 * 1024) as server:
+        async with (
+            AsyncClient(server.base_url, max_delay=0.2) as eddy,
+            httpx.AsyncClient(base_url=server.base_url) as rest,
+        ):
+            await eddy.create_topic("bulk", partitions=1)
+            subscription = eddy.subscribe("bulk", max_buffer=1)
+            closes: list[ClientError] = []
+            subscription.on_disconnect = lambda error, delay: closes.append(error)
+            await subscription.wait_live()
+            total = 0
+            closed = False
+            while not closed:  # batches until the server gives up on the stalled reader
+                batch = [{"value": {"n": total + n, "blob": "x" * 2000}} for n in range(20)]
+                await eddy.produce("bulk", batch)
+                total += 20
+                metrics = (await rest.get("/metrics")).text
+                closed = "eddy_slow_consumer_closes_total 1.0" in metrics
+            # What was queued before the close still arrives; after it the subscription
+            # reconnects with offsets= and gets what was produced meanwhile.
+            await eddy.produce("bulk", [{"value": {"n": total + n}} for n in range(20)])
+            total += 20
+            records = await take(subscription, total)
+            await subscription.close()
+    assert [r.value["n"] for r in records] == list(range(total))  # each once, in order
+    assert [e.close_code for e in closes] == [4408]
+    assert isinstance(closes[0], Unavailable) and not closes[0].permanent
+
+
 async def test_group_members_commit_and_the_next_one_resumes(eddy: AsyncClient) -> None:
     await eddy.create_topic("orders", partitions=2)
     await eddy.produce("orders", [{"value": n, "partition": n % 2} for n in range(10)])
