@@ -4,7 +4,9 @@
 # kcat (a Kafka client for the Kafka listener's tests), prometheus (for `promtool check
 # metrics` in tests/test_metrics.py and `promtool check/test rules` of deploy/prometheus/ in
 # tests/test_deploy.py; its service is not wanted) and systemd (`systemd-analyze verify` of
-# deploy/systemd/eddy.service; nothing is started). Idempotent: installs only what is missing.
+# deploy/systemd/eddy.service; nothing is started) and build-essential (a C toolchain to build
+# librdkafka's test programs, tests/librdkafka/build.sh). Idempotent: installs only what is
+# missing.
 # Needs root or sudo.
 #
 # Never use `playwright install`: it downloads a browser build of its own, which is not
@@ -17,9 +19,11 @@ missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+{ command -v cc && command -v c++ && command -v make; } >/dev/null 2>&1 || missing+=(build-essential)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-debian-packages: chromium, kcat, promtool and systemd-analyze are already installed"
+    echo "install-debian-packages: chromium, kcat, promtool, systemd-analyze and a C toolchain" \
+        "are already installed"
     exit 0
 fi
 
@@ -47,4 +51,6 @@ command -v kcat >/dev/null || { echo "install-debian-packages: kcat is missing" 
 command -v promtool >/dev/null || { echo "install-debian-packages: promtool is missing" >&2; exit 1; }
 command -v systemd-analyze >/dev/null \
     || { echo "install-debian-packages: systemd-analyze is missing" >&2; exit 1; }
+{ command -v cc && command -v make; } >/dev/null \
+    || { echo "install-debian-packages: cc or make is missing" >&2; exit 1; }
 echo "install-debian-packages: installed ${missing[*]}"

@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     max_request_bytes=settings.kafka_listener_max_request_bytes,
                 ),
                 parse_address(advertised) if advertised else None,
+                group_initial_delay=settings.kafka_group_initial_rebalance_delay,
             )
             try:
                 await kafka.start()

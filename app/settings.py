@@ -224,6 +224,14 @@ class Settings(BaseSettings):
         description="Largest Kafka request (Kafka's socket.request.max.bytes); a longer one "
         "closes the connection",
     )
+    kafka_group_initial_rebalance_delay: float = Field(
+        3.0,
+        ge=0,
+        le=300,
+        description="Seconds the first rebalance of an empty Kafka-protocol group waits for "
+        "more members, each new one extending it up to the rebalance timeout (Kafka's "
+        "group.initial.rebalance.delay.ms)",
+    )
 
     @property
     def origins(self) -> tuple[str, ...]:

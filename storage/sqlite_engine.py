@@ -236,6 +236,13 @@ class SQLiteEngine(Engine):
         return self._topic(name).meta
 
     async def create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> TopicMeta:
+        # Shielded: a creation that has started finishes, registering the topic, even when its
+        # caller is cancelled (a Kafka client that disconnects while its Metadata request
+        # auto-creates a topic). Cancelled half-way, the file would be in place with no topic
+        # for it, and every later creation of that name would fail.
+        return await asyncio.shield(self._create_topic(name, partitions, config))
+
+    async def _create_topic(self, name: str, partitions: int, config: dict[str, Any]) -> TopicMeta:
         async with self._exclusive(name):
             self._raise_if_broken(name)
             if name in self._topics:

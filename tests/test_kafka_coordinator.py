@@ -206,3 +206,44 @@ def test_a_member_waiting_for_the_leader_that_expires_is_answered() -> None:
     settled = group.tick(10.0)
     assert ("b", SyncAnswer(ErrorCode.unknown_member_id)) in settled
     assert group.state is State.EMPTY
+
+
+def test_the_first_rebalance_waits_for_more_members() -> None:
+    """Kafka's group.initial.rebalance.delay.ms: consumers started together share the first
+    generation (librdkafka's 0118 counts on it), each new member extending the wait."""
+    group = Group("g", initial_delay=3.0)
+    first, settled = join(group, "", now=0.0, new_id="a")
+    assert first is PENDING and settled == []
+    assert group.tick(2.0) == []
+    second, settled = join(group, "", now=1.0, new_id="b")  # extends the wait to 4.0
+    assert second is PENDING and settled == []
+    assert group.tick(3.5) == []
+    answers = dict(group.tick(4.0))
+    assert set(answers) == {"a", "b"}
+    assert all(isinstance(a, JoinAnswer) and a.generation == 1 for a in answers.values())
+    leader = answers["a"]
+    assert isinstance(leader, JoinAnswer) and leader.members == (("a", b"meta"), ("b", b"meta"))
+    # later rebalances of the group do not wait: it is not empty
+    group.sync("a", 1, {"a": b"p0", "b": b"p1"})
+    assert group.heartbeat("b", 1, 4.5) is ErrorCode.none
+    third, _ = join(group, "", now=5.0, new_id="c")
+    assert third is PENDING
+    join(group, "a", now=5.0)
+    done, settled = join(group, "b", now=5.0)
+    assert isinstance(done, JoinAnswer) and done.generation == 2
+    # empty again (everyone left): the next first rebalance waits again
+    for member in ("a", "b", "c"):
+        group.leave(member, 6.0)
+    assert group.state is State.EMPTY
+    again, _ = join(group, "", now=7.0, new_id="d")
+    assert again is PENDING
+    answered = dict(group.tick(10.0))
+    assert isinstance(answered["d"], JoinAnswer) and answered["d"].generation > 2
+
+
+def test_the_first_rebalance_never_waits_past_the_rebalance_timeout() -> None:
+    group = Group("g", initial_delay=20.0)
+    join(group, "", now=0.0, new_id="a")  # rebalance timeout 30 s
+    join(group, "", now=15.0, new_id="b")  # would wait to 35: capped at 30
+    assert group.tick(29.9) == []
+    assert {m for m, _ in group.tick(30.0)} == {"a", "b"}

@@ -16,8 +16,17 @@ import socket
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported
+from confluent_kafka import Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported names
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.api_versions.v3.response import ApiVersionsResponse
 from kio.schema.errors import ErrorCode
@@ -240,3 +249,41 @@ def test_refusals_are_logged_once_per_api_version_and_client(tmp_path: Any) -> N
     assert len(lines) == 2, server.output[-3000:]
     assert "key 57" in lines[0] and "v0" in lines[0] and "'wire-test'" in lines[0]
     assert "Metadata (key 3) v13" in lines[1]
+
+
+def test_compacted_topic_refuses_keyless_records_by_index(eddy: tuple[ServerProcess, str]) -> None:
+    """cleanup.policy is a list config (IncrementalAlterConfigs APPEND/SUBTRACT), and a batch
+    with keyless records on a compacted topic is refused naming each of them (record_errors),
+    which librdkafka reports as INVALID_RECORD, its other records as _INVALID_DIFFERENT_RECORD."""
+    server, bootstrap = eddy
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("wire-compacted", 1)])["wire-compacted"].result(20)
+
+    def alter(operation: AlterConfigOpType) -> None:
+        entry = ConfigEntry("cleanup.policy", "compact", incremental_operation=operation)
+        resource = ConfigResource(ResourceType.TOPIC, "wire-compacted", incremental_configs=[entry])
+        for done in admin.incremental_alter_configs([resource]).values():
+            done.result(20)
+
+    def policy() -> str:
+        with httpx.Client(base_url=server.base_url) as rest:
+            return str(rest.get("/v1/topics/wire-compacted").json()["config"]["cleanup.policy"])
+
+    alter(AlterConfigOpType.APPEND)
+    assert policy() == "compact,delete"
+    outcomes: list[str | None] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 100})
+    for i in range(6):
+        producer.produce(
+            "wire-compacted",
+            b"v",
+            key=None if i % 3 == 0 else b"k",
+            partition=0,
+            on_delivery=lambda err, _msg: outcomes.append(err.name() if err else None),
+        )
+    assert producer.flush(20) == 0
+    assert sorted(outcomes, key=str) == sorted(
+        ["INVALID_RECORD"] * 2 + ["_INVALID_DIFFERENT_RECORD"] * 4, key=str
+    )
+    alter(AlterConfigOpType.SUBTRACT)
+    assert policy() == "delete"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
-from tests.conftest import REPO, free_port, start_server_process
+from tests.conftest import REPO, start_server_process
 
 
 def test_startup_line_and_restart_persistence(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_second_server_on_same_data_dir_refuses_to_start(tmp_path: Path) -> None
                 "eddy",
                 "serve",
                 "--port",
-                str(free_port()),
+                "0",  # never a port another process could take meanwhile: the lock is the subject
                 "--data-dir",
                 str(data),
             ],

@@ -281,3 +281,20 @@ async def test_a_corrupt_topic_file_does_not_keep_other_topics_down(tmp_path: Pa
         engine.get_topic("bad")
     await engine.create_topic("bad", 1, {})
     await engine.close()
+
+
+async def test_a_cancelled_topic_creation_still_registers_the_topic(tmp_path: Path) -> None:
+    """A Kafka client that disconnects while its Metadata request auto-creates a topic cancels
+    the creation's caller; the file is made all the same, so the topic must be too (before,
+    the name was left blocked: every later creation failed with 'Directory not empty')."""
+    engine = await open_engine(tmp_path)
+    creating = asyncio.create_task(engine.create_topic("orphan", 2, {}))
+    await asyncio.sleep(0)  # the creation is under way in the writer thread
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    with pytest.raises(TopicExists):  # waits for the first creation, which finished
+        await engine.create_topic("orphan", 2, {})
+    assert engine.get_topic("orphan").partitions == 2
+    await append(engine, "orphan", [rec(1, b"1")])
+    await engine.close()

@@ -18,6 +18,8 @@ from eddy.routers.kafka.session import Session
 CLUSTER_ID = "eddy"
 # Kafka's config names for Eddy's topic settings that are numbers (cleanup.policy is text).
 _TEXT_CONFIGS = frozenset({"cleanup.policy"})
+# Kafka's LIST configs, which IncrementalAlterConfigs may APPEND to and SUBTRACT from.
+LIST_CONFIGS = frozenset({"cleanup.policy"})
 
 
 def api_versions_body(error: ErrorCode = ErrorCode.none) -> dict[str, Any]:
@@ -292,6 +294,14 @@ async def _alter(
                 new[entry.name] = _config_value(entry.name, entry.value)
             elif operation == 1:  # DELETE: back to the default
                 new.pop(entry.name, None)
+            elif entry.name in LIST_CONFIGS:  # APPEND (2), SUBTRACT (3)
+                current = str(new.get(entry.name, detail.config[entry.name])).split(",")
+                items = [i.strip() for i in (entry.value or "").split(",") if i.strip()]
+                if operation == 2:
+                    kept = current + [i for i in items if i not in current]
+                else:
+                    kept = [i for i in current if i not in items]
+                new[entry.name] = ",".join(kept)  # validate_config checks and orders it
             else:
                 raise InvalidRequest(f"config '{entry.name}' is not a list: cannot append/subtract")
         validate_config(new)

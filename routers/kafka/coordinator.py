@@ -7,6 +7,14 @@ every member's subscription metadata, and passes the leader's assignment to each
 states are Kafka's: Empty -> PreparingRebalance (waiting for every member to (re)join, at most
 the rebalance timeout) -> CompletingRebalance (waiting for the leader's SyncGroup) -> Stable.
 A member that sends no heartbeat for its session timeout is removed and the group rebalances.
+
+The first rebalance of an empty group waits `initial_delay` (Kafka's
+group.initial.rebalance.delay.ms, 3 s by default) for more members, each new one extending the
+wait by as much up to the rebalance timeout, so consumers started together share the first
+generation. Without it the first to join takes every partition and the others cause a second
+rebalance at once, which clients revoke in their rebalance callbacks; librdkafka's test 0118
+(commit during a rebalance) counts on Kafka's delay: there, the second consumer otherwise waited
+through a revocation of the first before it got any partition.
 """
 
 from __future__ import annotations
@@ -78,6 +86,8 @@ class Group:
     rebalance_deadline: float = 0.0
     issued_ids: set[str] = field(default_factory=set)  # MEMBER_ID_REQUIRED ids not yet joined
     awaiting_sync: set[str] = field(default_factory=set)
+    initial_delay: float = 0.0  # seconds: Kafka's group.initial.rebalance.delay.ms
+    initial_deadline: float | None = None  # while the first rebalance waits for more members
 
     # --- membership -----------------------------------------------------------------------
     def join(
@@ -112,6 +122,8 @@ class Group:
             return JoinAnswer(ErrorCode.unknown_member_id, member_id), []
         self.issued_ids.discard(member_id)
         self.protocol_type = protocol_type
+        was_empty = self.state is State.EMPTY
+        is_new = member_id not in self.members
         member = self.members.get(member_id)
         if member is None:
             member = Member(
@@ -132,6 +144,8 @@ class Group:
         settled: list[tuple[str, Answer]] = []
         if self.state is not State.PREPARING:
             settled += self._prepare(now)
+        if self.initial_delay > 0 and (was_empty or (is_new and self.initial_deadline)):
+            self.initial_deadline = min(now + self.initial_delay, self.rebalance_deadline)
         member.joined = True
         answers = self._maybe_complete(now)
         mine = next((a for m, a in answers if m == member_id), None)
@@ -199,6 +213,8 @@ class Group:
             for member_id in late:
                 del self.members[member_id]
             settled += self._maybe_complete(now, force=True)
+        elif self.initial_deadline is not None and now >= self.initial_deadline:
+            settled += self._maybe_complete(now)
         return settled
 
     def check_commit(self, member_id: str, generation: int) -> ErrorCode:
@@ -249,6 +265,7 @@ class Group:
             ]
             self.awaiting_sync.clear()
             self.state, self.leader, self.protocol = State.EMPTY, None, None
+            self.initial_deadline = None
             self.generation += 1
             return settled
         if self.state is not State.PREPARING:
@@ -262,9 +279,13 @@ class Group:
             return []
         if not self.members:
             self.state, self.leader, self.protocol = State.EMPTY, None, None
+            self.initial_deadline = None
             return []
         if not force and not all(m.joined for m in self.members.values()):
             return []
+        if not force and self.initial_deadline is not None and now < self.initial_deadline:
+            return []  # the first rebalance still waits for more members
+        self.initial_deadline = None
         self.generation += 1
         if self.leader not in self.members:
             self.leader = next(iter(self.members))

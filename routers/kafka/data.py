@@ -14,11 +14,11 @@ from eddy.broker.idempotence import check_record_sequence
 from eddy.broker.metrics import Transport
 from eddy.broker.reads import OffsetQuery
 from eddy.broker.topic_rules import is_compacted
-from eddy.models.errors import EddyError
+from eddy.models.errors import EddyError, InvalidRequest
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.idempotence import producer_sequence
 from eddy.routers.kafka.messages import Request
-from eddy.routers.kafka.records import CorruptBatch, build_batch, read_produced
+from eddy.routers.kafka.records import CorruptBatch, ProducedBatch, build_batch, read_produced
 from eddy.routers.kafka.session import Session
 from eddy.storage import AppendedRecord
 
@@ -39,6 +39,7 @@ async def _queue_partition(
 ) -> asyncio.Future[list[AppendedRecord]] | dict[str, Any]:
     """Decode and queue one partition's batch; its commit's future, or the error answer."""
     broker = session.broker
+    batch: ProducedBatch | None = None
     try:
         if records is None:
             raise CorruptBatch("no records")
@@ -57,6 +58,21 @@ async def _queue_partition(
                 committed, topic, partition, batch.exact, len(batch.drafts), created_at
             )
         return committed
+    except InvalidRequest as exc:
+        index = exc.details.get("index")
+        if batch is not None and isinstance(index, int) and batch.drafts[index].key is None:
+            # a compacted topic's keyless records: Kafka refuses the batch with INVALID_RECORD
+            # and names each such record (record_errors, KIP-467), so clients can tell them
+            # from the batch's other records
+            answer = _produce_error(partition, exc)
+            answer["error_code"] = ErrorCode.invalid_record
+            answer["record_errors"] = [
+                {"batch_index": i, "batch_index_error_message": "a compacted topic needs keys"}
+                for i, draft in enumerate(batch.drafts)
+                if draft.key is None
+            ]
+            return answer
+        return _produce_error(partition, exc)
     except EddyError as exc:
         return _produce_error(partition, exc)
 

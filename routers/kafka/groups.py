@@ -44,8 +44,9 @@ NO_OFFSET = -1
 
 
 class KafkaGroups:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, initial_delay: float = 3.0) -> None:
         self._broker = broker
+        self._initial_delay = initial_delay  # Kafka's group.initial.rebalance.delay.ms
         self._groups: dict[str, Group] = {}
         self._waiting: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._clock: asyncio.Task[None] | None = None
@@ -126,7 +127,11 @@ class KafkaGroups:
         rebalance_timeout = session_timeout if rebalance is None else rebalance.total_seconds()
         if rebalance_timeout <= 0:
             rebalance_timeout = session_timeout
-        group = self._groups.setdefault(body.group_id, Group(body.group_id))
+        group = self._groups.get(body.group_id)
+        if group is None:
+            group = self._groups[body.group_id] = Group(
+                body.group_id, initial_delay=self._initial_delay
+            )
         new_id = new_member_id(session.client_id, secrets.token_hex(4))
         answer, settled = group.join(
             body.member_id,

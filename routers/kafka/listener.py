@@ -99,6 +99,7 @@ class KafkaListener:
         port: int,
         limits: ListenerLimits,
         advertise: tuple[str, int] | None = None,
+        group_initial_delay: float = 3.0,
     ) -> None:
         self._broker = broker
         self._host = host
@@ -109,7 +110,7 @@ class KafkaListener:
         self._advertise = advertise
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self.groups = KafkaGroups(broker)
+        self.groups = KafkaGroups(broker, group_initial_delay)
         self._handlers = handlers(self.groups)
         # Produced batches, for fetches (shared by connections); only where Eddy's own log
         # holds the records (a Kafka cluster behind --engine kafka stores batches its own way).
