@@ -29,7 +29,14 @@ from eddy.app.cli_lines import (
 )
 from eddy.app.serve_options import with_setting_options
 from eddy.app.settings import Settings
-from eddy.client import DEFAULT_URL, Client, ClientError, Conflict, SyncSubscription
+from eddy.client import (
+    DEFAULT_URL,
+    Client,
+    ClientError,
+    Conflict,
+    ConnectionLost,
+    SyncSubscription,
+)
 
 # rich_markup_mode=None: click's plain help, which wraps at the terminal's width instead of
 # cutting option names, and keeps "[env var: ...; default: ...]" (rich markup would eat it).
@@ -363,6 +370,8 @@ class _Printed:
             self.subscription.commit(offsets, timeout=timeout)
         except Conflict as exc:  # not_assigned: lost in a rebalance meanwhile
             self.warnings.append(exc.message)
+        except ConnectionLost as exc:  # reconnecting: the group's next reader prints them again
+            self.warnings.append(f"not committed: {exc.message}")
         except TimeoutError:
             raise ClientError("timeout", "the server did not confirm the last commit") from None
 
@@ -396,7 +405,7 @@ def _consume(
                         printed.commit(COMMIT_WAIT)
                         next_commit = time.monotonic() + COMMIT_INTERVAL
             finally:
-                if group:
+                if group and subscription.error is None:  # else the server's error is the news
                     printed.commit(COMMIT_WAIT)
         except BrokenPipeError:  # `eddy consume t | head`: the reader is gone, so is the need
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error

@@ -16,12 +16,14 @@ from eddy.client.errors import (
     PERMANENT_CLOSE_CODES,
     ClientError,
     ConnectionLost,
+    RateLimited,
     Unavailable,
     server_error,
 )
 
 # A close without a close frame (the network): RFC 6455's "abnormal closure".
 CLOSE_ABNORMAL = 1006
+CLOSE_RATE_LIMITED = 4429
 
 
 class Backoff:
@@ -113,6 +115,8 @@ def close_error(ws: ClientConnection, last_error: dict[str, Any] | None) -> Clie
     if code == CLOSE_ABNORMAL:
         return ConnectionLost("disconnected", "the connection was lost", close_code=code)
     message = f"closed {code}{f' ({reason})' if reason else ''}"
+    if code == CLOSE_RATE_LIMITED:
+        return RateLimited("rate_limited", message, close_code=code)
     return Unavailable(f"close_{code}", message, close_code=code)
 
 

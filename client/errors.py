@@ -10,10 +10,9 @@ details, and a subclass per family of HTTP status / WebSocket close code.
     ├── Conflict                409 (topic_exists, group_active, not_assigned, ...)
     │   └── OutOfOrderSequence  out_of_order_sequence (details: expected)
     ├── RateLimited             429; close 4429
-    ├── Unavailable             503, 408; close 1001, 1011, 1012, 1013
-    ├── ConnectionLost          the network: refused, cut, timed out (`code` "disconnected")
-    ├── Closed                  the subscription or publisher was closed by its owner
-    └── HandlerError            reserved for what the caller's own code raised
+    ├── Unavailable             503, 408; close 1001, 1011, 1012, 1013, 4408 (too slow)
+    ├── ConnectionLost          the network: refused, cut (1006), timed out ("disconnected")
+    └── Closed                  the subscription or publisher was closed by its owner
 
 The server's own error class (`eddy.models.errors.EddyError`) is a different thing: it is
 what the server raises; these are what a client receives.
@@ -105,10 +104,6 @@ class ConnectionLost(ClientError):
 
 
 class Closed(ClientError):
-    pass
-
-
-class HandlerError(ClientError):
     pass
 
 

@@ -479,3 +479,26 @@ def test_consume_resumes_across_a_server_restart(tmp_path: Path) -> None:
     printed = records_of("".join(first) + rest)
     assert sorted(r["value"] for r in printed) == list(range(20))
     assert len({(r["partition"], r["offset"]) for r in printed}) == 20
+
+
+def test_a_group_member_whose_topic_is_deleted_says_so(running: RunningServer) -> None:
+    ok(eddy(running, "topics", "create", "doomed"))
+    ok(eddy(running, "produce", "doomed", stdin="1\n"))
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    consumer = subprocess.Popen(
+        [EDDY, "consume", "doomed", "--group", "g", "--from", "earliest"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**inherited, "EDDY_URL": running.base_url},
+    )
+    try:
+        assert consumer.stdout is not None
+        assert json.loads(consumer.stdout.readline())["value"] == 1
+        ok(eddy(running, "topics", "delete", "doomed"))
+        _, errors = consumer.communicate(timeout=60)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+    assert consumer.returncode == 1
+    assert "topic 'doomed' does not exist (topic_not_found, WebSocket close 4404)" in errors

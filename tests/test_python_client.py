@@ -30,11 +30,15 @@ from eddy.client import (
     Forbidden,
     NotFound,
     OffsetOutOfRange,
+    OutOfOrderSequence,
+    RateLimited,
     Record,
     RequestRejected,
     Subscription,
     Unauthorized,
+    Unavailable,
 )
+from eddy.client.errors import server_error
 from tests.conftest import REPO, free_port, serve_in_thread, start_server_process, wait_until
 from tests.relay import Relay, relay_to
 
@@ -111,6 +115,36 @@ def test_the_client_loads_none_of_the_server() -> None:
     ).stdout.split()
     server_side = ("fastapi", "starlette", "uvicorn", "aiokafka", "eddy.app", "eddy.broker")
     assert not [m for m in loaded if m.startswith(server_side)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "close_code", "kind", "permanent"),
+    [
+        ({"error": {"code": "invalid_request", "message": "m"}}, 422, None, RequestRejected, True),
+        ({"type": "error", "code": "offset_out_of_range"}, None, 4400, OffsetOutOfRange, True),
+        ({"type": "error", "code": "record_too_large"}, None, None, RequestRejected, True),
+        ({"error": {"code": "topic_not_found", "message": "m"}}, 404, None, NotFound, True),
+        ({"type": "error", "code": "group_not_found"}, None, None, NotFound, True),
+        ({"type": "error", "code": "not_assigned"}, None, None, Conflict, True),
+        ({"type": "error", "code": "out_of_order_sequence"}, None, None, OutOfOrderSequence, True),
+        ({"error": {"code": "unauthorized", "message": "m"}}, 401, None, Unauthorized, True),
+        ({"type": "error", "code": "forbidden"}, None, 4403, Forbidden, True),
+        ({"error": {"code": "rate_limited", "message": "m"}}, 429, None, RateLimited, False),
+        ({"error": {"code": "unavailable", "message": "m"}}, 503, None, Unavailable, False),
+        ({"error": {"code": "request_timeout", "message": "m"}}, 408, None, Unavailable, False),
+        ("<html>bad gateway</html>", 502, None, Unavailable, False),
+        (None, None, 4404, NotFound, True),
+    ],
+)
+def test_error_families(
+    body: Any, status: int | None, close_code: int | None, kind: type, permanent: bool
+) -> None:
+    error = server_error(body, status=status, close_code=close_code, fallback="why")
+    assert type(error) is kind and error.permanent is permanent
+    assert isinstance(error, ClientError) and (error.status, error.close_code) == (
+        status,
+        close_code,
+    )
 
 
 def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
@@ -285,6 +319,39 @@ async def test_subscriber_resumes_exactly_across_a_cut_connection(tmp_path: Path
     for partition in (0, 1):
         offsets = [r.offset for r in received if r.partition == partition]
         assert offsets == sorted(offsets)  # in order within each partition
+
+
+async def test_a_subscriber_closed_4408_as_too_slow_resumes_without_loss(tmp_path: Path) -> None:
+    """A subscriber that stops reading (its buffer holds one record) is closed 4408 once the
+    server's unsent data passes the limit; that is transient: once read again, it resumes by
+    offset and gets every record once (a replay goes at the reader's pace)."""
+    with serve_in_thread(tmp_path / "data", ws_buffer_bytes=64 * 1024) as server:
+        async with (
+            AsyncClient(server.base_url, max_delay=0.2) as eddy,
+            httpx.AsyncClient(base_url=server.base_url) as rest,
+        ):
+            await eddy.create_topic("bulk", partitions=1)
+            subscription = eddy.subscribe("bulk", max_buffer=1)
+            closes: list[ClientError] = []
+            subscription.on_disconnect = lambda error, delay: closes.append(error)
+            await subscription.wait_live()
+            total = 0
+            closed = False
+            while not closed:  # batches until the server gives up on the stalled reader
+                batch = [{"value": {"n": total + n, "blob": "x" * 2000}} for n in range(20)]
+                await eddy.produce("bulk", batch)
+                total += 20
+                metrics = (await rest.get("/metrics")).text
+                closed = "eddy_slow_consumer_closes_total 1.0" in metrics
+            # What was queued before the close still arrives; after it the subscription
+            # reconnects with offsets= and gets what was produced meanwhile.
+            await eddy.produce("bulk", [{"value": {"n": total + n}} for n in range(20)])
+            total += 20
+            records = await take(subscription, total)
+            await subscription.close()
+    assert [r.value["n"] for r in records] == list(range(total))  # each once, in order
+    assert [e.close_code for e in closes] == [4408]
+    assert isinstance(closes[0], Unavailable) and not closes[0].permanent
 
 
 async def test_group_members_commit_and_the_next_one_resumes(eddy: AsyncClient) -> None:

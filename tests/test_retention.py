@@ -202,6 +202,26 @@ def test_compacted_topics_refuse_keyless_records(client: httpx.Client) -> None:
     assert partition(client, "needs-keys")["high_watermark"] == 0
 
 
+def from_start(client: httpx.Client, topic: str) -> list[dict[str, Any]]:
+    """Partition 0's records from its log start, while the cleaner may be moving that start:
+    a read that a pass overtook (416: the start moved past it) is read again from the new one."""
+    records: list[dict[str, Any]] = []
+    offset = partition(client, topic)["log_start_offset"]
+    while True:
+        response = client.get(
+            f"/v1/topics/{topic}/partitions/0/records", params={"offset": offset, "limit": 1000}
+        )
+        if response.status_code == 416:
+            records, offset = [], response.json()["error"]["details"]["log_start_offset"]
+            continue
+        assert response.status_code == 200, response.text
+        body = response.json()
+        records += body["records"]
+        if body["next_offset"] >= body["high_watermark"]:
+            return records
+        offset = body["next_offset"]
+
+
 def test_compact_and_delete_together(client: httpx.Client) -> None:
     create(
         client,
@@ -222,17 +242,7 @@ def test_compact_and_delete_together(client: httpx.Client) -> None:
             {"key": "b", "value": 3},
         ],
     )
-    wait_until(
-        lambda: (
-            [
-                (r["offset"], r["value"])
-                for r in fetch_all(
-                    client, "both", offset=partition(client, "both")["log_start_offset"]
-                )
-            ]
-            == [(2, 3)]
-        )
-    )
+    wait_until(lambda: [(r["offset"], r["value"]) for r in from_start(client, "both")] == [(2, 3)])
     # the first record still stored (a later pass moves the start over the compacted gap)
     wait_until(lambda: partition(client, "both")["log_start_offset"] == 2)
 
