@@ -15,10 +15,12 @@ with Apache Kafka's default where Kafka has one, and each refusal is counted in 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -26,6 +28,11 @@ log = logging.getLogger("eddy.kafka")
 
 # A refusal at accept is logged at most once in this many seconds (with the count since).
 REFUSAL_LOG_INTERVAL = 10.0
+# The deadline sweep runs every quarter of the shorter timeout, within these bounds (seconds):
+# a deadline is kept to within that much.
+SWEEP_MIN, SWEEP_MAX = 0.05, 1.0
+
+WAITING, READING, BUSY = 0, 1, 2  # a connection's phase, for its deadlines
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,64 @@ class ConnectionGate:
         )
         self._last_log = now
         self._refused_since_log = 0
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    """One connection's phase for the deadline sweep: waiting for a request's first byte
+    (idle, unless answers are being made), reading the rest of a request, or neither."""
+
+    transport: asyncio.WriteTransport
+    pending: Collection[object]  # answers being made (a connection waiting on them is not idle)
+    phase: int = BUSY
+    since: float = field(default=0.0)
+
+
+class Deadlines:
+    """Idle and request deadlines of every connection, kept by one sweep task instead of a
+    timer per read: a timeout around each read cost about 12 us per request (two per request,
+    24 us, against under 1 us of framing), on the listener's hottest path."""
+
+    def __init__(self, limits: ListenerLimits, metrics: ListenerMetrics) -> None:
+        self._limits = limits
+        self._metrics = metrics
+        self._watches: set[Watch] = set()
+        self._task: asyncio.Task[None] | None = None
+        shortest = min(limits.idle_timeout, limits.request_timeout)
+        self._interval = min(SWEEP_MAX, max(SWEEP_MIN, shortest / 4))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._sweep(), name="kafka-deadlines")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def watch(self, transport: asyncio.WriteTransport, pending: Collection[object]) -> Watch:
+        watch = Watch(transport, pending)
+        self._watches.add(watch)
+        return watch
+
+    def forget(self, watch: Watch) -> None:
+        self._watches.discard(watch)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle, request = self._limits.idle_timeout, self._limits.request_timeout
+        while True:
+            await asyncio.sleep(self._interval)
+            now = loop.time()
+            for watch in list(self._watches):
+                if watch.phase == WAITING:
+                    if watch.pending:  # (a long fetch or produce being answered)
+                        watch.since = now
+                    elif now - watch.since > idle:
+                        self._close(watch, "idle")
+                elif watch.phase == READING and now - watch.since > request:
+                    self._close(watch, "request_timeout")
+
+    def _close(self, watch: Watch, reason: str) -> None:
+        self._watches.discard(watch)
+        self._metrics.closed.labels(reason).inc()
+        watch.transport.abort()  # the connection's read fails; its task ends

@@ -25,7 +25,16 @@ from eddy.broker import Broker
 from eddy.routers.kafka import admin, data, idempotence, sasl
 from eddy.routers.kafka.batch_cache import BatchCache
 from eddy.routers.kafka.groups import KafkaGroups
-from eddy.routers.kafka.limits import ConnectionGate, ListenerLimits, ListenerMetrics
+from eddy.routers.kafka.limits import (
+    BUSY,
+    READING,
+    WAITING,
+    ConnectionGate,
+    Deadlines,
+    ListenerLimits,
+    ListenerMetrics,
+    Watch,
+)
 from eddy.routers.kafka.messages import (
     API_VERSIONS,
     PRODUCE,
@@ -107,6 +116,7 @@ class KafkaListener:
         self._limits = limits
         self._metrics = ListenerMetrics(broker.metrics_registry)
         self._gate = ConnectionGate(limits, self._metrics)
+        self._deadlines = Deadlines(limits, self._metrics)
         self._advertise = advertise
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -132,6 +142,7 @@ class KafkaListener:
             host, port = self._advertise
         self.advertised = Advertised(NODE_ID, host, port)
         self.groups.start()
+        self._deadlines.start()
         if self._broker.access_enabled and self._host not in LOOPBACK_HOSTS:
             log.warning(
                 "Kafka listener on %s: SASL/PLAIN sends API keys unencrypted; keep it on "
@@ -153,6 +164,7 @@ class KafkaListener:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
         await self.groups.stop()
+        await self._deadlines.stop()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -195,9 +207,10 @@ class KafkaListener:
         answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue(MAX_IN_FLIGHT)
         sender = asyncio.create_task(self._send_answers(answers, writer))
         started: set[asyncio.Task[bytes | None]] = set()
+        watch = self._deadlines.watch(writer.transport, started)
         try:
             while not sender.done():
-                frame = await self._read_frame(session, reader, started)
+                frame = await self._read_frame(session, reader, watch)
                 if frame is None:
                     return
                 try:
@@ -221,41 +234,31 @@ class KafkaListener:
         finally:
             # The client is gone (or the server stops): nobody reads what is still pending.
             # Commits under way are not cancelled by this (the engine finishes them).
+            self._deadlines.forget(watch)
             for pending in (*started, sender):
                 pending.cancel()
             await asyncio.gather(*started, sender, return_exceptions=True)
 
     async def _read_frame(
-        self,
-        session: Session,
-        reader: asyncio.StreamReader,
-        started: set[asyncio.Task[bytes | None]],
+        self, session: Session, reader: asyncio.StreamReader, watch: Watch
     ) -> bytes | None:
-        """The next request's bytes, or None when the connection is to be closed: idle for
-        --kafka-listener-idle-timeout (nothing read, nothing being answered), the rest of the
-        request not there within --kafka-listener-request-timeout of its first byte, or longer
-        than --kafka-listener-max-request-bytes."""
+        """The next request's bytes, or None when it is longer than
+        --kafka-listener-max-request-bytes. Meanwhile the connection's deadlines run (closed by
+        the sweep: idle for --kafka-listener-idle-timeout, nothing being answered; the rest of
+        the request not there within --kafka-listener-request-timeout of its first byte)."""
+        loop = asyncio.get_running_loop()
+        watch.phase, watch.since = WAITING, loop.time()
+        first = await reader.readexactly(1)
+        watch.phase, watch.since = READING, loop.time()
+        size = int.from_bytes(first + await reader.readexactly(3), "big", signed=True)
         limits = self._limits
-        while True:
-            try:
-                async with asyncio.timeout(limits.idle_timeout):
-                    first = await reader.readexactly(1)
-                break
-            except TimeoutError:
-                if not started:  # (a long fetch or produce being answered is not idleness)
-                    self._metrics.closed.labels("idle").inc()
-                    return None
-        try:
-            async with asyncio.timeout(limits.request_timeout):
-                size = int.from_bytes(first + await reader.readexactly(3), "big", signed=True)
-                if size < 0 or size > limits.max_request_bytes:
-                    self._metrics.closed.labels("request_too_large").inc()
-                    log.warning("Kafka request of %d bytes from %s refused", size, session.client)
-                    return None  # the stream cannot be resynchronised past an unread frame
-                return await reader.readexactly(size)
-        except TimeoutError:
-            self._metrics.closed.labels("request_timeout").inc()
-            return None
+        if size < 0 or size > limits.max_request_bytes:
+            self._metrics.closed.labels("request_too_large").inc()
+            log.warning("Kafka request of %d bytes from %s refused", size, session.client)
+            return None  # the stream cannot be resynchronised past an unread frame
+        frame = await reader.readexactly(size)
+        watch.phase = BUSY
+        return frame
 
     async def _send_answers(
         self, answers: asyncio.Queue[asyncio.Task[bytes | None]], writer: asyncio.StreamWriter
