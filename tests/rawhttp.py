@@ -54,6 +54,27 @@ def read_until_closed(sock: socket.socket, limit: int = 1 << 20) -> tuple[bytes,
     return data, False
 
 
+def read_one_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length body, however the server's writes were split
+    into segments (a head and its body can arrive in separate reads)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole body: {data!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def parse_response(data: bytes, closed: bool) -> RawResponse:
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")

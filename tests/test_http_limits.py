@@ -20,6 +20,7 @@ from tests.rawhttp import (
     connect,
     exchange,
     parse_response,
+    read_one_response,
     read_until_closed,
     request_head,
 )
@@ -174,8 +175,7 @@ def test_the_deadline_applies_to_later_requests_on_a_kept_alive_connection(
 ) -> None:
     with connect(limited.base_url) as sock:
         sock.sendall(request_head("GET", "/healthz"))
-        first = wait_until(lambda: sock.recv(65536))
-        assert first.startswith(b"HTTP/1.1 200")
+        assert read_one_response(sock).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # the next head starts and stalls
         data, closed = read_until_closed(sock)
     assert parse_response(data, closed).status == 408
@@ -187,7 +187,7 @@ def test_blank_lines_between_requests_do_not_keep_a_connection_open(
 ) -> None:
     with connect(limited.base_url) as sock:
         sock.sendall(request_head("GET", "/healthz"))
-        assert wait_until(lambda: sock.recv(65536)).startswith(b"HTTP/1.1 200")
+        assert read_one_response(sock).startswith(b"HTTP/1.1 200")
         sock.sendall(b"\r\n")  # cancels uvicorn's keep-alive timer, starts no head
         _, closed = read_until_closed(sock)
     assert closed
