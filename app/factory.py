@@ -74,7 +74,7 @@ def make_engine(settings: Settings) -> Engine:
     """The storage engine the settings ask for (`Settings` has checked that they fit)."""
     if settings.engine == "sqlite":
         return SQLiteEngine(settings.data_dir, settings.sync)
-    from eddy.storage.kafka_engine import KafkaEngine  # aiokafka is loaded only when used
+    from eddy.storage.kafka import KafkaEngine  # aiokafka is loaded only when used
 
     return KafkaEngine(
         settings_for(

@@ -35,6 +35,7 @@ def test_the_wheel_serves_the_console_and_docs_from_outside_the_source_tree(
         "eddy/static/vendor/asyncapi-react/index.js",
         "eddy/openapi/asyncapi.yaml",
         "eddy/routers/ws/protocol.py",
+        "eddy/storage/kafka/engine.py",
         "eddy/app/cli.py",
         "eddy/client/__init__.py",
         "eddy/client/py.typed",
