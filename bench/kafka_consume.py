@@ -39,7 +39,8 @@ from bench.common import (
     self_cpu_seconds,
     spawn_child,
 )
-from bench.run import batch_records, create_topic
+from bench.sections.http_produce import batch_records
+from bench.sections.servers import create_topic
 
 TOPIC = "backlog"
 

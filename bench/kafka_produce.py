@@ -31,7 +31,8 @@ from bench.common import (
     spawn_child,
     wait_until,
 )
-from bench.run import batch_bodies, batch_records, create_topic, measure_http
+from bench.sections.http_produce import batch_bodies, batch_records, measure_http
+from bench.sections.servers import create_topic
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Retention under load: fill a backlog, then measure produce latency while it is deleted.
 
-Three pieces, used by `bench_retention` in bench/run.py:
+Three pieces, used by `bench_retention` in bench/sections/retention.py:
 
 - `fill_topic`: batch produce (pre-encoded bodies of 1,000 records) from a few keep-alive
   connections in the runner process until a record count or a time budget is reached, printing
