@@ -158,6 +158,16 @@ class EddyHttpProtocol(HttpToolsProtocol):
             # the keep-alive timeout): the next head is due within the deadline.
             self._arm_head_timer()
 
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The connection belongs to the WebSocket protocol now. The parser holds this object's
+        # bound methods as its callbacks, a reference cycle that only the cyclic collector would
+        # free, about 25 objects per handshake: dropped here, the object goes at once. With
+        # the collector off, 10,000 connects held 6 KB more per connection; with it on, the
+        # time to connect them moved within the noise (4.6-5.5 s against 4.8-6.3 s).
+        self._cancel_head_timer()
+        del self.parser
+
     # --- parser callbacks -------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_head = True
