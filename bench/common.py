@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -195,6 +196,16 @@ class ServerProcess:
     def log_problems(self) -> list[str]:
         """Log records at WARNING or above and tracebacks, each as one block of lines."""
         return problem_blocks(self.log_text())
+
+
+@contextmanager
+def started(server: ServerProcess) -> Iterator[ServerProcess]:
+    """The server, started, and stopped again however the block ends."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 _PROBLEM = re.compile(r"Traceback|\b(ERROR|CRITICAL|WARNING)\b|Exception")

@@ -16,8 +16,6 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import connect
 
-from bench.common import ServerProcess, eddy_server, percentile, pid_cpu_seconds
+from bench.common import ServerProcess, eddy_server, percentile, pid_cpu_seconds, started
 from tests.kafka_brokers import tansu  # the same broker the tests start
 
 
@@ -131,15 +129,6 @@ def measure(server: ServerProcess, quick: bool) -> Figures:
     )
 
 
-@contextmanager
-def running(server: ServerProcess) -> Iterator[ServerProcess]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def table(embedded: Figures, kafka: Figures, load: str) -> str:
     def row(name: str, a: float, b: float, unit: str, digits: int = 1) -> str:
         ratio = b / a if a else float("nan")
@@ -190,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         kafka_server.name = "eddy-kafka"
-        with running(embedded_server):
+        with started(embedded_server):
             embedded = measure(embedded_server, args.quick)
-        with running(kafka_server):
+        with started(kafka_server):
             kafka = measure(kafka_server, args.quick)
     print(table(embedded, kafka, load))
     return 0

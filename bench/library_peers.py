@@ -47,6 +47,7 @@ from bench.common import (
     pid_cpu_seconds,
     raw_asgi_server,
     spawn_child,
+    started,
 )
 from bench.fanout_peers import PEERS, install
 from bench.sections.http_produce import single_bodies
@@ -117,15 +118,6 @@ def library_peer(kind: str, port: int) -> Iterator[int]:
         proc.wait(10)
 
 
-@contextmanager
-def started(server: ServerProcess) -> Iterator[ServerProcess]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def granian_server(target: str, log_dir: Path, data_dir: Path | None = None) -> ServerProcess:
     port = free_port()
     argv = [
@@ -133,10 +125,9 @@ def granian_server(target: str, log_dir: Path, data_dir: Path | None = None) -> 
         "--port", str(port), "--workers", "1", "--loop", "uvloop", "--log-level", "warning",
         target,
     ]  # fmt: skip
-    server = ServerProcess(f"granian-{port}", argv, port, log_dir / f"granian-{port}.log")
-    if data_dir is not None:  # ServerProcess drops EDDY_* variables: pass it through argv
-        server.argv = ["env", f"EDDY_DATA={data_dir}", *argv]
-    return server
+    # ServerProcess drops EDDY_* variables from its environment: pass the data dir through argv.
+    prefix = [] if data_dir is None else ["env", f"EDDY_DATA={data_dir}"]
+    return ServerProcess(f"granian-{port}", [*prefix, *argv], port, log_dir / f"granian-{port}.log")
 
 
 # --- 1. publish -----------------------------------------------------------------------------------
