@@ -33,7 +33,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from websockets.http11 import MAX_LINE_LENGTH as WS_MAX_LINE
 from websockets.http11 import MAX_NUM_HEADERS as WS_MAX_HEADERS
 
-from eddy.app.request_log import REQUEST_ID_HEADER, sane_request_id
+from eddy.models.context import REQUEST_ID_HEADER, sane_request_id
 from eddy.models.errors import EddyError, HeadersTooLarge, MalformedRequest, RequestTimeout
 
 LINGER_SECONDS = 2.0  # how long a refused connection is drained before it is closed

@@ -25,8 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eddy.app.request_log import REQUEST_ID_HEADER, RequestTelemetry, request_id_of
-from eddy.models.context import Call, current_call
+from eddy.app.request_log import RequestTelemetry, request_id_of
+from eddy.models.context import REQUEST_ID_HEADER, Call, current_call
 from eddy.routers import records
 
 Handler = Callable[[Request, Exception], Any]

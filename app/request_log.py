@@ -19,43 +19,20 @@ error frame and a 44xx close) shows as 101, its reason in the audit log or the c
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import re
 import time
-from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eddy.broker import Broker
-from eddy.models.context import Call, current_call
+from eddy.models.context import REQUEST_ID_HEADER, Call, current_call, sane_request_id
 
 access = logging.getLogger("eddy.access")
-
-REQUEST_ID_HEADER = b"x-request-id"
-_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
-# New ids: 16 random hex digits per process, then a counter (16 hex digits): unique without a
-# random draw (a system call) per request.
-_ID_PREFIX = os.urandom(8).hex()
-_ids = itertools.count(1)
 
 
 def request_id_of(scope: Scope) -> str:
     """The client's sane X-Request-ID, else a new one."""
     return sane_request_id(scope["headers"])
-
-
-def sane_request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The sane X-Request-ID among these headers (lower-case names), else a new id. Also used
-    by the HTTP protocol layer for the errors it sends before any app sees the request."""
-    for name, value in headers:
-        if name == REQUEST_ID_HEADER:
-            if _SANE_REQUEST_ID.fullmatch(value):
-                given: str = value.decode("ascii")
-                return given
-            break
-    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def loggable_path(scope: Scope) -> str:

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from eddy.storage import AppendBatch, NewRecord, SQLiteEngine, ValueFormat
+from eddy.models.log import ValueFormat
+from eddy.storage import AppendBatch, NewRecord, SQLiteEngine
 
 BATCH = 1000
 CLIENTS = 4

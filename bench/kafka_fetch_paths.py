@@ -23,9 +23,9 @@ from pathlib import Path
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from bench.sections.http_produce import batch_records
+from eddy.models.log import StoredRecord, ValueFormat
 from eddy.routers.kafka.batch_cache import BatchCache
 from eddy.routers.kafka.records import build_batch, read_produced
-from eddy.storage import StoredRecord, ValueFormat
 
 RECORDS = 1000
 

@@ -42,17 +42,16 @@ from eddy.broker.topic_rules import validate_topic_name
 from eddy.models.context import current_call
 from eddy.models.errors import EddyError, PartitionNotFound, Unavailable
 from eddy.models.groups import GroupDetail, GroupSummary
-from eddy.models.topics import TopicDetail, TopicSummary
-from eddy.storage import (
+from eddy.models.log import (
     AppendedRecord,
     CommittedOffset,
-    Engine,
     PartitionState,
     ProducerSequence,
-    SQLiteEngine,
     StoredRecord,
     TopicMeta,
 )
+from eddy.models.topics import TopicDetail, TopicSummary
+from eddy.storage import Engine, SQLiteEngine
 
 
 class Broker:

@@ -16,8 +16,8 @@ import orjson
 from pydantic import ValidationError
 
 from eddy.models.errors import InvalidRequest
-from eddy.storage import StoredRecord, ValueFormat
-from eddy.storage.headers import json_view
+from eddy.models.headers import json_view
+from eddy.models.log import StoredRecord, ValueFormat
 
 
 def _reject_constant(name: str) -> Any:

@@ -8,7 +8,8 @@ import logging
 
 from eddy.broker.metrics import Metrics
 from eddy.models.errors import EddyError
-from eddy.storage import Engine, PartitionState
+from eddy.models.log import PartitionState
+from eddy.storage import Engine
 
 log = logging.getLogger("eddy.broker")
 

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from eddy.broker.codec import check_text, decode_base64, dump_json, load_json, validation_error
 from eddy.models.errors import InvalidRequest, UnsupportedMediaType
+from eddy.models.headers import Headers, exact_headers, header_pairs
+from eddy.models.log import ProducerSequence, ValueFormat
 from eddy.models.records import MAX_INT32, MAX_INT64, ProduceBatch, ProducerRef, RecordIn
-from eddy.storage import Headers, ProducerSequence, ValueFormat, exact_headers
-from eddy.storage.headers import header_pairs
 
 JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from eddy.broker.positions import StartPosition
 from eddy.models.errors import EddyError
-from eddy.storage import AppendedRecord
+from eddy.models.log import AppendedRecord
 
 
 @dataclass(frozen=True, slots=True)

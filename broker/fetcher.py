@@ -11,7 +11,8 @@ from eddy.broker.codec import record_dict
 from eddy.broker.hub import FanoutHub
 from eddy.broker.metrics import Metrics, Transport
 from eddy.models.errors import InvalidRequest, OffsetOutOfRange
-from eddy.storage import Engine, PartitionState
+from eddy.models.log import PartitionState
+from eddy.storage import Engine
 
 
 def resolve_offset(topic: str, state: PartitionState, spec: str) -> int:

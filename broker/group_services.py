@@ -13,7 +13,8 @@ from eddy.broker.topic_admin import TopicAdmin
 from eddy.broker.topic_rules import validate_group_name, validate_topic_name
 from eddy.models.errors import PartitionNotFound
 from eddy.models.groups import GroupDetail, GroupSummary
-from eddy.storage import CommittedOffset, Engine
+from eddy.models.log import CommittedOffset
+from eddy.storage import Engine
 
 
 class GroupServices:

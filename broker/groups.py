@@ -46,7 +46,8 @@ from eddy.models.groups import (
     GroupOffsetInfo,
     GroupSummary,
 )
-from eddy.storage import Engine, StoredRecord
+from eddy.models.log import StoredRecord
+from eddy.storage import Engine
 
 log = logging.getLogger("eddy.groups")
 

@@ -29,7 +29,8 @@ from eddy.broker.metrics import Metrics, Transport
 from eddy.broker.pacer import Pacer
 from eddy.broker.tail import PartitionTail
 from eddy.models.errors import EddyError, TopicNotFound
-from eddy.storage import Engine, StoredRecord
+from eddy.models.log import StoredRecord
+from eddy.storage import Engine
 
 if TYPE_CHECKING:
     from eddy.broker.subscriber import Subscriber

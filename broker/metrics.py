@@ -28,7 +28,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from eddy.storage import PartitionState, StoredRecord
+from eddy.models.log import PartitionState, StoredRecord
 
 # (topic, its partitions' states), for the scrape
 PartitionSource = Callable[[], Iterable[tuple[str, Sequence[PartitionState]]]]

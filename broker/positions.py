@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from eddy.models.errors import OffsetOutOfRange, PartitionNotFound
-from eddy.storage import PartitionState
+from eddy.models.log import PartitionState
 
 StartFrom = Literal["earliest", "latest"]
 OnSlow = Literal["close", "conflate"]

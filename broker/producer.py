@@ -27,17 +27,8 @@ from eddy.models.errors import (
     PartitionNotFound,
     RecordTooLarge,
 )
-from eddy.storage import (
-    PRODUCER_HISTORY,
-    AppendBatch,
-    AppendedRecord,
-    Engine,
-    NewRecord,
-    ProducerSequence,
-    StoredRecord,
-    TopicMeta,
-    record_size,
-)
+from eddy.models.log import AppendedRecord, ProducerSequence, StoredRecord, TopicMeta
+from eddy.storage import PRODUCER_HISTORY, AppendBatch, Engine, NewRecord, record_size
 
 log = logging.getLogger("eddy.producer")
 

@@ -24,8 +24,8 @@ from eddy.broker.events import Acked, End, Event, Refused
 from eddy.broker.producer import Producer
 from eddy.models.errors import EddyError, InvalidRequest
 from eddy.models.frames import PublishFrame
+from eddy.models.log import AppendedRecord, ProducerSequence, TopicMeta
 from eddy.models.records import MAX_INT64
-from eddy.storage import AppendedRecord, ProducerSequence, TopicMeta
 
 
 class FrameSource(Protocol):

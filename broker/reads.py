@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from eddy.models.errors import OffsetOutOfRange
-from eddy.storage import Engine, PartitionState, TopicMeta
+from eddy.models.log import PartitionState, TopicMeta
+from eddy.storage import Engine
 
 OffsetQuery = Literal["earliest", "latest", "max_timestamp"] | int  # int: a timestamp (ms)
 NOT_FOUND = -1

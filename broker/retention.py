@@ -22,7 +22,8 @@ from typing import Any
 from eddy.broker.metrics import Metrics
 from eddy.broker.topic_rules import cleanup_plan
 from eddy.models.errors import EddyError, TopicNotFound
-from eddy.storage import Engine, TopicMeta
+from eddy.models.log import TopicMeta
+from eddy.storage import Engine
 
 log = logging.getLogger("eddy.retention")
 

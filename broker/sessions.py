@@ -21,7 +21,8 @@ from eddy.broker.subscriber import Connection, Subscriber
 from eddy.broker.subscription import CloseWhenFull, ConflateWhenFull
 from eddy.broker.topic_admin import TopicAdmin
 from eddy.models.errors import InvalidRequest
-from eddy.storage import PRODUCER_WINDOW, Engine, TopicMeta
+from eddy.models.log import TopicMeta
+from eddy.storage import PRODUCER_WINDOW, Engine
 
 Authorize = Callable[[Principal, Action, str], None]
 

@@ -41,7 +41,8 @@ from eddy.broker.subscription import (
 )
 from eddy.broker.tail import Encoder, PartitionTail, TailEntry
 from eddy.models.errors import EddyError, InvalidRequest
-from eddy.storage import Engine, StoredRecord
+from eddy.models.log import StoredRecord
+from eddy.storage import Engine
 
 log = logging.getLogger("eddy.subscriber")
 

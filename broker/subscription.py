@@ -40,7 +40,7 @@ from typing import Protocol, TypeVar
 
 from eddy.broker.conflation import Backlog
 from eddy.broker.tail import PartitionTail, TailEntry
-from eddy.storage import StoredRecord
+from eddy.models.log import StoredRecord
 
 
 @dataclass(slots=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
-from eddy.storage import StoredRecord
-from eddy.storage.headers import header_pairs
+from eddy.models.headers import header_pairs
+from eddy.models.log import StoredRecord
 
 TAIL_RECORDS = 2_000
 TAIL_BYTES = 2 * 1_048_576

@@ -25,8 +25,9 @@ from eddy.models.errors import (
     TopicNotFound,
     Unauthorized,
 )
+from eddy.models.log import TopicMeta
 from eddy.models.topics import PartitionInfo, TopicDetail, TopicSummary
-from eddy.storage import Engine, TopicMeta
+from eddy.storage import Engine
 
 log = logging.getLogger("eddy.broker")
 

@@ -1,1 +1,3 @@
-"""Pydantic schemas and the error tree shared by every layer (routers, broker, storage)."""
+"""What every layer shares (routers, broker, storage): the pydantic schemas of the API, the error
+tree, and the log's value types (`log`: records, offsets, partition state; `headers`: record
+headers in their exact forms). Nothing here does I/O or imports another layer."""

@@ -17,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from eddy.broker import Broker, drafts_from_body
 from eddy.broker.access import Principal
 from eddy.models.errors import PayloadTooLarge
+from eddy.models.log import AppendedRecord
 from eddy.models.records import (
     MAX_INT32,
     MAX_INT64,
@@ -43,7 +44,6 @@ from eddy.routers.responses import (
     UNSUPPORTED_MEDIA_TYPE,
     errors,
 )
-from eddy.storage import AppendedRecord
 
 router = APIRouter(prefix="/v1/topics/{topic}", tags=["records"])
 

@@ -43,6 +43,7 @@ from eddy.broker.metrics import Transport
 from eddy.broker.positions import SubscribeParams
 from eddy.broker.subscriber import Subscriber
 from eddy.models.errors import EddyError, InvalidRequest, Unauthorized, Unavailable
+from eddy.models.log import StoredRecord
 from eddy.routers.deps import BrokerDep, TopicPath, bearer_token
 from eddy.routers.responses import (
     AUTH,
@@ -56,7 +57,6 @@ from eddy.routers.responses import (
 from eddy.routers.ws.frames import event_message, slow_consumer_message
 from eddy.routers.ws.params import parse_subscription
 from eddy.routers.ws.session import watch_credentials
-from eddy.storage import StoredRecord
 
 log = logging.getLogger("eddy.sse")
 

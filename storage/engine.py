@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import enum
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from eddy.storage.headers import Headers, headers_size
+from eddy.models.headers import Headers, headers_size
+from eddy.models.log import (
+    AppendedRecord,
+    CommittedOffset,
+    PartitionState,
+    ProducerSequence,
+    StoredRecord,
+    TopicMeta,
+    ValueFormat,
+)
 
 log = logging.getLogger("eddy.storage")
 
@@ -28,16 +36,7 @@ PRODUCER_HISTORY = 5
 PRODUCER_WINDOW = 1_000
 
 
-class ValueFormat(enum.IntEnum):
-    """How a record's value bytes are to be read back."""
-
-    JSON = 0  # UTF-8 JSON text of any JSON value
-    BINARY = 1  # opaque bytes (sent and returned as value_base64)
-    TEXT = 2  # UTF-8 text of a text/plain body: a JSON string over REST, its bytes over Kafka
-
-
-# The types made once per record are NamedTuples: immutable like the frozen dataclasses here,
-# and about three times cheaper to create, which a 1,000-record batch feels.
+# A NamedTuple, like the per-record types of models/log.py (cheaper to create than a dataclass).
 class NewRecord(NamedTuple):
     """A record the broker asks the engine to append (partition already chosen)."""
 
@@ -47,25 +46,6 @@ class NewRecord(NamedTuple):
     value: bytes | None  # None is a null value (a tombstone on compacted topics)
     value_format: ValueFormat
     headers: Headers  # a dict, or (name, value) pairs where a dict would lose some (headers.py)
-
-
-class AppendedRecord(NamedTuple):
-    """Where an appended record landed."""
-
-    partition: int
-    offset: int
-    timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerSequence:
-    """An idempotent producer's request number (per topic and producer id)."""
-
-    producer_id: str
-    sequence: int
-    # The producer's last committed sequence this one must follow: None is Eddy's numbering
-    # (sequence - 1); Kafka's producers number records, so their batches jump by their size.
-    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,45 +118,6 @@ def record_size(key: str | None, value: bytes | None, headers: Headers) -> int:
         else:
             size += headers_size(headers)
     return size
-
-
-class StoredRecord(NamedTuple):
-    partition: int
-    offset: int
-    timestamp: int
-    key: str | None
-    value: bytes | None
-    value_format: ValueFormat
-    headers: Headers
-    size: int = 0  # its record_size (the engine always sets it)
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionState:
-    partition: int
-    log_start_offset: int  # first offset still stored
-    high_watermark: int  # offset the next record will get
-    size_bytes: int  # bytes of record data (key + value + headers) held
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedOffset:
-    """A consumer group's committed position: the next offset it will read."""
-
-    group: str
-    topic: str
-    partition: int
-    offset: int
-    committed_at: int  # ms since epoch
-    metadata: str = ""  # the committer's string (Kafka's commit metadata), "" when none
-
-
-@dataclass(frozen=True, slots=True)
-class TopicMeta:
-    name: str
-    partitions: int
-    config: dict[str, Any]
-    created_at: int  # ms since epoch
 
 
 class LogListener(Protocol):

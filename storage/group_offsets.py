@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from eddy.models.errors import EddyError, Unavailable
-from eddy.storage.engine import CommittedOffset
+from eddy.models.log import CommittedOffset
 from eddy.storage.writer import Database, DatabaseClosed, Job, WriterPool
 
 log = logging.getLogger("eddy.storage")

@@ -20,8 +20,9 @@ import orjson
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from eddy.storage.engine import NewRecord, StoredRecord, ValueFormat, record_size
-from eddy.storage.headers import exact_headers
+from eddy.models.headers import exact_headers
+from eddy.models.log import StoredRecord, ValueFormat
+from eddy.storage.engine import NewRecord, record_size
 
 CLIENT_ID = "eddy"  # what the cluster's logs and quotas call Eddy's clients
 

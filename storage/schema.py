@@ -21,14 +21,8 @@ from typing import Literal
 
 import orjson
 
-from eddy.storage.engine import (
-    AppendedRecord,
-    CommittedOffset,
-    PartitionState,
-    ProducerEntry,
-    ProducerWindow,
-    TopicMeta,
-)
+from eddy.models.log import AppendedRecord, CommittedOffset, PartitionState, TopicMeta
+from eddy.storage.engine import ProducerEntry, ProducerWindow
 
 SyncPolicy = Literal["full", "normal"]
 # 1: no producers table. 2: a record's `headers` is always a JSON object. 3: it may also be a

@@ -22,19 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from eddy.models.errors import TopicExists, TopicNotFound, Unavailable
+from eddy.models.log import AppendedRecord, CommittedOffset, PartitionState, StoredRecord, TopicMeta
 from eddy.storage import cleaning
 from eddy.storage.datadir import DataDir, DataDirLocked, disk_usage
-from eddy.storage.engine import (
-    AppendBatch,
-    AppendedRecord,
-    CommittedOffset,
-    DiskUsage,
-    Engine,
-    PartitionState,
-    ProducerWindow,
-    StoredRecord,
-    TopicMeta,
-)
+from eddy.storage.engine import AppendBatch, DiskUsage, Engine, ProducerWindow
 from eddy.storage.group_offsets import GroupOffsets
 from eddy.storage.readers import ReaderPool
 from eddy.storage.schema import (

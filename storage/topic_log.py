@@ -28,18 +28,9 @@ from eddy.models.errors import (
     TopicNotFound,
     Unavailable,
 )
-from eddy.storage.engine import (
-    AppendBatch,
-    AppendedRecord,
-    PartitionState,
-    ProducerEntry,
-    ProducerWindow,
-    StoredRecord,
-    TopicMeta,
-    ValueFormat,
-    record_size,
-)
-from eddy.storage.headers import encode_headers, stored_pairs
+from eddy.models.headers import encode_headers, stored_pairs
+from eddy.models.log import AppendedRecord, PartitionState, StoredRecord, TopicMeta, ValueFormat
+from eddy.storage.engine import AppendBatch, ProducerEntry, ProducerWindow, record_size
 from eddy.storage.readers import ReaderPool
 from eddy.storage.schema import add_partitions, encode_appended, partition_table
 from eddy.storage.writer import Database, DatabaseClosed, Job, WriterPool

@@ -16,8 +16,8 @@ from eddy.broker.codec import parse_json, validation_error
 from eddy.broker.drafts import RecordDraft, draft_from_record, drafts_from_body
 from eddy.models.errors import InvalidRequest
 from eddy.models.frames import PublishFrame
+from eddy.models.log import ProducerSequence
 from eddy.models.records import MAX_INT64, ProduceBatch, RecordIn
-from eddy.storage import ProducerSequence
 
 
 def stdlib_parse(data: bytes) -> Any:

@@ -1,5 +1,5 @@
 """Record headers kept exactly as written (order, repeated names, null values, bytes that are not
-UTF-8): the pure rules of storage/headers.py, the contract over REST, WebSocket and SSE (these
+UTF-8): the pure rules of models/headers.py, the contract over REST, WebSocket and SSE (these
 tests run on the Kafka engine too: test_kafka_contract.py imports them), and real Kafka
 producers and consumers on `eddy serve --kafka-listener`."""
 
@@ -22,14 +22,15 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 from websockets.sync.client import connect
 
-from eddy.storage import exact_headers, record_size
-from eddy.storage.headers import (
+from eddy.models.headers import (
     HeaderValue,
     decode_headers,
     encode_headers,
+    exact_headers,
     json_view,
     kafka_headers,
 )
+from eddy.storage import record_size
 from tests.conftest import RunningServer, ServerProcess, free_port, start_server_process
 from tests.test_rest import assert_error, create, fetch, produce
 from tests.test_sse import sse, take

@@ -6,13 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eddy.broker.idempotence import Append, OutOfOrder, Retry, check_sequence
-from eddy.storage import (
-    PRODUCER_HISTORY,
-    PRODUCER_WINDOW,
-    AppendedRecord,
-    ProducerEntry,
-    ProducerWindow,
-)
+from eddy.models.log import AppendedRecord
+from eddy.storage import PRODUCER_HISTORY, PRODUCER_WINDOW, ProducerEntry, ProducerWindow
 
 
 def entry(sequence: int, records: int = 1) -> ProducerEntry:

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eddy.broker.idempotence import Append, Duplicate, OutOfOrder, Retry, check_record_sequence
+from eddy.models.log import AppendedRecord, StoredRecord, ValueFormat
 from eddy.routers.kafka.records import build_batch, read_produced, value_format
-from eddy.storage import AppendedRecord, ProducerEntry, ProducerWindow, StoredRecord, ValueFormat
+from eddy.storage import ProducerEntry, ProducerWindow
 
 text = st.text(st.characters(codec="utf-8"), max_size=20)
 records = st.lists(

@@ -7,8 +7,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eddy.models.log import AppendedRecord
 from eddy.routers.records import offsets_json
-from eddy.storage import AppendedRecord
 
 
 def generic(appended: list[AppendedRecord]) -> bytes:

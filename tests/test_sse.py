@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from eddy.models.log import StoredRecord, ValueFormat
 from eddy.routers.sse import SSE_EVENTS, resume_id, with_resume_ids
-from eddy.storage import StoredRecord, ValueFormat
 from tests.conftest import (
     REPO,
     RunningServer,

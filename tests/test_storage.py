@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 from eddy.models.errors import PartitionNotFound, TopicExists, TopicNotFound, Unavailable
-from eddy.storage import (
-    AppendBatch,
-    AppendedRecord,
-    DataDirLocked,
-    NewRecord,
-    ProducerSequence,
-    SQLiteEngine,
-    ValueFormat,
-)
+from eddy.models.log import AppendedRecord, ProducerSequence, ValueFormat
+from eddy.storage import AppendBatch, DataDirLocked, NewRecord, SQLiteEngine
 from eddy.storage.schema import SCHEMA_VERSION
 
 

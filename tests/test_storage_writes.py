@@ -20,15 +20,8 @@ from eddy.broker.metrics import Metrics
 from eddy.broker.producer import Producer
 from eddy.broker.publisher import PublishSession, submitter
 from eddy.models.errors import TopicNotFound, Unavailable
-from eddy.storage import (
-    PRODUCER_WINDOW,
-    AppendBatch,
-    AppendedRecord,
-    NewRecord,
-    SQLiteEngine,
-    StoredRecord,
-    ValueFormat,
-)
+from eddy.models.log import AppendedRecord, StoredRecord, ValueFormat
+from eddy.storage import PRODUCER_WINDOW, AppendBatch, NewRecord, SQLiteEngine
 from eddy.storage.topic_log import QueueLimits
 from tests.conftest import fill_disk, tmpfs
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from eddy.broker.subscription import Keyed, ReplayRead, Subscription
 from eddy.broker.tail import PartitionTail
-from eddy.storage import StoredRecord, ValueFormat
+from eddy.models.log import StoredRecord, ValueFormat
 
 TOPIC = "t"
 PARTITIONS = 3

@@ -26,9 +26,9 @@ from websockets.uri import parse_uri
 
 from eddy.broker.codec import record_frame_bytes
 from eddy.broker.tail import PartitionTail
+from eddy.models.log import StoredRecord, ValueFormat
 from eddy.routers.ws.deflate import DeflateFrames, deflate_frames, negotiated_encoder
 from eddy.routers.ws.frames import FRAMES
-from eddy.storage import StoredRecord, ValueFormat
 from tests.conftest import REPO, RunningServer
 
 NODE_SUBSCRIBER = REPO / "tests" / "node" / "ws_deflate_subscriber.mjs"

@@ -30,7 +30,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from eddy.storage import AppendedRecord
+from eddy.models.log import AppendedRecord
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _BASE_OFFSET = struct.Struct(">q")

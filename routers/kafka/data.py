@@ -15,12 +15,12 @@ from eddy.broker.metrics import Transport
 from eddy.broker.reads import OffsetQuery
 from eddy.broker.topic_rules import is_compacted
 from eddy.models.errors import EddyError, InvalidRequest
+from eddy.models.log import AppendedRecord
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.idempotence import producer_sequence
 from eddy.routers.kafka.messages import Request
 from eddy.routers.kafka.records import CorruptBatch, ProducedBatch, build_batch, read_produced
 from eddy.routers.kafka.session import Session
-from eddy.storage import AppendedRecord
 
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
 QUERIES: dict[int, OffsetQuery] = {

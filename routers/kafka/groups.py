@@ -23,6 +23,7 @@ from eddy.broker import Broker
 from eddy.broker.access import Action
 from eddy.models.errors import EddyError, GroupActive, GroupNotFound
 from eddy.models.groups import METADATA_MAX_CHARS
+from eddy.models.log import CommittedOffset
 from eddy.routers.kafka.coordinator import (
     Answer,
     Group,
@@ -35,7 +36,6 @@ from eddy.routers.kafka.coordinator import (
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.messages import Request
 from eddy.routers.kafka.session import Session
-from eddy.storage import CommittedOffset
 
 log = logging.getLogger("eddy.kafka.groups")
 

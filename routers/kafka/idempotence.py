@@ -15,10 +15,10 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from eddy.models.log import ProducerSequence
 from eddy.routers.kafka.messages import Request
 from eddy.routers.kafka.records import ProducedBatch
 from eddy.routers.kafka.session import Session
-from eddy.storage import ProducerSequence
 
 MAX_EPOCH = 32_767
 

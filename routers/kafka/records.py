@@ -10,7 +10,7 @@ see it as `value`); anything else as binary (`value_base64`). JSON text with a r
 between its tokens is kept binary too: values are spliced into JSON lines and event streams
 as they are stored, and a line break would split them. Keys must be UTF-8 (Eddy's keys are
 text). Headers are kept exactly: order, repeated names, null values and bytes that are not UTF-8
-(storage/headers.py), so a Kafka consumer reads back the headers that were produced.
+(models/headers.py), so a Kafka consumer reads back the headers that were produced.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from aiokafka.record.memory_records import MemoryRecords
 from eddy.broker.codec import is_json_text
 from eddy.broker.drafts import RecordDraft
 from eddy.models.errors import InvalidRequest
+from eddy.models.headers import exact_headers, kafka_headers
+from eddy.models.log import StoredRecord, ValueFormat
 from eddy.routers.kafka.batch_cache import whole_batch
-from eddy.storage import StoredRecord, ValueFormat
-from eddy.storage.headers import exact_headers, kafka_headers
 
 _BASE_OFFSET = struct.Struct(">q")
 # A builder refuses appends past its batch size; a fetch's size is bounded by the read instead.

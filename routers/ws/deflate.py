@@ -34,8 +34,8 @@ from websockets.frames import Frame, Opcode
 
 from eddy.broker.codec import record_frame_bytes
 from eddy.broker.tail import Encoder
+from eddy.models.log import StoredRecord
 from eddy.routers.ws.frames import FRAMES
-from eddy.storage import StoredRecord
 
 WINDOW_BITS = 12  # 4 KiB windows, uvicorn's choice too: records are small, memory is not free
 COMPRESS_SETTINGS: dict[str, Any] = {"memLevel": 5}

@@ -27,8 +27,8 @@ from eddy.broker.events import (
 )
 from eddy.broker.positions import StartPosition
 from eddy.models.errors import EddyError
+from eddy.models.log import StoredRecord
 from eddy.routers.ws.close_codes import close_code, close_reason
-from eddy.storage import StoredRecord
 
 _TEXT = 0x81  # FIN + text opcode
 

@@ -39,8 +39,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from eddy.app.request_log import sane_request_id
 from eddy.broker.tail import Encoder
+from eddy.models.context import sane_request_id
 from eddy.models.errors import MalformedRequest
 from eddy.routers.ws.deflate import negotiated_encoder, server_deflate_factory
 from eddy.routers.ws.keepalive import PING_FRAME, KeepaliveSweep, sweep_for

@@ -24,11 +24,11 @@ from eddy.broker.metrics import Transport
 from eddy.broker.subscriber import Subscriber
 from eddy.broker.tail import Encoder
 from eddy.models.errors import EddyError, Forbidden, Unauthorized
+from eddy.models.log import StoredRecord
 from eddy.routers.deps import bearer_token
 from eddy.routers.ws.close_codes import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER
 from eddy.routers.ws.frames import answer_frame, closing, event_frame, text_frame
 from eddy.routers.ws.protocol import FAST_SEND, FastSend
-from eddy.storage import StoredRecord
 
 log = logging.getLogger("eddy.ws")
 

@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from eddy.models.errors import PartitionNotFound, TopicNotFound, Unavailable
-from eddy.storage.engine import Engine, PartitionState, TopicMeta
+from eddy.models.log import PartitionState, TopicMeta
+from eddy.storage.engine import Engine
 from eddy.storage.kafka_client import KafkaSettings
 
 log = logging.getLogger("eddy.storage.kafka")

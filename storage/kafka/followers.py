@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from eddy.storage.engine import AppendedRecord
+from eddy.models.log import AppendedRecord
 from eddy.storage.kafka.base import KafkaEngineBase
 from eddy.storage.kafka_client import KafkaSettings, stored_record
 

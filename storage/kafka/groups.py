@@ -23,7 +23,7 @@ from aiokafka.protocol.commit import OffsetCommitRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from eddy.models.errors import GroupActive, InvalidRequest, NotAssigned, Unavailable
-from eddy.storage.engine import CommittedOffset
+from eddy.models.log import CommittedOffset
 from eddy.storage.kafka.base import EDDY_NAME, KafkaEngineBase, kafka_unavailable
 from eddy.storage.kafka_client import KafkaSettings
 

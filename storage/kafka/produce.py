@@ -33,14 +33,9 @@ from eddy.models.errors import (
     TopicNotFound,
     Unavailable,
 )
-from eddy.storage.engine import (
-    AppendBatch,
-    AppendedRecord,
-    ProducerWindow,
-    StoredRecord,
-    record_size,
-)
-from eddy.storage.headers import kafka_headers
+from eddy.models.headers import kafka_headers
+from eddy.models.log import AppendedRecord, StoredRecord
+from eddy.storage.engine import AppendBatch, ProducerWindow, record_size
 from eddy.storage.kafka.base import kafka_unavailable
 from eddy.storage.kafka.followers import KafkaFollowers
 from eddy.storage.kafka_client import KafkaSettings, encode_key

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from eddy.models.errors import Unavailable
-from eddy.storage.engine import StoredRecord
+from eddy.models.log import StoredRecord
 from eddy.storage.kafka.base import kafka_unavailable
 from eddy.storage.kafka.followers import KafkaFollowers
 from eddy.storage.kafka_client import KafkaSettings, stored_record

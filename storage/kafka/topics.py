@@ -25,7 +25,7 @@ from aiokafka.errors import (
 )
 
 from eddy.models.errors import EddyError, InvalidRequest, TopicExists, TopicNotFound
-from eddy.storage.engine import TopicMeta
+from eddy.models.log import TopicMeta
 from eddy.storage.kafka.base import KnownPartition, KnownTopic, kafka_unavailable
 from eddy.storage.kafka.groups import KafkaGroups
 from eddy.storage.kafka.produce import KafkaProduce, drain_queued
