@@ -51,7 +51,7 @@ from eddy.models.log import (
     TopicMeta,
 )
 from eddy.models.topics import TopicDetail, TopicSummary
-from eddy.storage import Engine, SQLiteEngine
+from eddy.storage import Engine
 
 
 class Broker:
@@ -334,7 +334,7 @@ class Broker:
     @property
     def embedded_log(self) -> bool:
         """Whether records live in Eddy's own log (not a Kafka cluster's)."""
-        return isinstance(self.engine, SQLiteEngine)
+        return self.engine.embedded_log
 
     # --- consumer groups ------------------------------------------------------------------------
     def list_groups(self, principal: Principal) -> list[GroupSummary]:

@@ -149,6 +149,9 @@ class Engine(abc.ABC):
     """
 
     _listeners: tuple[LogListener, ...] = ()
+    # Whether the records live in Eddy's own log (True) or in a log other writers share (a Kafka
+    # cluster): some answers depend on it, such as what the Kafka listener may cache.
+    embedded_log: bool = True
 
     def add_listener(self, listener: LogListener) -> None:
         self._listeners = (*self._listeners, listener)

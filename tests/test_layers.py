@@ -86,3 +86,20 @@ def test_transports_call_only_the_broker_services(path: Path) -> None:
 def test_every_transport_is_scanned() -> None:
     scanned = {str(p.relative_to(ROUTERS)) for p in SOURCES}
     assert {"records.py", "sse.py", "ws/session.py", "kafka/data.py", "kafka/groups.py"} <= scanned
+
+
+BROKER = ROUTERS.parent / "broker"
+ENGINES = {"SQLiteEngine", "KafkaEngine"}
+
+
+@pytest.mark.parametrize("path", sorted(BROKER.rglob("*.py")), ids=lambda p: p.name)
+def test_the_broker_knows_only_the_engine_interface(path: Path) -> None:
+    """The broker talks to storage through `storage.Engine` alone; which engine runs is the
+    app's choice (app/factory.py), and what differs between them is the interface's to say."""
+    named = [
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.ImportFrom) and any(a.name in ENGINES for a in node.names))
+        or (isinstance(node, ast.Name) and node.id in ENGINES)
+    ]
+    assert not named, f"{path.name} names a storage engine: {named}"

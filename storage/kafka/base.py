@@ -46,6 +46,8 @@ class KnownTopic:
 class KafkaEngineBase(Engine):
     """The state and helpers the engine's parts (the classes built on this one) share."""
 
+    embedded_log = False  # the cluster's log, which other producers also write
+
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         self._prefix = settings.namespace
