@@ -11,7 +11,8 @@ import sqlite3
 from typing import Any
 
 from eddy.storage.schema import partition_table, quote_identifier
-from eddy.storage.topic_log import TopicJob, TopicLog, Txn
+from eddy.storage.topic_jobs import TopicJob, Txn
+from eddy.storage.topic_log import TopicLog
 
 VACUUM_PAGES_PER_STEP = 256  # 1 MiB with 4 KiB pages: one short step for the writer
 

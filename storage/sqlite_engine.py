@@ -36,7 +36,8 @@ from eddy.storage.schema import (
     load_group_offsets,
     load_topic,
 )
-from eddy.storage.topic_log import AlterJob, Announcer, QueueLimits, TopicLog
+from eddy.storage.topic_jobs import AlterJob
+from eddy.storage.topic_log import Announcer, QueueLimits, TopicLog
 from eddy.storage.writer import WriterPool
 
 log = logging.getLogger("eddy.storage")
