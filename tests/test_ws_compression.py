@@ -9,6 +9,8 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 from typing import Any
 
 import httpx
@@ -55,6 +57,39 @@ def test_compressed_frame_decodes_to_the_record_json() -> None:
     frame: Frame = parsed.value.value
     assert frame.opcode is Opcode.TEXT and frame.fin
     assert frame.data == record_frame_bytes("prices", record)
+
+
+def test_the_shared_encoder_is_safe_from_several_threads() -> None:
+    """Servers on other threads of one process (the Kafka-engine tests run several) share the
+    cached encoder: each record's compression must not touch another's. Seen in CI: one
+    thread's encode found `encoder` deleted by another's and the subscriber got 1011."""
+    encoder = deflate_frames(12, (("memLevel", 5),))
+    records = [_record(i, b'{"text":"' + b"abc" * 200 + b'"}') for i in range(2_000)]
+    expected = [encoder.record("prices", r) for r in records]
+    failures: list[BaseException] = []
+    mismatches = 0
+
+    def encode_all() -> None:
+        nonlocal mismatches
+        try:
+            for record, frame in zip(records, expected, strict=True):
+                if encoder.record("prices", record) != frame:
+                    mismatches += 1
+        except BaseException as exc:  # the failure is the result here
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        threads = [threading.Thread(target=encode_all) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:3]
+    assert mismatches == 0
 
 
 def test_one_encoder_per_parameter_set_so_the_tail_shares_the_bytes() -> None:
