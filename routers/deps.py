@@ -8,8 +8,7 @@ from fastapi import Depends, Path, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from eddy.broker import Broker
-from eddy.broker.access import Principal
+from eddy.broker import Broker, Principal
 
 
 async def get_broker(conn: HTTPConnection) -> Broker:

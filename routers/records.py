@@ -14,8 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from eddy.broker import Broker, drafts_from_body
-from eddy.broker.access import Principal
+from eddy.broker import Broker, Principal, drafts_from_body
 from eddy.models.errors import PayloadTooLarge
 from eddy.models.log import AppendedRecord
 from eddy.models.records import (

@@ -35,13 +35,19 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
-from eddy.broker import Broker
-from eddy.broker.access import Principal
-from eddy.broker.codec import record_frame_bytes, safe_json
-from eddy.broker.events import End, Event, SessionEnd, Subscribed
-from eddy.broker.metrics import Transport
-from eddy.broker.positions import SubscribeParams
-from eddy.broker.subscriber import Subscriber
+from eddy.broker import (
+    Broker,
+    End,
+    Event,
+    Principal,
+    SessionEnd,
+    Subscribed,
+    SubscribeParams,
+    Subscriber,
+    Transport,
+    record_frame_bytes,
+    safe_json,
+)
 from eddy.models.errors import EddyError, InvalidRequest, Unauthorized, Unavailable
 from eddy.models.log import StoredRecord
 from eddy.routers.deps import BrokerDep, TopicPath, bearer_token

@@ -8,8 +8,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from eddy.broker.access import Action
-from eddy.broker.topic_rules import validate_config
+from eddy.broker import Action, validate_config
 from eddy.models.errors import EddyError, InvalidRequest, TopicExists, TopicNotFound
 from eddy.routers.kafka.errors import error_code
 from eddy.routers.kafka.messages import SUPPORTED, Request

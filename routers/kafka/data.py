@@ -10,10 +10,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from eddy.broker.idempotence import check_record_sequence
-from eddy.broker.metrics import Transport
-from eddy.broker.reads import OffsetQuery
-from eddy.broker.topic_rules import is_compacted
+from eddy.broker import OffsetQuery, Transport, check_record_sequence, is_compacted
 from eddy.models.errors import EddyError, InvalidRequest
 from eddy.models.log import AppendedRecord
 from eddy.routers.kafka.errors import error_code

@@ -19,8 +19,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from eddy.broker import Broker
-from eddy.broker.access import Action
+from eddy.broker import Action, Broker
 from eddy.models.errors import EddyError, GroupActive, GroupNotFound
 from eddy.models.groups import METADATA_MAX_CHARS
 from eddy.models.log import CommittedOffset

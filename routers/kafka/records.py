@@ -25,8 +25,7 @@ from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from eddy.broker.codec import is_json_text
-from eddy.broker.drafts import RecordDraft
+from eddy.broker import RecordDraft, is_json_text
 from eddy.models.errors import InvalidRequest
 from eddy.models.headers import exact_headers, kafka_headers
 from eddy.models.log import StoredRecord, ValueFormat

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eddy.broker import Broker
-from eddy.broker.access import Principal
+from eddy.broker import Broker, Principal
 
 if TYPE_CHECKING:
     from eddy.routers.kafka.batch_cache import BatchCache

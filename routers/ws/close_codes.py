@@ -5,7 +5,7 @@ listed here. 44xx mirror the HTTP statuses; each is preceded by an error frame s
 
 from __future__ import annotations
 
-from eddy.broker.events import End, SessionEnd
+from eddy.broker import End, SessionEnd
 from eddy.models.errors import CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, EddyError
 
 __all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_MESSAGE_TOO_BIG", "close_code", "close_reason"]

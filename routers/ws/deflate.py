@@ -32,8 +32,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.frames import Frame, Opcode
 
-from eddy.broker.codec import record_frame_bytes
-from eddy.broker.tail import Encoder
+from eddy.broker import Encoder, record_frame_bytes
 from eddy.models.log import StoredRecord
 from eddy.routers.ws.frames import FRAMES
 

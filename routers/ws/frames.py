@@ -14,8 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from eddy.broker.codec import record_frame_bytes, safe_json
-from eddy.broker.events import (
+from eddy.broker import (
     Acked,
     Assigned,
     Committed,
@@ -23,9 +22,11 @@ from eddy.broker.events import (
     Event,
     Refused,
     SessionEnd,
+    StartPosition,
     Subscribed,
+    record_frame_bytes,
+    safe_json,
 )
-from eddy.broker.positions import StartPosition
 from eddy.models.errors import EddyError
 from eddy.models.log import StoredRecord
 from eddy.routers.ws.close_codes import close_code, close_reason

@@ -11,8 +11,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 
-from eddy.broker.positions import SubscribeParams
-from eddy.broker.topic_rules import validate_group_name
+from eddy.broker import SubscribeParams, validate_group_name
 from eddy.models.errors import InvalidRequest
 
 SUBSCRIPTION_PARAMETERS = (

@@ -39,7 +39,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from eddy.broker.tail import Encoder
+from eddy.broker import Encoder
 from eddy.models.context import sane_request_id
 from eddy.models.errors import MalformedRequest
 from eddy.routers.ws.deflate import negotiated_encoder, server_deflate_factory

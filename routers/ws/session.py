@@ -16,13 +16,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from fastapi import WebSocket
 
-from eddy.broker import Broker
-from eddy.broker.access import Principal
-from eddy.broker.codec import record_frame_bytes
-from eddy.broker.events import End, Event
-from eddy.broker.metrics import Transport
-from eddy.broker.subscriber import Subscriber
-from eddy.broker.tail import Encoder
+from eddy.broker import (
+    Broker,
+    Encoder,
+    End,
+    Event,
+    Principal,
+    Subscriber,
+    Transport,
+    record_frame_bytes,
+)
 from eddy.models.errors import EddyError, Forbidden, Unauthorized
 from eddy.models.log import StoredRecord
 from eddy.routers.deps import bearer_token
